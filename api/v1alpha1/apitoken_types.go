@@ -1,0 +1,254 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Permission is what a token may do on the backend.
+// +kubebuilder:validation:Enum=ReadOnly;FullAccess
+type Permission string
+
+const (
+	// PermissionReadOnly may only retrieve data (GET, HEAD, OPTIONS). Prefer it.
+	PermissionReadOnly Permission = "ReadOnly"
+	// PermissionFullAccess may read and modify resources.
+	PermissionFullAccess Permission = "FullAccess"
+)
+
+// DeletionPolicy says what happens to the backend token when the APIToken is deleted.
+// +kubebuilder:validation:Enum=Revoke;Retain
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyRevoke deactivates the backend token before the APIToken goes away.
+	DeletionPolicyRevoke DeletionPolicy = "Revoke"
+	// DeletionPolicyRetain leaves the backend token active.
+	DeletionPolicyRetain DeletionPolicy = "Retain"
+)
+
+// BackendKind is the kind of a backend reference.
+// +kubebuilder:validation:Enum=StatusBackend;ClusterStatusBackend
+type BackendKind string
+
+const (
+	// BackendKindStatusBackend refers to a StatusBackend in the APIToken's namespace.
+	BackendKindStatusBackend BackendKind = "StatusBackend"
+	// BackendKindClusterStatusBackend refers to a cluster-scoped ClusterStatusBackend.
+	BackendKindClusterStatusBackend BackendKind = "ClusterStatusBackend"
+)
+
+// APITokenPhase summarises whether the token in the Secret is usable.
+// +kubebuilder:validation:Enum=Pending;Active;Inactive;Failed
+type APITokenPhase string
+
+const (
+	// PhasePending: no usable token yet; issuing, or waiting for the backend.
+	PhasePending APITokenPhase = "Pending"
+	// PhaseActive: the Secret holds an active token.
+	PhaseActive APITokenPhase = "Active"
+	// PhaseInactive: the token has expired or was deactivated on request.
+	PhaseInactive APITokenPhase = "Inactive"
+	// PhaseFailed: the operator cannot issue a token until a person changes something.
+	PhaseFailed APITokenPhase = "Failed"
+)
+
+// BackendReference names the backend a token is issued against.
+type BackendReference struct {
+	// Kind of the backend: a StatusBackend in the APIToken's namespace, or a cluster-scoped
+	// ClusterStatusBackend.
+	// +kubebuilder:default=ClusterStatusBackend
+	// +optional
+	Kind BackendKind `json:"kind,omitempty"`
+
+	// Name of the StatusBackend or ClusterStatusBackend.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}
+
+// SecretTemplate holds metadata copied onto the Secret the operator writes.
+type SecretTemplate struct {
+	// Labels added to the Secret, for example to select it from a reloader.
+	// The operator's own labels take precedence.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Annotations added to the Secret, for example
+	// reloader.stakater.com/match: "true" to restart workloads when the token changes.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// APITokenSpec is the token a platform team asks for.
+type APITokenSpec struct {
+	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it
+	// whenever the workload only reads) or FullAccess (can read and modify).
+	// Changing it replaces the token.
+	// +required
+	Permission Permission `json:"permission"`
+
+	// ExpiresAt is the RFC 3339 time at which the token stops working; unset means it never
+	// expires. At that second the token is deactivated and the phase becomes Inactive.
+	// Changing it replaces the token; a time already past when the token would be issued
+	// fails with reason ExpiresAtInPast.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// BackendRef names the backend that issues the token. Defaults to the
+	// ClusterStatusBackend named "default".
+	// +kubebuilder:default={kind: ClusterStatusBackend, name: default}
+	// +optional
+	BackendRef *BackendReference `json:"backendRef,omitempty"`
+
+	// SecretName is the Secret, in the APIToken's namespace, that receives the token under the
+	// keys token, tokenID, permission, expiresAt and url. Defaults to the APIToken's name.
+	// An existing Secret that this APIToken does not own is never overwritten.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// SecretTemplate holds labels and annotations to put on the Secret.
+	// +optional
+	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
+
+	// Description is shown on the backend token, to tell people what it is for.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Description string `json:"description,omitempty"`
+
+	// Active set to false deactivates the backend token without deleting anything; setting it
+	// back to true issues a fresh token.
+	// +kubebuilder:default=true
+	// +optional
+	Active *bool `json:"active,omitempty"`
+
+	// DeletionPolicy says what happens to the backend token when the APIToken is deleted:
+	// Revoke (default) deactivates it, Retain leaves it active.
+	// +kubebuilder:default=Revoke
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// APITokenStatus is what the operator observed and did.
+type APITokenStatus struct {
+	// Phase says whether the token in the Secret is usable: Pending, Active, Inactive or Failed.
+	// +optional
+	Phase APITokenPhase `json:"phase,omitempty"`
+
+	// TokenID is the backend id of the token now in the Secret.
+	// +optional
+	TokenID string `json:"tokenID,omitempty"`
+
+	// TokenHint is the last four characters of the token, to recognise it; never the value.
+	// +optional
+	TokenHint string `json:"tokenHint,omitempty"`
+
+	// Permission of the token now in the Secret.
+	// +optional
+	Permission Permission `json:"permission,omitempty"`
+
+	// SecretName is the Secret that holds the token.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// IssuedAt is when the backend created the token now in the Secret.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// ExpiresAt is the token's expiry as the backend reports it.
+	// +optional
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// LastUsedAt is when the token last authenticated, from the backend's last-used
+	// information; refreshed once per sync interval.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
+
+	// IssueSerial counts the tokens issued for this APIToken. With the APIToken's UID it forms
+	// the idempotency key of the next create call, so a retry after a crash replays the
+	// create instead of issuing a second token.
+	// +optional
+	IssueSerial int64 `json:"issueSerial,omitempty"`
+
+	// RotationHandled is the last value of the tokens.statusops.dev/rotate-requested-at
+	// annotation that has been carried out; the same value never rotates twice.
+	// +optional
+	RotationHandled string `json:"rotationHandled,omitempty"`
+
+	// ObservedGeneration is the metadata.generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready, Reconciling and Stalled.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// APIToken declares an API token of a status backend and the Secret that holds it.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=apitok,categories=statusops
+// +kubebuilder:printcolumn:name="Permission",type=string,JSONPath=`.spec.permission`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Expires",type=date,JSONPath=`.status.expiresAt`
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: it is used as a label value on the Secret"
+type APIToken struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the token being asked for.
+	// +required
+	Spec APITokenSpec `json:"spec"`
+
+	// Status is what the operator observed and did.
+	// +optional
+	Status APITokenStatus `json:"status,omitempty"`
+}
+
+// APITokenList is a list of APITokens.
+// +kubebuilder:object:root=true
+type APITokenList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	// Items are the APITokens.
+	Items []APIToken `json:"items"`
+}
+
+// SecretNameOrDefault is the Secret the token is written to.
+func (t *APIToken) SecretNameOrDefault() string {
+	if t.Spec.SecretName != "" {
+		return t.Spec.SecretName
+	}
+	return t.Name
+}
+
+// IsActiveRequested reports whether spec.active asks for an active token (the default).
+func (t *APIToken) IsActiveRequested() bool {
+	return t.Spec.Active == nil || *t.Spec.Active
+}
+
+// BackendRefOrDefault is the backend reference with defaults applied, for objects that were
+// not defaulted by the API server (for example in unit tests).
+func (t *APIToken) BackendRefOrDefault() BackendReference {
+	ref := BackendReference{Kind: BackendKindClusterStatusBackend, Name: "default"}
+	if t.Spec.BackendRef != nil {
+		ref = *t.Spec.BackendRef
+		if ref.Kind == "" {
+			ref.Kind = BackendKindClusterStatusBackend
+		}
+	}
+	return ref
+}
+
+func init() {
+	SchemeBuilder.Register(&APIToken{}, &APITokenList{})
+}

@@ -1,0 +1,89 @@
+package v1alpha1
+
+// Condition types. Ready carries the GitOps meaning (the spec has been carried out);
+// Reconciling and Stalled follow the kstatus convention so that
+// sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute reports Current, InProgress or Failed.
+const (
+	// ConditionReady is True when the object has reached what its spec asks for.
+	ConditionReady = "Ready"
+	// ConditionReconciling is True while the controller is still working towards the spec
+	// (issuing, replacing, or retrying a transient error).
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the controller cannot make progress without a person
+	// changing something (invalid spec, conflict, expiry, missing backend).
+	ConditionStalled = "Stalled"
+)
+
+// Condition reasons. They are CamelCase so that tools can match on them; the condition
+// message is the sentence a person reads.
+const (
+	// ReasonIssued: an active token is in the Secret.
+	ReasonIssued = "Issued"
+	// ReasonDeactivated: spec.active is false and the backend token has been deactivated.
+	ReasonDeactivated = "Deactivated"
+	// ReasonPending: the token is being issued or replaced.
+	ReasonPending = "Pending"
+	// ReasonBackendNotReady: the referenced backend exists but is not Ready; the token
+	// waits and proceeds when the backend becomes Ready.
+	ReasonBackendNotReady = "BackendNotReady"
+	// ReasonBackendNotFound: the referenced StatusBackend or ClusterStatusBackend does not exist.
+	ReasonBackendNotFound = "BackendNotFound"
+	// ReasonBackendError: a call to the backend failed with a transient error; it is retried
+	// with backoff.
+	ReasonBackendError = "BackendError"
+	// ReasonBackendRejected: the backend refused the request in a way a retry cannot fix
+	// (for example 400 or 403); the message says what the backend answered.
+	ReasonBackendRejected = "BackendRejected"
+	// ReasonExpired: spec.expiresAt has passed and the token has been deactivated.
+	ReasonExpired = "Expired"
+	// ReasonExpiresAtInPast: spec.expiresAt was already in the past when the token would
+	// have been issued, so nothing was issued.
+	ReasonExpiresAtInPast = "ExpiresAtInPast"
+	// ReasonSecretConflict: a Secret named spec.secretName exists and is not owned by this
+	// APIToken; it is never overwritten.
+	ReasonSecretConflict = "SecretConflict"
+	// ReasonNamespaceNotAllowed: the ClusterStatusBackend's allowedNamespaces does not
+	// select the APIToken's namespace.
+	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	// ReasonDeleting: the APIToken is being deleted and its backend token is being
+	// deactivated (deletionPolicy Revoke) before the finalizer is removed.
+	ReasonDeleting = "Deleting"
+
+	// ReasonPingSucceeded: GET /ping with the backend credential answered 200.
+	ReasonPingSucceeded = "PingSucceeded"
+	// ReasonCredentialsNotFound: the credentials Secret or its key does not exist.
+	ReasonCredentialsNotFound = "CredentialsNotFound"
+	// ReasonCredentialsInvalid: the backend rejected the credential (401), or it is read-only
+	// and so cannot manage tokens.
+	ReasonCredentialsInvalid = "CredentialsInvalid"
+	// ReasonBackendUnreachable: the backend URL could not be reached or did not speak the protocol.
+	ReasonBackendUnreachable = "BackendUnreachable"
+	// ReasonInvalidConfiguration: the backend spec cannot be used as written (for example a
+	// CA bundle that is not PEM).
+	ReasonInvalidConfiguration = "InvalidConfiguration"
+)
+
+// Well-known labels and annotations.
+const (
+	// LabelManagedBy is put on every Secret the operator writes; the operator caches only
+	// Secrets that carry it.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy.
+	ManagedByValue = "apitoken-operator"
+	// LabelAPIToken names the APIToken that owns a Secret.
+	LabelAPIToken = "tokens.statusops.dev/apitoken"
+	// AnnotationRotateRequestedAt: setting it to a new value replaces the token once.
+	AnnotationRotateRequestedAt = "tokens.statusops.dev/rotate-requested-at"
+	// Finalizer keeps an APIToken until its backend token has been deactivated and its
+	// Secret removed.
+	Finalizer = "tokens.statusops.dev/finalizer"
+)
+
+// Data keys of the Secret an APIToken writes.
+const (
+	SecretKeyToken      = "token"
+	SecretKeyTokenID    = "tokenID"
+	SecretKeyPermission = "permission"
+	SecretKeyExpiresAt  = "expiresAt"
+	SecretKeyURL        = "url"
+)

@@ -1,0 +1,168 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/testenv"
+)
+
+const ns = "schema-test"
+
+func object(t *testing.T, manifest string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &u.Object); err != nil {
+		t.Fatalf("bad test manifest: %v", err)
+	}
+	return u
+}
+
+// TestSchemaRejectsBadManifests creates invalid objects on a real API server, with the
+// strict field validation kubectl uses, and checks the error names the offending field.
+func TestSchemaRejectsBadManifests(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	g := NewWithT(t)
+	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+
+	token := func(spec string) string {
+		return "apiVersion: tokens.statusops.dev/v1alpha1\nkind: APIToken\nmetadata: {name: bad, namespace: " + ns + "}\nspec:\n" + spec
+	}
+	cluster := func(spec string) string {
+		return "apiVersion: tokens.statusops.dev/v1alpha1\nkind: ClusterStatusBackend\nmetadata: {name: bad}\nspec:\n" + spec
+	}
+	namespaced := func(spec string) string {
+		return "apiVersion: tokens.statusops.dev/v1alpha1\nkind: StatusBackend\nmetadata: {name: bad, namespace: " + ns + "}\nspec:\n" + spec
+	}
+	cases := []struct {
+		name     string
+		manifest string
+		field    string // must appear in the error
+	}{
+		{"permission outside the enum", token("  permission: Admin"), "spec.permission"},
+		{"permission missing", token("  description: x"), "spec.permission"},
+		{"permission of the wrong type", token("  permission: 5"), "spec.permission"},
+		{"expiresAt not RFC 3339", token("  permission: ReadOnly\n  expiresAt: tomorrow"), "spec.expiresAt"},
+		{"expiresAt a date without time", token("  permission: ReadOnly\n  expiresAt: \"2027-06-30\""), "spec.expiresAt"},
+		{"secretName not a DNS-1123 subdomain", token("  permission: ReadOnly\n  secretName: Bad_Name"), "spec.secretName"},
+		{"secretName too long", token("  permission: ReadOnly\n  secretName: " + strings.Repeat("a", 254)), "spec.secretName"},
+		{"backendRef.kind outside the enum", token("  permission: ReadOnly\n  backendRef: {kind: Vault, name: x}"), "spec.backendRef.kind"},
+		{"backendRef.name empty", token("  permission: ReadOnly\n  backendRef: {kind: StatusBackend, name: \"\"}"), "spec.backendRef.name"},
+		{"unknown field in spec", token("  permission: ReadOnly\n  permissions: FullAccess"), "spec.permissions"},
+		{"unknown nested field", token("  permission: ReadOnly\n  backendRef: {name: x, namespace: other}"), "spec.backendRef.namespace"},
+		{"active of the wrong type", token("  permission: ReadOnly\n  active: \"yes\""), "spec.active"},
+		{"deletionPolicy outside the enum", token("  permission: ReadOnly\n  deletionPolicy: Delete"), "spec.deletionPolicy"},
+		{"description too long", token("  permission: ReadOnly\n  description: " + strings.Repeat("d", 257)), "spec.description"},
+		{"secretTemplate label of the wrong type", token("  permission: ReadOnly\n  secretTemplate: {labels: {team: {a: b}}}"), "spec.secretTemplate.labels.team"},
+		{"name too long for a label value", strings.Replace(token("  permission: ReadOnly"), "name: bad", "name: "+strings.Repeat("n", 64), 1), "metadata.name"},
+		{"spec missing", "apiVersion: tokens.statusops.dev/v1alpha1\nkind: APIToken\nmetadata: {name: bad, namespace: " + ns + "}", "spec"},
+		{"backend url not http(s)", cluster("  url: ftp://status.example.com\n  credentialsSecretRef: {name: a, namespace: b}"), "spec.url"},
+		{"backend url missing", namespaced("  credentialsSecretRef: {name: a}"), "spec.url"},
+		{"cluster backend credentials without namespace", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a}"), "spec.credentialsSecretRef.namespace"},
+		{"credentials name missing", namespaced("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {key: token}"), "spec.credentialsSecretRef.name"},
+		{"allowedNamespaces of the wrong type", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: b}\n  allowedNamespaces: all"), "spec.allowedNamespaces"},
+		{"caBundle not base64", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: b}\n  caBundle: \"not base64!\""), "spec.caBundle"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			err := env.Client.Create(ctx, object(t, tc.manifest), client.FieldValidation("Strict"))
+			g.Expect(err).To(HaveOccurred(), "the API server accepted an invalid manifest")
+			g.Expect(apierrors.IsInvalid(err) || apierrors.IsBadRequest(err)).To(BeTrue(), "unexpected error kind: %v", err)
+			g.Expect(err.Error()).To(ContainSubstring(tc.field))
+		})
+	}
+}
+
+// TestSamplesAreAcceptedAndDefaulted applies config/samples and checks the defaults the
+// API server fills in.
+func TestSamplesAreAcceptedAndDefaulted(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	g := NewWithT(t)
+	for _, n := range []string{"default", "apitoken-system"} {
+		_ = env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
+	}
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "tokens_*.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	kinds := map[string]int{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		g.Expect(err).NotTo(HaveOccurred())
+		u := object(t, string(data))
+		g.Expect(env.Client.Create(ctx, u, client.FieldValidation("Strict"))).To(Succeed(), f)
+		kinds[u.GetKind()]++
+	}
+	g.Expect(kinds).To(HaveKeyWithValue("APIToken", 2))
+	g.Expect(kinds).To(HaveKeyWithValue("ClusterStatusBackend", 1))
+	g.Expect(kinds).To(HaveKeyWithValue("StatusBackend", 1))
+
+	var tokens tokensv1alpha1.APITokenList
+	g.Expect(env.Client.List(ctx, &tokens, client.InNamespace("default"))).To(Succeed())
+	perms := map[tokensv1alpha1.Permission]bool{}
+	for _, tok := range tokens.Items {
+		perms[tok.Spec.Permission] = true
+		g.Expect(tok.Spec.DeletionPolicy).To(Equal(tokensv1alpha1.DeletionPolicyRevoke))
+		g.Expect(tok.Spec.Active).NotTo(BeNil())
+		g.Expect(*tok.Spec.Active).To(BeTrue())
+		g.Expect(tok.Spec.BackendRef).To(Equal(&tokensv1alpha1.BackendReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}))
+	}
+	g.Expect(perms).To(HaveLen(2), "one ReadOnly and one FullAccess sample")
+
+	var backends tokensv1alpha1.StatusBackendList
+	g.Expect(env.Client.List(ctx, &backends)).To(Succeed())
+	g.Expect(backends.Items).To(HaveLen(1))
+	g.Expect(backends.Items[0].Spec.CredentialsSecretRef.Key).To(Equal("token"))
+}
+
+// TestCRDsDocumentEveryField makes sure `kubectl explain` has a sentence for every field.
+func TestCRDsDocumentEveryField(t *testing.T) {
+	g := NewWithT(t)
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "crd", "bases", "*.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(files).To(HaveLen(3))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		g.Expect(err).NotTo(HaveOccurred())
+		var crd apiextensionsv1.CustomResourceDefinition
+		g.Expect(yaml.Unmarshal(data, &crd)).To(Succeed())
+		g.Expect(crd.Spec.Names.Categories).To(ContainElement("statusops"), f)
+		for _, v := range crd.Spec.Versions {
+			g.Expect(v.Subresources).NotTo(BeNil())
+			g.Expect(v.Subresources.Status).NotTo(BeNil(), "status subresource")
+			var undocumented []string
+			walk(crd.Spec.Names.Kind, *v.Schema.OpenAPIV3Schema, &undocumented)
+			g.Expect(undocumented).To(BeEmpty(), "fields without a description in %s", f)
+		}
+	}
+}
+
+func walk(path string, s apiextensionsv1.JSONSchemaProps, undocumented *[]string) {
+	for name, p := range s.Properties {
+		child := path + "." + name
+		if p.Description == "" && name != "apiVersion" && name != "kind" && name != "metadata" {
+			*undocumented = append(*undocumented, child)
+		}
+		if name == "metadata" || strings.HasSuffix(child, ".conditions") {
+			continue
+		}
+		walk(child, p, undocumented)
+	}
+	if s.Items != nil && s.Items.Schema != nil {
+		walk(path+"[]", *s.Items.Schema, undocumented)
+	}
+}
