@@ -1,0 +1,79 @@
+// Command manager runs the apitoken-operator controllers.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/statusops/apitoken-operator/internal/metrics"
+	"github.com/statusops/apitoken-operator/internal/operator"
+)
+
+func main() {
+	var (
+		o          operator.Options
+		namespaces string
+		logLevel   string
+		logFormat  string
+		qps        float64
+		burst      int
+	)
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
+	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
+	flag.StringVar(&o.LeaderElectionID, "leader-election-id", "apitoken-operator.statusops.dev", "Name of the leader-election Lease.")
+	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the Pod's namespace).")
+	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
+	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
+	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
+	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, error, or a number N for verbosity V(N).")
+	flag.StringVar(&logFormat, "log-format", "json", "Log format: json or console.")
+	flag.Float64Var(&qps, "kube-api-qps", 100, "Queries per second to the Kubernetes API server.")
+	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the Kubernetes API server.")
+	flag.Parse()
+
+	level, err := parseLevel(logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctrl.SetLogger(zap.New(zap.Level(level), zap.UseDevMode(logFormat == "console")))
+	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
+	o.BackendObserver = metrics.NewBackendObserver()
+	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		ctrl.Log.Error(err, "Loading kubeconfig failed")
+		os.Exit(1)
+	}
+	cfg.QPS, cfg.Burst = float32(qps), burst
+	if err := operator.Run(ctrl.SetupSignalHandler(), cfg, o); err != nil {
+		ctrl.Log.Error(err, "Manager stopped")
+		os.Exit(1)
+	}
+}
+
+func parseLevel(s string) (zapcore.Level, error) {
+	switch s {
+	case "debug":
+		return zapcore.Level(-5), nil
+	case "info":
+		return zapcore.InfoLevel, nil
+	case "error":
+		return zapcore.ErrorLevel, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("--log-level must be debug, info, error or a verbosity number, not %q", s)
+	}
+	return zapcore.Level(-n), nil
+}

@@ -1,0 +1,509 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/operator"
+)
+
+// kstatusOf is what kstatus (and so Argo CD, Flux, kubectl wait) reads from the object.
+func kstatusOf(t *testing.T, tok *tokensv1alpha1.APIToken) status.Status {
+	t.Helper()
+	tok = tok.DeepCopy()
+	tok.APIVersion, tok.Kind = tokensv1alpha1.GroupVersion.String(), "APIToken"
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(tok)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	res, err := status.Compute(&unstructured.Unstructured{Object: m})
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	return res.Status
+}
+
+func TestIssueReadOnlyToken(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.create(h.newToken("dashboard", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.Description = "Grafana status panel"
+		t.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"team": "obs"}, Annotations: map[string]string{"reloader.stakater.com/match": "true"}}
+	}))
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(kstatusOf(t, tok)).To(Equal(status.CurrentStatus))
+	g.Expect(h.readyCondition(tok).Message).To(ContainSubstring("Secret dashboard"))
+	g.Expect(tok.Finalizers).To(ContainElement(tokensv1alpha1.Finalizer))
+	g.Expect(tok.Status.TokenID).NotTo(BeEmpty())
+	g.Expect(tok.Status.TokenHint).To(HaveLen(7))
+	g.Expect(tok.Status.SecretName).To(Equal("dashboard"))
+	g.Expect(tok.Status.Permission).To(Equal(tokensv1alpha1.PermissionReadOnly))
+	g.Expect(tok.Status.IssuedAt).NotTo(BeNil())
+
+	s := h.secret("dashboard")
+	g.Expect(s).NotTo(BeNil())
+	g.Expect(s.Labels).To(HaveKeyWithValue(tokensv1alpha1.LabelManagedBy, tokensv1alpha1.ManagedByValue))
+	g.Expect(s.Labels).To(HaveKeyWithValue(tokensv1alpha1.LabelAPIToken, "dashboard"))
+	g.Expect(s.Labels).To(HaveKeyWithValue("team", "obs"))
+	g.Expect(s.Annotations).To(HaveKeyWithValue("reloader.stakater.com/match", "true"))
+	g.Expect(metav1.IsControlledBy(s, tok)).To(BeTrue())
+	g.Expect(s.Data).To(HaveKey(tokensv1alpha1.SecretKeyToken))
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyTokenID])).To(Equal(tok.Status.TokenID))
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyPermission])).To(Equal("ReadOnly"))
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyExpiresAt])).To(BeEmpty())
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyURL])).To(Equal(h.backend.URL))
+	g.Expect(tok.Status.TokenHint).To(HaveSuffix(string(s.Data["token"][len(s.Data["token"])-4:])))
+
+	bt := h.backendToken(tok.Status.TokenID)
+	g.Expect(bt.Status).To(Equal(backend.StatusActive))
+	g.Expect(bt.Permission).To(Equal(backend.PermissionReadOnly))
+	g.Expect(bt.ExternalID).To(Equal(string(tok.UID)))
+	g.Expect(bt.Description).To(Equal("Grafana status panel"))
+	g.Expect(bt.ExpiresAt).To(BeNil())
+	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
+
+	// The seed's promise, end to end: a read-only token can only retrieve data.
+	g.Expect(h.useToken(s.Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Expect(h.useToken(s.Data["token"], http.MethodPost, "/boards")).To(Equal(http.StatusForbidden))
+	g.Expect(h.expectEvent("dashboard", tokensv1alpha1.ReasonIssued)).To(ContainSubstring(tok.Status.TokenID))
+
+	// Last used: follows the backend's information within the sync interval.
+	NewWithT(t).Eventually(func(g Gomega) {
+		got := h.get("dashboard")
+		g.Expect(got.Status.LastUsedAt).NotTo(BeNil())
+	}).WithTimeout(15 * time.Second).Should(Succeed())
+}
+
+func TestIssueFullAccessTokenWithExpiry(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	exp := metav1.NewTime(time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second))
+	tok := h.create(h.newToken("automation", tokensv1alpha1.PermissionFullAccess, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.ExpiresAt = &exp
+		t.Spec.SecretName = "automation-token"
+	}))
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(tok.Status.ExpiresAt.Unix()).To(Equal(exp.Unix()))
+	s := h.secret("automation-token")
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyExpiresAt])).To(Equal(exp.UTC().Format(time.RFC3339)))
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyPermission])).To(Equal("FullAccess"))
+	bt := h.backendToken(tok.Status.TokenID)
+	g.Expect(bt.Permission).To(Equal(backend.PermissionFullAccess))
+	g.Expect(bt.ExpiresAt.Unix()).To(Equal(exp.Unix()))
+	g.Expect(h.useToken(s.Data["token"], http.MethodPost, "/boards")).To(Equal(http.StatusCreated))
+}
+
+func TestExpireAtTheSecond(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	exp := metav1.NewTime(time.Now().Add(3 * time.Second).UTC().Truncate(time.Second).Add(time.Second))
+	tok := h.create(h.newToken("short", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &exp }))
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	id := tok.Status.TokenID
+	value := h.secret("short").Data["token"]
+
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseInactive, tokensv1alpha1.ReasonExpired)
+	// Scheduled, not polled: the pass ran within a second of expiresAt.
+	cond := h.readyCondition(tok)
+	g.Expect(cond.LastTransitionTime.Sub(exp.Time)).To(BeNumerically("<", 2*time.Second))
+	g.Expect(cond.Message).To(ContainSubstring("Move spec.expiresAt later"))
+	g.Expect(kstatusOf(t, tok)).To(Equal(status.FailedStatus))
+	g.Expect(h.backendToken(id).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.backendToken(id).DeactivatedAt).NotTo(BeNil(), "deactivated explicitly, not only past its expiry")
+	g.Expect(h.useToken(value, http.MethodGet, "/boards")).To(Equal(http.StatusUnauthorized))
+	h.expectEvent("short", tokensv1alpha1.ReasonExpired)
+
+	// Moving expiresAt later issues a fresh token into the same Secret.
+	later := metav1.NewTime(time.Now().Add(time.Hour).UTC().Truncate(time.Second))
+	patch := client.MergeFrom(tok.DeepCopy())
+	tok.Spec.ExpiresAt = &later
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(tok.Status.TokenID).NotTo(Equal(id))
+	g.Expect(h.useToken(h.secret("short").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
+}
+
+func TestChangePermissionAndExpiryReplaces(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.create(h.newToken("changing", tokensv1alpha1.PermissionReadOnly))
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	first := tok.Status.TokenID
+	oldValue := h.secret("changing").Data["token"]
+
+	patch := client.MergeFrom(tok.DeepCopy())
+	tok.Spec.Permission = tokensv1alpha1.PermissionFullAccess
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	g.Eventually(func() string { return h.get("changing").Status.TokenID }).WithTimeout(15 * time.Second).ShouldNot(Equal(first))
+	tok = h.waitFor("changing", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	second := tok.Status.TokenID
+	g.Expect(tok.Status.Permission).To(Equal(tokensv1alpha1.PermissionFullAccess))
+	s := h.secret("changing")
+	g.Expect(string(s.Data["tokenID"])).To(Equal(second))
+	g.Expect(string(s.Data["permission"])).To(Equal("FullAccess"))
+	g.Expect(h.backendToken(first).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.backendToken(second).Permission).To(Equal(backend.PermissionFullAccess))
+	g.Expect(h.useToken(oldValue, http.MethodGet, "/boards")).To(Equal(http.StatusUnauthorized))
+	g.Expect(h.useToken(s.Data["token"], http.MethodPost, "/boards")).To(Equal(http.StatusCreated))
+	g.Expect(h.expectEvent("changing", "Replaced")).To(ContainSubstring("spec.permission changed"))
+
+	exp := metav1.NewTime(time.Now().Add(72 * time.Hour).UTC().Truncate(time.Second))
+	patch = client.MergeFrom(tok.DeepCopy())
+	tok.Spec.ExpiresAt = &exp
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	g.Eventually(func() string { return h.get("changing").Status.TokenID }).WithTimeout(15 * time.Second).ShouldNot(Equal(second))
+	tok = h.waitFor("changing", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.backendToken(tok.Status.TokenID).ExpiresAt.Unix()).To(Equal(exp.Unix()))
+	g.Expect(h.backendToken(second).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
+}
+
+func TestDeactivateAndReactivate(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.create(h.newToken("toggle", tokensv1alpha1.PermissionReadOnly))
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	first := tok.Status.TokenID
+
+	off := false
+	patch := client.MergeFrom(tok.DeepCopy())
+	tok.Spec.Active = &off
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	tok = h.waitFor("toggle", tokensv1alpha1.PhaseInactive, tokensv1alpha1.ReasonDeactivated)
+	g.Expect(h.readyCondition(tok).Status).To(Equal(metav1.ConditionTrue))
+	g.Expect(kstatusOf(t, tok)).To(Equal(status.CurrentStatus))
+	g.Expect(h.backendToken(first).Status).To(Equal(backend.StatusInactive))
+	h.expectEvent("toggle", tokensv1alpha1.ReasonDeactivated)
+
+	on := true
+	patch = client.MergeFrom(tok.DeepCopy())
+	tok.Spec.Active = &on
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	tok = h.waitFor("toggle", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(tok.Status.TokenID).NotTo(Equal(first))
+	g.Expect(h.useToken(h.secret("toggle").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
+}
+
+func TestRotateOnDemandOnce(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.create(h.newToken("rotating", tokensv1alpha1.PermissionReadOnly))
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	first := tok.Status.TokenID
+
+	patch := client.MergeFrom(tok.DeepCopy())
+	tok.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "2026-11-27T10:00:00Z"}
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	g.Eventually(func() string { return h.get("rotating").Status.RotationHandled }).WithTimeout(15 * time.Second).Should(Equal("2026-11-27T10:00:00Z"))
+	tok = h.waitFor("rotating", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	second := tok.Status.TokenID
+	g.Expect(second).NotTo(Equal(first))
+	g.Expect(h.backendToken(first).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.expectEvent("rotating", "Replaced")).To(ContainSubstring("rotation was requested"))
+
+	// Another change that is not a new rotation value does not rotate again.
+	patch = client.MergeFrom(tok.DeepCopy())
+	tok.Annotations["unrelated"] = "x"
+	g.Expect(h.c.Patch(h.ctx, tok, patch)).To(Succeed())
+	h.restartManager()
+	g.Consistently(func() string { return h.get("rotating").Status.TokenID }).WithTimeout(3 * time.Second).Should(Equal(second))
+	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
+}
+
+func TestDeleteRevokesAndRetains(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	revoke := h.waitFor(h.create(h.newToken("revoke-me", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	retain := h.waitFor(h.create(h.newToken("retain-me", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyRetain
+	})).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	revokeValue := h.secret("revoke-me").Data["token"]
+	retainValue := h.secret("retain-me").Data["token"]
+
+	g.Expect(h.c.Delete(h.ctx, revoke)).To(Succeed())
+	g.Expect(h.c.Delete(h.ctx, retain)).To(Succeed())
+	g.Eventually(func() bool { return h.get("revoke-me") == nil && h.get("retain-me") == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
+	g.Expect(h.secret("revoke-me")).To(BeNil(), "Secret removed before the APIToken went away")
+	g.Expect(h.secret("retain-me")).To(BeNil())
+	g.Expect(h.backendToken(revoke.Status.TokenID).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.useToken(revokeValue, http.MethodGet, "/boards")).To(Equal(http.StatusUnauthorized))
+	g.Expect(h.backendToken(retain.Status.TokenID).Status).To(Equal(backend.StatusActive))
+	g.Expect(h.useToken(retainValue, http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+}
+
+func TestDeleteWaitsForUnreachableBackend(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("stuck", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	h.backend.Close()
+	g.Expect(h.c.Delete(h.ctx, tok)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := h.get("stuck")
+		g.Expect(got).NotTo(BeNil())
+		c := h.readyCondition(got)
+		g.Expect(c.Reason).To(Equal(tokensv1alpha1.ReasonDeleting))
+		g.Expect(c.Message).To(ContainSubstring("finalizer stays"))
+	}).WithTimeout(15 * time.Second).Should(Succeed())
+	g.Consistently(func() bool { return h.get("stuck") != nil }).WithTimeout(2 * time.Second).Should(BeTrue())
+
+	h.backend.Restart(t)
+	g.Eventually(func() bool { return h.get("stuck") == nil }).WithTimeout(60 * time.Second).Should(BeTrue())
+	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive))
+}
+
+func TestDriftIsRepaired(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("drift", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+
+	// 1. The Secret is deleted.
+	first := tok.Status.TokenID
+	g.Expect(h.c.Delete(h.ctx, h.secret("drift"))).To(Succeed())
+	g.Eventually(func() string { return h.get("drift").Status.TokenID }).WithTimeout(15 * time.Second).ShouldNot(Equal(first))
+	g.Eventually(func() *corev1.Secret { return h.secret("drift") }).WithTimeout(10 * time.Second).ShouldNot(BeNil())
+	g.Expect(h.backendToken(first).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.expectEvent("drift", "Replaced")).To(ContainSubstring("was deleted"))
+
+	// 2. The token in the Secret is edited.
+	tok = h.waitFor("drift", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	second := tok.Status.TokenID
+	s := h.secret("drift")
+	oldValue := s.Data["token"]
+	s.Data["token"] = []byte("sgt_edited-by-hand")
+	g.Expect(h.c.Update(h.ctx, s)).To(Succeed())
+	g.Eventually(func() string { return h.get("drift").Status.TokenID }).WithTimeout(15 * time.Second).ShouldNot(Equal(second))
+	g.Eventually(func() string { return string(h.secret("drift").Data["token"]) }).ShouldNot(Equal("sgt_edited-by-hand"))
+	g.Expect(h.useToken(oldValue, http.MethodGet, "/boards")).To(Equal(http.StatusUnauthorized))
+	g.Expect(h.expectEvent("drift", "Replaced")).To(ContainSubstring("was edited"))
+
+	// 3. The token is revoked by hand on the backend.
+	tok = h.waitFor("drift", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	third := tok.Status.TokenID
+	_, err := h.admin.DeactivateToken(h.ctx, third)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func() string { return h.get("drift").Status.TokenID }).WithTimeout(30 * time.Second).ShouldNot(Equal(third))
+	tok = h.waitFor("drift", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.expectEvent("drift", "Revoked")).To(ContainSubstring(third))
+	g.Expect(h.useToken(h.secret("drift").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
+}
+
+func TestFailures(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+
+	// A Secret of the same name that this APIToken does not own is never overwritten.
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "taken"}, StringData: map[string]string{"token": "precious"}}
+	g.Expect(h.c.Create(h.ctx, foreign)).To(Succeed())
+	conflict := h.create(h.newToken("conflict", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) { t.Spec.SecretName = "taken" }))
+
+	past := metav1.NewTime(time.Now().Add(-time.Hour).UTC().Truncate(time.Second))
+	inPast := h.create(h.newToken("in-past", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &past }))
+
+	missing := h.create(h.newToken("no-backend", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef = &tokensv1alpha1.BackendReference{Kind: tokensv1alpha1.BackendKindStatusBackend, Name: "nope"}
+	}))
+
+	cases := []struct {
+		tok     *tokensv1alpha1.APIToken
+		reason  string
+		message string
+	}{
+		{conflict, tokensv1alpha1.ReasonSecretConflict, "is not owned by this APIToken"},
+		{inPast, tokensv1alpha1.ReasonExpiresAtInPast, "Set a future time"},
+		{missing, tokensv1alpha1.ReasonBackendNotFound, "StatusBackend \"nope\" does not exist"},
+	}
+	for _, tc := range cases {
+		got := h.waitFor(tc.tok.Name, tokensv1alpha1.PhaseFailed, tc.reason)
+		g.Expect(h.readyCondition(got).Message).To(ContainSubstring(tc.message))
+		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tokensv1alpha1.ConditionStalled)).To(BeTrue())
+		g.Expect(kstatusOf(t, got)).To(Equal(status.FailedStatus), tc.reason)
+		g.Expect(got.Status.TokenID).To(BeEmpty())
+		g.Expect(h.activeBackendTokens(got.UID)).To(BeEmpty(), "nothing issued for %s", tc.reason)
+		g.Expect(h.expectEvent(tc.tok.Name, "Failed")).To(ContainSubstring(tc.message))
+	}
+	g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
+	g.Expect(string(foreign.Data["token"])).To(Equal("precious"))
+
+	// Fixing the conflict (a new secretName) lets the token proceed.
+	patch := client.MergeFrom(conflict.DeepCopy())
+	conflict.Spec.SecretName = "conflict-fixed"
+	g.Expect(h.c.Patch(h.ctx, conflict, patch)).To(Succeed())
+	h.waitFor("conflict", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+}
+
+func TestNamespaceNotAllowed(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	h.createClusterBackend("restricted-"+h.ns, h.backend.URL, func(b *tokensv1alpha1.ClusterStatusBackend) {
+		b.Spec.AllowedNamespaces = &metav1.LabelSelector{MatchLabels: map[string]string{"statusops.dev/tokens": "allowed"}}
+	})
+	tok := h.create(h.newToken("denied", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef.Name = "restricted-" + h.ns
+	}))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonNamespaceNotAllowed)
+	g.Expect(h.readyCondition(got).Message).To(ContainSubstring("Label the namespace"))
+	g.Expect(kstatusOf(t, got)).To(Equal(status.FailedStatus))
+	g.Expect(h.activeBackendTokens(got.UID)).To(BeEmpty())
+}
+
+func TestBackendNotReadyThenReady(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	// A backend whose credentials Secret does not exist yet.
+	h.createClusterBackendWithSecret("late-"+h.ns, "late-admin")
+	tok := h.create(h.newToken("waiting", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef.Name = "late-" + h.ns
+	}))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhasePending, tokensv1alpha1.ReasonBackendNotReady)
+	g.Eventually(func() string { return h.readyCondition(h.get(tok.Name)).Message }).Should(ContainSubstring("CredentialsNotFound"))
+	g.Expect(kstatusOf(t, got)).To(Equal(status.InProgressStatus))
+
+	// Creating the Secret makes the backend Ready (Secret watch), which wakes the token (backend watch).
+	h.createAdminSecret(h.ns, "late-admin", h.backend.AdminToken)
+	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+}
+
+func (h *harness) createClusterBackendWithSecret(name, secret string) {
+	h.createClusterBackend(name, h.backend.URL, func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = secret })
+}
+
+// TestCrashBetweenCreateAndSecretWrite stops the reconciler right after the backend create
+// and before the Secret write, restarts the manager, and checks that the retry replays.
+func TestCrashBetweenCreateAndSecretWrite(t *testing.T) {
+	crashed := make(chan struct{}, 1)
+	armed := true
+	h := newHarness(t, func(o *operator.Options) {
+		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+			if armed {
+				// Hold the pass here until the manager is stopped, as a kill would.
+				armed = false
+				crashed <- struct{}{}
+				<-ctx.Done()
+				return errors.New("simulated crash after the backend create")
+			}
+			return nil
+		}
+	})
+	g := NewWithT(t)
+	tok := h.create(h.newToken("crashy", tokensv1alpha1.PermissionReadOnly))
+	g.Eventually(crashed).WithTimeout(15 * time.Second).Should(Receive())
+	h.stopMgr()
+	g.Expect(h.secret("crashy")).To(BeNil(), "the crash came before the Secret write")
+	created := h.backend.Server.Stats().TokensCreated
+	g.Expect(created).To(BeNumerically(">=", 1))
+	h.startManager()
+
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.backend.Server.Stats().TokensCreated).To(Equal(created), "the retry replayed instead of creating another token")
+	g.Expect(h.backend.Server.Stats().Replays).To(BeNumerically(">=", 1))
+	active := h.activeBackendTokens(got.UID)
+	g.Expect(active).To(HaveLen(1))
+	g.Expect(active[0].ID).To(Equal(got.Status.TokenID))
+	g.Expect(h.useToken(h.secret("crashy").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+}
+
+// TestCrashWithLostReplaySweepsOrphan: the backend restarts (losing its in-memory replay)
+// between the crash and the retry; the orphaned first token is deactivated.
+func TestCrashWithLostReplaySweepsOrphan(t *testing.T) {
+	crashed := make(chan struct{}, 1)
+	armed := true
+	h := newHarness(t, func(o *operator.Options) {
+		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+			if armed {
+				// Hold the pass here until the manager is stopped, as a kill would.
+				armed = false
+				crashed <- struct{}{}
+				<-ctx.Done()
+				return errors.New("simulated crash after the backend create")
+			}
+			return nil
+		}
+	})
+	g := NewWithT(t)
+	tok := h.create(h.newToken("orphan", tokensv1alpha1.PermissionReadOnly))
+	g.Eventually(crashed).WithTimeout(15 * time.Second).Should(Receive())
+	h.stopMgr()
+	h.backend.Restart(t)
+	h.startManager()
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	active := h.activeBackendTokens(got.UID)
+	g.Expect(active).To(HaveLen(1))
+	g.Expect(active[0].ID).To(Equal(got.Status.TokenID))
+	all, err := h.admin.ListTokens(h.ctx, backend.ListOptions{ExternalID: string(got.UID)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(all).To(HaveLen(2), "the orphan exists and is inactive")
+}
+
+// TestWritesAreCounted: 50 new tokens cost at most 3 API writes and exactly 1 backend write
+// each; a manager restart costs no backend write.
+func TestWritesAreCounted(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	const n = 50
+	h.writes.reset()
+	before := h.backend.Server.Stats()
+	for i := 0; i < n; i++ {
+		h.create(h.newToken("bulk-"+itoa(i), tokensv1alpha1.PermissionReadOnly))
+	}
+	g.Eventually(func() int {
+		var list tokensv1alpha1.APITokenList
+		_ = h.c.List(h.ctx, &list, client.InNamespace(h.ns))
+		ready := 0
+		for _, t := range list.Items {
+			if meta.IsStatusConditionTrue(t.Status.Conditions, tokensv1alpha1.ConditionReady) {
+				ready++
+			}
+		}
+		return ready
+	}).WithTimeout(60 * time.Second).Should(Equal(n))
+	time.Sleep(2 * time.Second) // let any stray follow-up pass happen before counting
+	after := h.backend.Server.Stats()
+	apiWrites := h.writes.total("/apitokens") + h.writes.total("/secrets")
+	h.writes.mu.Lock()
+	byVerb := map[string]int{}
+	for k, v := range h.writes.counts {
+		verb := k[:strings.Index(k, " ")]
+		if strings.HasSuffix(k, "/status") {
+			verb += " status"
+		}
+		byVerb[verb] += v
+	}
+	h.writes.mu.Unlock()
+	t.Logf("API writes by kind: %v", byVerb)
+	t.Logf("%d tokens: %d API writes (%.2f per token), %d backend writes", n, apiWrites, float64(apiWrites)/n, after.WriteRequests-before.WriteRequests)
+	g.Expect(apiWrites).To(BeNumerically("<=", 3*n))
+	g.Expect(h.writes.total("/secrets")).To(Equal(n))
+	g.Expect(after.TokensCreated - before.TokensCreated).To(BeEquivalentTo(n))
+	g.Expect(after.WriteRequests-before.WriteRequests).To(BeEquivalentTo(n), "exactly one backend write per token")
+
+	// Restart: everything is re-verified from the cache; no backend writes, no API writes.
+	h.writes.reset()
+	before = h.backend.Server.Stats()
+	h.restartManager()
+	time.Sleep(5 * time.Second)
+	after = h.backend.Server.Stats()
+	g.Expect(after.WriteRequests - before.WriteRequests).To(BeZero())
+	g.Expect(h.writes.total("/apitokens") + h.writes.total("/secrets")).To(BeZero())
+}
+
+func itoa(i int) string {
+	const digits = "0123456789"
+	if i < 10 {
+		return digits[i : i+1]
+	}
+	return itoa(i/10) + digits[i%10:i%10+1]
+}

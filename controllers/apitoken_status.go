@@ -1,0 +1,73 @@
+package controllers
+
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+)
+
+// Pure status setters. Each outcome sets phase and the three conditions together, so that
+// kstatus reads: Ready=True → Current; Reconciling=True → InProgress; Stalled=True → Failed.
+
+func setCondition(tok *tokensv1alpha1.APIToken, typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&tok.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: tok.Generation,
+	})
+}
+
+// markIssued: an active token is in the Secret.
+func markIssued(tok *tokensv1alpha1.APIToken) {
+	tok.Status.Phase = tokensv1alpha1.PhaseActive
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonIssued,
+		"An active "+string(tok.Status.Permission)+" token is in Secret "+tok.Status.SecretName+".")
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
+	tok.Status.ObservedGeneration = tok.Generation
+}
+
+// markDeactivated: spec.active is false and it has been carried out.
+func markDeactivated(tok *tokensv1alpha1.APIToken) {
+	tok.Status.Phase = tokensv1alpha1.PhaseInactive
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonDeactivated,
+		"The token is deactivated because spec.active is false; set it to true to issue a fresh token.")
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
+	tok.Status.ObservedGeneration = tok.Generation
+}
+
+// markExpired: spec.expiresAt has passed and the token has been deactivated.
+func markExpired(tok *tokensv1alpha1.APIToken) {
+	tok.Status.Phase = tokensv1alpha1.PhaseInactive
+	msg := "The token expired at " + formatTime(tok.Spec.ExpiresAt) + " and has been deactivated. Move spec.expiresAt later (or remove it) to issue a fresh token."
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, tokensv1alpha1.ReasonExpired, msg)
+	setCondition(tok, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonExpired, msg)
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
+	tok.Status.ObservedGeneration = tok.Generation
+}
+
+// markFailed: nothing will change until a person acts.
+func markFailed(tok *tokensv1alpha1.APIToken, reason, message string) {
+	tok.Status.Phase = tokensv1alpha1.PhaseFailed
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(tok, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, message)
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
+	tok.Status.ObservedGeneration = tok.Generation
+}
+
+// markProgressing: the controller is working or retrying; the phase stays Active when a
+// usable token is still in the Secret, otherwise Pending.
+func markProgressing(tok *tokensv1alpha1.APIToken, reason, message string) {
+	if tok.Status.Phase != tokensv1alpha1.PhaseActive {
+		tok.Status.Phase = tokensv1alpha1.PhasePending
+	}
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(tok, tokensv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
+}
+
+// markDeleting: the finalizer is waiting to deactivate the backend token.
+func markDeleting(tok *tokensv1alpha1.APIToken, message string) {
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, tokensv1alpha1.ReasonDeleting, message)
+	setCondition(tok, tokensv1alpha1.ConditionReconciling, metav1.ConditionTrue, tokensv1alpha1.ReasonDeleting, message)
+}

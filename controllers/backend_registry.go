@@ -1,0 +1,124 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// BackendKey identifies a StatusBackend (namespace set) or a ClusterStatusBackend.
+type BackendKey struct {
+	Kind      tokensv1alpha1.BackendKind
+	Namespace string
+	Name      string
+}
+
+// String is "Kind/name" or "Kind/namespace/name"; it is also the APIToken index value.
+func (k BackendKey) String() string {
+	if k.Namespace == "" {
+		return string(k.Kind) + "/" + k.Name
+	}
+	return string(k.Kind) + "/" + k.Namespace + "/" + k.Name
+}
+
+// backendKeyFor is the backend an APIToken refers to.
+func backendKeyFor(tok *tokensv1alpha1.APIToken) BackendKey {
+	ref := tok.BackendRefOrDefault()
+	key := BackendKey{Kind: ref.Kind, Name: ref.Name}
+	if ref.Kind == tokensv1alpha1.BackendKindStatusBackend {
+		key.Namespace = tok.Namespace
+	}
+	return key
+}
+
+// registeredBackend is a backend whose credential answered GET /ping.
+type registeredBackend struct {
+	client backend.Client
+	url    string
+	// fingerprint changes when the URL, CA bundle or credential changes.
+	fingerprint string
+}
+
+// BackendRegistry holds a checked client for every Ready backend. The backend controllers
+// fill it after a successful ping; the APIToken controller and the inventory read it. When
+// a backend (re)appears, the registry emits an event so that the APITokens waiting for it
+// are reconciled at once (watch, not poll).
+type BackendRegistry struct {
+	mu       sync.RWMutex
+	backends map[BackendKey]*registeredBackend
+	events   chan event.GenericEvent
+}
+
+// NewBackendRegistry returns an empty registry.
+func NewBackendRegistry() *BackendRegistry {
+	return &BackendRegistry{backends: map[BackendKey]*registeredBackend{}, events: make(chan event.GenericEvent, 1024)}
+}
+
+// Get returns the client of a Ready backend.
+func (r *BackendRegistry) Get(key BackendKey) (backend.Client, string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	b, ok := r.backends[key]
+	if !ok {
+		return nil, "", false
+	}
+	return b.client, b.url, true
+}
+
+// Fingerprint returns the fingerprint a backend was registered with.
+func (r *BackendRegistry) Fingerprint(key BackendKey) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if b, ok := r.backends[key]; ok {
+		return b.fingerprint
+	}
+	return ""
+}
+
+// Keys lists the registered backends.
+func (r *BackendRegistry) Keys() []BackendKey {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	keys := make([]BackendKey, 0, len(r.backends))
+	for k := range r.backends {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Set registers a checked client. obj is the backend object, used for the event.
+func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Object, c backend.Client, url, fingerprint string) {
+	r.mu.Lock()
+	old, had := r.backends[key]
+	r.backends[key] = &registeredBackend{client: c, url: url, fingerprint: fingerprint}
+	r.mu.Unlock()
+	if !had || old.fingerprint != fingerprint {
+		r.notify(ctx, obj)
+	}
+}
+
+// Remove unregisters a backend that is no longer Ready.
+func (r *BackendRegistry) Remove(key BackendKey) {
+	r.mu.Lock()
+	delete(r.backends, key)
+	r.mu.Unlock()
+}
+
+func (r *BackendRegistry) notify(ctx context.Context, obj client.Object) {
+	select {
+	case r.events <- event.GenericEvent{Object: obj}:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		// The APIToken controller is not consuming (not started yet or stopped); the
+		// initial list at its start covers the tokens anyway.
+	}
+}
+
+// Events is the channel of backend (re)registrations, a source for the APIToken controller.
+func (r *BackendRegistry) Events() <-chan event.GenericEvent { return r.events }

@@ -1,0 +1,381 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/operator"
+	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
+	"github.com/statusops/apitoken-operator/internal/testenv"
+)
+
+// One API server for the package; every test gets its own namespace, backend and manager.
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	env, err = testenv.StartEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "starting envtest:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// harness is one test's world: a namespace, a reference backend over real HTTP, a
+// ClusterStatusBackend pointing at it, and a running manager whose logs are captured.
+type harness struct {
+	t       *testing.T
+	ctx     context.Context
+	c       client.Client
+	ns      string
+	backend *servertest.Instance
+	admin   *backend.HTTPClient
+	// backendName is the ClusterStatusBackend created for this test.
+	backendName string
+	logs        *syncBuffer
+	writes      *writeCounter
+	stopMgr     func()
+	opts        operator.Options
+	// values are every token value seen in a Secret, for the leak canary.
+	values map[string]bool
+}
+
+var nsCounter atomic.Int64
+
+func newHarness(t *testing.T, mutate ...func(*operator.Options)) *harness {
+	t.Helper()
+	g := NewWithT(t)
+	h := &harness{t: t, ctx: context.Background(), c: env.Client, logs: &syncBuffer{}, values: map[string]bool{}}
+	h.ns = fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
+	if len(h.ns) > 50 {
+		h.ns = h.ns[:50]
+	}
+	h.ns = strings.TrimRight(strings.ReplaceAll(h.ns, "_", "-"), "-")
+	g.Expect(h.c.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}})).To(Succeed())
+	h.backend = servertest.Start(t)
+	h.admin = h.backend.Client(t)
+	h.backendName = "b-" + h.ns
+	h.createAdminSecret(h.ns, "admin", h.backend.AdminToken)
+	h.createClusterBackend(h.backendName, h.backend.URL, nil)
+
+	h.opts = operator.Options{
+		MetricsAddr:        "0",
+		HealthAddr:         "0",
+		SyncInterval:       time.Second,
+		SkipNameValidation: true,
+		// Tokens and backends of other tests' namespaces are not ours to touch.
+		WatchNamespaces: []string{h.ns},
+	}
+	for _, m := range mutate {
+		m(&h.opts)
+	}
+	h.startManager()
+	t.Cleanup(h.finish)
+	g.Eventually(func(g Gomega) {
+		var b tokensv1alpha1.ClusterStatusBackend
+		g.Expect(h.c.Get(h.ctx, types.NamespacedName{Name: h.backendName}, &b)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(b.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
+	}).WithTimeout(15 * time.Second).Should(Succeed())
+	return h
+}
+
+// startManager starts a manager with the most verbose logging, captured for the leak canary.
+func (h *harness) startManager() {
+	h.t.Helper()
+	logger := zap.New(zap.WriteTo(h.logs), zap.Level(zapcore.Level(-10)), zap.UseDevMode(false))
+	opts := h.opts
+	opts.Logger = &logger
+	cfg := rest.CopyConfig(env.Config)
+	if h.writes == nil {
+		h.writes = &writeCounter{}
+	}
+	cfg.Wrap(h.writes.wrap)
+	mgr, err := operator.NewManager(cfg, opts)
+	if err != nil {
+		h.t.Fatalf("creating manager: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			h.t.Errorf("manager: %v", err)
+		}
+	}()
+	h.stopMgr = func() { cancel(); <-done }
+}
+
+func (h *harness) restartManager() {
+	h.stopMgr()
+	h.startManager()
+}
+
+// finish stops the manager and runs the leak canary: no token value seen in any Secret of
+// the test may appear in the captured logs, events or APIToken statuses.
+func (h *harness) finish() {
+	if os.Getenv("DUMP_LOGS") != "" {
+		_ = os.WriteFile("/tmp/"+h.ns+".log", []byte(h.logs.String()), 0o644)
+	}
+	h.collectSecretValues()
+	h.stopMgr()
+	var evs eventsv1.EventList
+	_ = h.c.List(h.ctx, &evs, client.InNamespace(h.ns))
+	var toks tokensv1alpha1.APITokenList
+	_ = h.c.List(h.ctx, &toks, client.InNamespace(h.ns))
+	evJSON, _ := yaml.Marshal(evs)
+	stJSON, _ := yaml.Marshal(toks)
+	haystacks := map[string]string{"logs": h.logs.String(), "events": string(evJSON), "statuses": string(stJSON)}
+	for v := range h.values {
+		for where, text := range haystacks {
+			if strings.Contains(text, v) || strings.Contains(text, base64.StdEncoding.EncodeToString([]byte(v))) {
+				h.t.Errorf("leak canary: a token value (ending %q) appears in the captured %s", v[len(v)-4:], where)
+			}
+		}
+	}
+	if h.logs.Len() == 0 {
+		h.t.Errorf("leak canary: no logs were captured, so the scan proves nothing")
+	}
+}
+
+// collectSecretValues records every token value in the namespace's Secrets.
+func (h *harness) collectSecretValues() {
+	var secrets corev1.SecretList
+	if err := h.c.List(h.ctx, &secrets, client.InNamespace(h.ns)); err != nil {
+		return
+	}
+	for _, s := range secrets.Items {
+		if v := string(s.Data[tokensv1alpha1.SecretKeyToken]); len(v) > 8 {
+			h.values[v] = true
+		}
+	}
+}
+
+func (h *harness) createAdminSecret(ns, name, value string) {
+	h.t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, StringData: map[string]string{"token": value}}
+	NewWithT(h.t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
+}
+
+func (h *harness) createClusterBackend(name, url string, mutate func(*tokensv1alpha1.ClusterStatusBackend)) {
+	h.t.Helper()
+	b := &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	b.Spec.URL = url
+	b.Spec.CredentialsSecretRef = tokensv1alpha1.CredentialsSecretReference{Name: "admin", Namespace: h.ns, Key: "token"}
+	if mutate != nil {
+		mutate(b)
+	}
+	NewWithT(h.t).Expect(h.c.Create(h.ctx, b)).To(Succeed())
+	h.t.Cleanup(func() { _ = h.c.Delete(context.Background(), b) })
+}
+
+// newToken builds an APIToken on this test's backend.
+func (h *harness) newToken(name string, perm tokensv1alpha1.Permission, mutate ...func(*tokensv1alpha1.APIToken)) *tokensv1alpha1.APIToken {
+	tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: name}}
+	tok.Spec.Permission = perm
+	tok.Spec.BackendRef = &tokensv1alpha1.BackendReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: h.backendName}
+	for _, m := range mutate {
+		m(tok)
+	}
+	return tok
+}
+
+func (h *harness) create(tok *tokensv1alpha1.APIToken) *tokensv1alpha1.APIToken {
+	h.t.Helper()
+	NewWithT(h.t).Expect(h.c.Create(h.ctx, tok)).To(Succeed())
+	return tok
+}
+
+func (h *harness) get(name string) *tokensv1alpha1.APIToken {
+	tok := &tokensv1alpha1.APIToken{}
+	if err := h.c.Get(h.ctx, types.NamespacedName{Namespace: h.ns, Name: name}, tok); err != nil {
+		return nil
+	}
+	return tok
+}
+
+// waitFor waits until the APIToken's Ready condition has the reason (and phase).
+func (h *harness) waitFor(name string, phase tokensv1alpha1.APITokenPhase, reason string) *tokensv1alpha1.APIToken {
+	h.t.Helper()
+	var tok *tokensv1alpha1.APIToken
+	NewWithT(h.t).Eventually(func(g Gomega) {
+		tok = h.get(name)
+		g.Expect(tok).NotTo(BeNil())
+		g.Expect(tok.Status.Phase).To(Equal(phase))
+		c := meta.FindStatusCondition(tok.Status.Conditions, tokensv1alpha1.ConditionReady)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Reason).To(Equal(reason))
+		g.Expect(tok.Status.ObservedGeneration).To(Equal(tok.Generation))
+	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	return tok
+}
+
+func (h *harness) readyCondition(tok *tokensv1alpha1.APIToken) *metav1.Condition {
+	return meta.FindStatusCondition(tok.Status.Conditions, tokensv1alpha1.ConditionReady)
+}
+
+func (h *harness) secret(name string) *corev1.Secret {
+	s := &corev1.Secret{}
+	if err := h.c.Get(h.ctx, types.NamespacedName{Namespace: h.ns, Name: name}, s); err != nil {
+		return nil
+	}
+	if v := string(s.Data[tokensv1alpha1.SecretKeyToken]); len(v) > 8 {
+		h.values[v] = true
+	}
+	return s
+}
+
+// backendToken reads a token through the protocol with the admin credential.
+func (h *harness) backendToken(id string) *backend.Token {
+	h.t.Helper()
+	tok, err := h.admin.GetToken(h.ctx, id)
+	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
+	return tok
+}
+
+// activeBackendTokens lists the active backend tokens of an APIToken.
+func (h *harness) activeBackendTokens(uid types.UID) []backend.Token {
+	h.t.Helper()
+	list, err := h.admin.ListTokens(h.ctx, backend.ListOptions{ExternalID: string(uid), Status: backend.StatusActive})
+	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
+	return list
+}
+
+// expectEvent waits for an Event with the reason on the APIToken, and returns its note.
+func (h *harness) expectEvent(name, reason string) string {
+	h.t.Helper()
+	var note string
+	NewWithT(h.t).Eventually(func(g Gomega) {
+		var evs eventsv1.EventList
+		g.Expect(h.c.List(h.ctx, &evs, client.InNamespace(h.ns))).To(Succeed())
+		found := false
+		for _, e := range evs.Items {
+			if e.Regarding.Name == name && e.Regarding.Kind == "APIToken" && e.Reason == reason {
+				found, note = true, e.Note
+			}
+		}
+		g.Expect(found).To(BeTrue(), "no %s event for %s", reason, name)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	return note
+}
+
+// useToken calls the backend as a workload would, with the token from the Secret.
+func (h *harness) useToken(value []byte, method, path string) int {
+	h.t.Helper()
+	var body *strings.Reader
+	if method == http.MethodPost {
+		body = strings.NewReader(`{"name":"from-workload"}`)
+	} else {
+		body = strings.NewReader("")
+	}
+	req, err := http.NewRequest(method, h.backend.URL+path, body)
+	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("Authorization", "Bearer "+string(value))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// writeCounter counts the manager's write requests to the API server, by verb and path.
+type writeCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		switch req.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+			if !strings.Contains(req.URL.Path, "/events") && !strings.Contains(req.URL.Path, "/leases") {
+				w.mu.Lock()
+				if w.counts == nil {
+					w.counts = map[string]int{}
+				}
+				w.counts[req.Method+" "+req.URL.Path]++
+				w.mu.Unlock()
+			}
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+// total is the number of counted writes whose path contains substr.
+func (w *writeCounter) total(substr string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for k, v := range w.counts {
+		if strings.Contains(k, substr) {
+			n += v
+		}
+	}
+	return n
+}
+
+func (w *writeCounter) reset() {
+	w.mu.Lock()
+	w.counts = nil
+	w.mu.Unlock()
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func (b *syncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
+
+var (
+	_ = logr.Discard
+	_ runtime.Object
+)

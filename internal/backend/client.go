@@ -1,0 +1,408 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	// DefaultTimeout bounds one request when Options.Timeout is zero.
+	DefaultTimeout = 10 * time.Second
+	// DefaultMaxResponseBytes caps a response body when Options.MaxResponseBytes is zero.
+	DefaultMaxResponseBytes int64 = 1 << 20
+	// DefaultUserAgent is sent when Options.UserAgent is empty.
+	DefaultUserAgent = "apitoken-operator-backend-client"
+	// maxListPages stops a server whose next_page never ends.
+	maxListPages = 10000
+)
+
+// Options configures New.
+type Options struct {
+	// BaseURL is the API root, e.g. https://status.example.com/api/v3.
+	BaseURL string
+	// Token is the bearer credential.
+	Token SecretValue
+	// CABundle is a PEM bundle for https; when set, only these roots are
+	// trusted (not the system pool).
+	CABundle []byte
+	// Timeout bounds each request; default DefaultTimeout.
+	Timeout time.Duration
+	// MaxResponseBytes caps response bodies; default DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// HTTPClient, when set, is used as is (its transport replaces CABundle).
+	HTTPClient *http.Client
+	// UserAgent is sent with each request; default DefaultUserAgent.
+	UserAgent string
+	// Observer, when set, is called after every request, for metrics. op is
+	// create, get, list, deactivate, ping or self; code is 0 on transport errors.
+	Observer func(op string, code int, d time.Duration, err error)
+}
+
+// HTTPClient is the Client implementation speaking the protocol over HTTP.
+// It is safe for concurrent use. It does not retry: the operator's work queue
+// backs off on transient errors.
+type HTTPClient struct {
+	base      *url.URL
+	token     SecretValue
+	http      *http.Client
+	timeout   time.Duration
+	maxBytes  int64
+	userAgent string
+	observer  func(op string, code int, d time.Duration, err error)
+}
+
+var _ Client = (*HTTPClient)(nil)
+
+// New validates o and builds a client. The base URL must be http or https;
+// CABundle must hold at least one PEM certificate when set.
+func New(o Options) (*HTTPClient, error) {
+	u, err := url.Parse(strings.TrimRight(o.BaseURL, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("backend: invalid base URL: %w", err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("backend: base URL %q must use http or https", u.Redacted())
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("backend: base URL %q has no host", u.Redacted())
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("backend: base URL %q must not carry user info, query or fragment", u.Redacted())
+	}
+	if o.Token == "" {
+		return nil, errors.New("backend: token is required")
+	}
+	for _, r := range string(o.Token) {
+		if r <= ' ' || r > '~' {
+			// Never echo the value: the message only says what is wrong.
+			return nil, errors.New("backend: token must be printable ASCII without spaces")
+		}
+	}
+	c := &HTTPClient{
+		base:      u,
+		token:     o.Token,
+		timeout:   o.Timeout,
+		maxBytes:  o.MaxResponseBytes,
+		userAgent: o.UserAgent,
+		observer:  o.Observer,
+		http:      o.HTTPClient,
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = DefaultMaxResponseBytes
+	}
+	if c.userAgent == "" {
+		c.userAgent = DefaultUserAgent
+	}
+	if c.http == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if len(o.CABundle) > 0 {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(o.CABundle) {
+				return nil, errors.New("backend: CA bundle holds no PEM certificate")
+			}
+			tr.TLSClientConfig.RootCAs = pool
+		}
+		c.http = &http.Client{
+			Transport: tr,
+			// A redirect would carry the credential elsewhere; the protocol has none.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return c, nil
+}
+
+// BaseURL returns the API root the client talks to.
+func (c *HTTPClient) BaseURL() string { return c.base.String() }
+
+// Ping implements Client.
+func (c *HTTPClient) Ping(ctx context.Context) error {
+	return c.do(ctx, "ping", http.MethodGet, "/ping", nil, nil, nil, nil)
+}
+
+// CreateToken implements Client.
+func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req CreateRequest) (*CreatedToken, error) {
+	const op = "create"
+	body := createBody{
+		Name:        req.Name,
+		Permission:  req.Permission,
+		ExpiresAt:   req.ExpiresAt,
+		Description: req.Description,
+		Labels:      req.Labels,
+	}
+	if req.ExternalID != "" {
+		body.ExternalID = &req.ExternalID
+	}
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return nil, newError(op, KindInvalid, 0, "encoding request: %v", err)
+	}
+	h := http.Header{}
+	if idempotencyKey != "" {
+		h.Set("Idempotency-Key", idempotencyKey)
+	}
+	var out *CreatedToken
+	err = c.do(ctx, op, http.MethodPost, "/api_tokens", nil, raw, h, func(res *reply) error {
+		w, err := decodeTokenData(res.env.Data)
+		if err != nil {
+			return err
+		}
+		if w.Token == "" {
+			return errors.New("created token has no value")
+		}
+		out = &CreatedToken{
+			Token:    w.toToken(),
+			Value:    SecretValue(w.Token),
+			Replayed: strings.EqualFold(res.header.Get("Idempotent-Replayed"), "true"),
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// GetToken implements Client.
+func (c *HTTPClient) GetToken(ctx context.Context, id string) (*Token, error) {
+	if err := checkID("get", id); err != nil {
+		return nil, err
+	}
+	return c.tokenCall(ctx, "get", http.MethodGet, "/api_tokens/"+url.PathEscape(id))
+}
+
+// DeactivateToken implements Client.
+func (c *HTTPClient) DeactivateToken(ctx context.Context, id string) (*Token, error) {
+	if err := checkID("deactivate", id); err != nil {
+		return nil, err
+	}
+	return c.tokenCall(ctx, "deactivate", http.MethodPost, "/api_tokens/"+url.PathEscape(id)+"/deactivate")
+}
+
+// Self implements Client.
+func (c *HTTPClient) Self(ctx context.Context) (*Token, error) {
+	return c.tokenCall(ctx, "self", http.MethodGet, "/api_tokens/self")
+}
+
+// ListTokens implements Client. It follows next_page until the last page.
+func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token, error) {
+	const op = "list"
+	q := url.Values{}
+	if opts.ExternalID != "" {
+		q.Set("external_id", opts.ExternalID)
+	}
+	if opts.Status != "" {
+		q.Set("status", string(opts.Status))
+	}
+	for k, v := range opts.Labels {
+		q.Add("label", k+"="+v)
+	}
+	perPage := opts.PerPage
+	if perPage <= 0 || perPage > 100 {
+		perPage = 100
+	}
+	q.Set("per_page", strconv.Itoa(perPage))
+	var out []Token
+	for page, n := 1, 0; ; n++ {
+		if n >= maxListPages {
+			return nil, newError(op, KindProtocol, 0, "more than %d pages", maxListPages)
+		}
+		q.Set("page", strconv.Itoa(page))
+		next := 0
+		err := c.do(ctx, op, http.MethodGet, "/api_tokens", q, nil, nil, func(res *reply) error {
+			items, err := decodeTokenList(res.env.Data)
+			if err != nil {
+				return err
+			}
+			for _, w := range items {
+				out = append(out, w.toToken())
+			}
+			if p := res.env.Pagination; p != nil && p.NextPage != nil {
+				next = *p.NextPage
+			}
+			if next != 0 && next <= page {
+				return fmt.Errorf("next_page %d does not advance past page %d", next, page)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if next == 0 {
+			return out, nil
+		}
+		page = next
+	}
+}
+
+func (c *HTTPClient) tokenCall(ctx context.Context, op, method, path string) (*Token, error) {
+	var t Token
+	err := c.do(ctx, op, method, path, nil, nil, nil, func(res *reply) error {
+		w, err := decodeTokenData(res.env.Data)
+		if err != nil {
+			return err
+		}
+		t = w.toToken()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+func checkID(op, id string) error {
+	if id == "" || id == "self" || id == "." || id == ".." {
+		return newError(op, KindInvalid, 0, "invalid token id %q", id)
+	}
+	return nil
+}
+
+// reply is a successful, decoded response.
+type reply struct {
+	code   int
+	header http.Header
+	env    envelope
+}
+
+// do sends one request and hands the envelope of a 2xx reply to decode (may be
+// nil); a decode error becomes a Protocol error. It returns nil or an *Error
+// and reports to the observer exactly once, after decoding.
+func (c *HTTPClient) do(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
+	start := time.Now()
+	res, err := c.roundTrip(ctx, op, method, path, q, body, h)
+	code := 0
+	if res != nil {
+		code = res.code
+		if decode != nil {
+			if derr := decode(res); derr != nil {
+				err = c.protocolError(op, code, derr)
+			}
+		}
+	} else {
+		var e *Error
+		if errors.As(err, &e) {
+			code = e.StatusCode
+		}
+	}
+	if c.observer != nil {
+		c.observer(op, code, time.Since(start), err)
+	}
+	return err
+}
+
+func (c *HTTPClient) roundTrip(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header) (*reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	u := *c.base
+	u.Path = c.base.Path + path
+	u.RawPath = ""
+	if c.base.RawPath != "" || strings.Contains(path, "%") {
+		u.RawPath = c.base.EscapedPath() + path
+	}
+	if q != nil {
+		u.RawQuery = q.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	if err != nil {
+		return nil, newError(op, KindInvalid, 0, "building request: %s", sanitize(err.Error(), c.token))
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token.Reveal())
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.transportError(op, err)
+	}
+	defer resp.Body.Close()
+
+	data, err := io.ReadAll(io.LimitReader(resp.Body, c.maxBytes+1))
+	if err != nil {
+		return nil, c.transportError(op, err)
+	}
+	if int64(len(data)) > c.maxBytes {
+		return nil, newError(op, KindProtocol, resp.StatusCode, "response exceeds %d bytes", c.maxBytes)
+	}
+
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, c.statusError(op, resp, data)
+	}
+	if !isJSON(resp.Header.Get("Content-Type")) {
+		return nil, newError(op, KindProtocol, resp.StatusCode, "response is not JSON (content type %q)",
+			sanitize(resp.Header.Get("Content-Type"), c.token))
+	}
+	var env envelope
+	if err := json.Unmarshal(data, &env); err != nil {
+		return nil, c.protocolError(op, resp.StatusCode, fmt.Errorf("malformed envelope: %w", describeJSONError(err)))
+	}
+	if !env.Success {
+		return nil, newError(op, KindProtocol, resp.StatusCode, "success is false in a %d reply", resp.StatusCode)
+	}
+	return &reply{code: resp.StatusCode, header: resp.Header, env: env}, nil
+}
+
+// statusError builds the error for a non-2xx reply, taking the message from the
+// error envelope when there is one.
+func (c *HTTPClient) statusError(op string, resp *http.Response, data []byte) *Error {
+	e := &Error{Op: op, Kind: kindForStatus(resp.StatusCode), StatusCode: resp.StatusCode}
+	e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	var env envelope
+	if isJSON(resp.Header.Get("Content-Type")) && json.Unmarshal(data, &env) == nil && env.Message != "" {
+		msg := env.Message
+		if len(env.Errors) > 0 {
+			msg += " (" + strings.Join(env.Errors, "; ") + ")"
+		}
+		e.Message = sanitize(msg, c.token)
+	} else if len(bytes.TrimSpace(data)) > 0 {
+		// HTML error pages from proxies: say so instead of quoting them.
+		e.Message = "non-JSON error response"
+	}
+	return e
+}
+
+func (c *HTTPClient) transportError(op string, err error) *Error {
+	return &Error{Op: op, Kind: KindTransient, Message: sanitize(err.Error(), c.token), cause: err}
+}
+
+func (c *HTTPClient) protocolError(op string, code int, err error) *Error {
+	return &Error{Op: op, Kind: KindProtocol, StatusCode: code, Message: sanitize(err.Error(), c.token)}
+}
+
+func isJSON(contentType string) bool {
+	if contentType == "" {
+		// Lenient: some servers omit it; the JSON decoder still decides.
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}

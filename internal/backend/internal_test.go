@@ -1,0 +1,83 @@
+package backend
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+func TestSanitize(t *testing.T) {
+	const own = SecretValue("my-own-custom-credential-1234")
+	cases := []struct {
+		name, in, want string
+	}{
+		{"plain", "token is read-only", "token is read-only"},
+		{"own token", "bad my-own-custom-credential-1234 here", "bad [redacted] here"},
+		{"value format", "value sgt_abcdefghijABCDEFGHIJ0123456789abcdefghij x", "value [redacted] x"},
+		{"truncated value", "value sgt_abc", "value [redacted]"},
+		{"authorization header", "Authorization: Bearer xyz.abc", "Authorization: [redacted]"},
+		{"bearer", "got bearer zzz", "got bearer [redacted]"},
+		{"json token", `{"token": "abc"}`, `{"token": "[redacted]"}`},
+		{"token=", "token=abc x", "token=[redacted] x"},
+		{"control chars", "a\r\nb\x00c", "a b c"},
+		{"long", strings.Repeat("a", 500), strings.Repeat("a", maxMessageLen) + "…"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			NewWithT(t).Expect(sanitize(tc.in, own)).To(Equal(tc.want))
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := map[string]time.Duration{
+		"":                              0,
+		"7":                             7 * time.Second,
+		"-3":                            0,
+		"junk":                          0,
+		"999999999":                     24 * time.Hour,
+		"Wed, 01 Jan 2025 00:01:00 GMT": time.Minute,
+		"Tue, 31 Dec 2024 23:00:00 GMT": 0,
+	}
+	for in, want := range cases {
+		t.Run(in, func(t *testing.T) {
+			NewWithT(t).Expect(parseRetryAfter(in, now)).To(Equal(want))
+		})
+	}
+}
+
+// FuzzDecodeTokenResponse checks that any reply body decodes to a token with
+// an id and a known status, or to an error that quotes no token value.
+func FuzzDecodeTokenResponse(f *testing.F) {
+	f.Add([]byte(`{"id":"tok_1","name":"n","permission":"read_only","status":"active","created_at":"2025-01-01T00:00:00Z","last4":"abcd","external_id":null,"labels":{}}`))
+	f.Add([]byte(`{"id":"tok_1","status":"inactive","expires_at":"2025-01-01T00:00:00Z","deactivated_at":null,"token":"sgt_x"}`))
+	f.Add([]byte(`{"name":"no id","status":"active"}`))
+	f.Add([]byte(`{"id":5}`))
+	f.Add([]byte(`{"id":"tok_1","status":"active","created_at":"sgt_notatimeAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`))
+	f.Add([]byte(`{"id":"tok_1","status":"active","labels":{"a":1}}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`null`))
+	f.Add([]byte(`{"id":"tok_1",`))
+	f.Add([]byte(`<html>502</html>`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		w, err := decodeTokenData(json.RawMessage(data))
+		if err != nil {
+			msg := sanitize(err.Error(), "")
+			if strings.Contains(msg, "sgt_") {
+				t.Fatalf("error leaks a value: %q", msg)
+			}
+			return
+		}
+		if w.ID == "" || (w.Status != StatusActive && w.Status != StatusInactive) {
+			t.Fatalf("accepted invalid token: %+v", w)
+		}
+		tok := w.toToken()
+		if tok.ID != w.ID {
+			t.Fatalf("id lost")
+		}
+	})
+}

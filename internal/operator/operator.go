@@ -1,0 +1,240 @@
+// Package operator wires the controllers into a controller-runtime manager. cmd/manager only
+// parses flags into Options and calls Run.
+package operator
+
+import (
+	"context"
+
+	"fmt"
+	"github.com/go-logr/logr"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// Options configure the manager. Zero values take the defaults of cmd/manager's flags.
+type Options struct {
+	MetricsAddr             string
+	HealthAddr              string
+	LeaderElection          bool
+	LeaderElectionID        string
+	LeaderElectionNamespace string
+	SyncInterval            time.Duration
+	MaxConcurrentReconciles int
+	// WatchNamespaces limits the APITokens and StatusBackends watched; empty means all.
+	WatchNamespaces []string
+	// Clock is injected for tests; nil means time.Now.
+	Clock func() time.Time
+	// NewBackendClient builds backend clients; nil means the HTTP client.
+	NewBackendClient controllers.BackendClientFactory
+	// BackendObserver, when set, is called after every backend request (metrics).
+	BackendObserver func(op string, code int, d time.Duration, err error)
+	// AfterCreate is the crash-test seam of the APIToken controller.
+	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
+	// SkipNameValidation allows several managers in one process (tests).
+	SkipNameValidation bool
+	// Logger, when set, is the manager's logger (tests capture it); default ctrl.Log.
+	Logger *logr.Logger
+	// Setup, when set, is called with the manager before it starts (metrics registration).
+	Setup func(mgr manager.Manager) error
+}
+
+// Scheme has the Kubernetes kinds and the operator's kinds.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := tokensv1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// NewManager builds a manager with every controller registered.
+func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = time.Minute
+	}
+	if o.MaxConcurrentReconciles <= 0 {
+		o.MaxConcurrentReconciles = 16
+	}
+	if o.LeaderElectionID == "" {
+		o.LeaderElectionID = "apitoken-operator.statusops.dev"
+	}
+	if o.Clock == nil {
+		o.Clock = time.Now
+	}
+	scheme := Scheme()
+
+	// Cache only the Secrets this operator manages: unrelated Secrets (which can be large
+	// and many) cost no memory. Credentials Secrets are watched metadata-only and read
+	// uncached.
+	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue})
+	cacheOpts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: managed},
+		},
+	}
+	if len(o.WatchNamespaces) > 0 {
+		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.WatchNamespaces {
+			cacheOpts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	logger := ctrl.Log
+	if o.Logger != nil {
+		logger = *o.Logger
+	}
+	logger = CapVerbosity(logger, MaxVerbosity)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Logger:                        logger,
+		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
+		Scheme:                        scheme,
+		Cache:                         cacheOpts,
+		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress:        o.HealthAddr,
+		LeaderElection:                o.LeaderElection,
+		LeaderElectionID:              o.LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+
+	newClient := o.NewBackendClient
+	if newClient == nil {
+		newClient = controllers.DefaultBackendClientFactory
+	}
+	if o.BackendObserver != nil {
+		inner := newClient
+		newClient = func(bo backend.Options) (backend.Client, error) {
+			bo.Observer = o.BackendObserver
+			return inner(bo)
+		}
+	}
+	// Credentials Secrets carry no label of ours, so they are watched through a separate,
+	// metadata-only cache of all Secrets: a few hundred bytes each, whatever their data size.
+	credCache, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme: scheme, Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
+		DefaultTransform: cache.TransformStripManagedFields(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating credentials cache: %w", err)
+	}
+	if err := mgr.Add(credCache); err != nil {
+		return nil, err
+	}
+	registry := controllers.NewBackendRegistry()
+	checker := controllers.NewBackendChecker(mgr.GetAPIReader(), registry, newClient)
+	if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.ClusterStatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	inventory := controllers.NewInventory(registry, mgr.GetClient(), o.SyncInterval, o.Clock)
+	if err := mgr.Add(inventory); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.APITokenReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  scheme,
+		Recorder:                mgr.GetEventRecorder("apitoken-operator"),
+		Registry:                registry,
+		Inventory:               inventory,
+		Clock:                   o.Clock,
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		AfterCreate:             o.AfterCreate,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if o.Setup != nil {
+		if err := o.Setup(mgr); err != nil {
+			return nil, err
+		}
+	}
+	return mgr, nil
+}
+
+// Run builds the manager and runs it until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, o Options) error {
+	mgr, err := NewManager(cfg, o)
+	if err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// SplitNamespaces parses a comma-separated namespace list.
+func SplitNamespaces(s string) []string {
+	var out []string
+	for _, ns := range strings.Split(s, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// MaxVerbosity is the most verbose level the manager logs at. client-go logs request and
+// response bodies (which for a Secret include the token) at V(8) and headers at V(7), so
+// nothing above V(5) is ever written, whatever the configured level.
+const MaxVerbosity = 5
+
+// CapVerbosity drops every log line above V(max).
+func CapVerbosity(l logr.Logger, max int) logr.Logger {
+	return logr.New(&cappedSink{LogSink: l.GetSink(), max: max})
+}
+
+type cappedSink struct {
+	logr.LogSink
+	max int
+}
+
+func (s *cappedSink) Enabled(level int) bool {
+	return level <= s.max && s.LogSink.Enabled(level)
+}
+
+func (s *cappedSink) Info(level int, msg string, kv ...any) {
+	if level <= s.max {
+		s.LogSink.Info(level, msg, kv...)
+	}
+}
+
+func (s *cappedSink) WithValues(kv ...any) logr.LogSink {
+	return &cappedSink{LogSink: s.LogSink.WithValues(kv...), max: s.max}
+}
+
+func (s *cappedSink) WithName(name string) logr.LogSink {
+	return &cappedSink{LogSink: s.LogSink.WithName(name), max: s.max}
+}
+
+func (s *cappedSink) Init(info logr.RuntimeInfo) {
+	info.CallDepth++
+	s.LogSink.Init(info)
+}
