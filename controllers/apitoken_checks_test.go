@@ -1,0 +1,144 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// TestDecide covers the whole policy without a cluster: one row per situation.
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	future := metav1.NewTime(now.Add(time.Hour))
+	later := metav1.NewTime(now.Add(2 * time.Hour))
+	past := metav1.NewTime(now.Add(-time.Second))
+	issuedAt := metav1.NewTime(now.Add(-time.Hour))
+	off := false
+	value := []byte("sgt_value")
+
+	// issued is an APIToken with an active ReadOnly token tok_1 in its Secret.
+	issued := func(mut ...func(*tokensv1alpha1.APIToken)) *tokensv1alpha1.APIToken {
+		tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Name: "t", Namespace: "ns"}}
+		tok.Spec.Permission = tokensv1alpha1.PermissionReadOnly
+		tok.Status = tokensv1alpha1.APITokenStatus{Phase: tokensv1alpha1.PhaseActive, TokenID: "tok_1", Permission: tokensv1alpha1.PermissionReadOnly, IssuedAt: &issuedAt, IssueSerial: 1}
+		for _, m := range mut {
+			m(tok)
+		}
+		return tok
+	}
+	secretFor := func(tok *tokensv1alpha1.APIToken) *corev1.Secret {
+		m := desiredSecretMeta(tok, "http://b/api/v3")
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Labels: m.labels, Annotations: map[string]string{annotationTokenSHA256: hashToken(value)}}, Data: map[string][]byte{"token": value}}
+		for k, v := range m.annotations {
+			s.Annotations[k] = v
+		}
+		for k, v := range m.data {
+			s.Data[k] = []byte(v)
+		}
+		return s
+	}
+	ready := backendState{found: true, ready: true, allowed: true, url: "http://b/api/v3", key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}}
+	inv := func(active ...string) *inventorySnapshot {
+		s := &inventorySnapshot{takenAt: now, active: map[string]backend.Token{}}
+		for _, id := range active {
+			s.active[id] = backend.Token{ID: id}
+		}
+		return s
+	}
+
+	cases := []struct {
+		name   string
+		tok    *tokensv1alpha1.APIToken
+		secret func(*tokensv1alpha1.APIToken) *corev1.Secret
+		mutIn  func(*tokenInputs)
+		action actionKind
+		reason string
+		why    string
+	}{
+		{name: "new token is issued", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, action: actionIssue, reason: tokensv1alpha1.ReasonIssued},
+		{name: "steady state does nothing", tok: issued(), secret: secretFor, action: actionNone},
+		{name: "secret conflict fails first", tok: issued(), mutIn: func(in *tokenInputs) { in.secretConflict = true; in.secret = nil }, action: actionFail, reason: tokensv1alpha1.ReasonSecretConflict},
+		{name: "missing backend fails", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.found = false }, action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound},
+		{name: "namespace not allowed fails", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed},
+		{name: "active false deactivates", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off }), secret: secretFor, action: actionDeactivate},
+		{name: "active false already done", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off; t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionNone},
+		{name: "reactivated issues", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionIssue, why: "inactive"},
+		{name: "expiry reached expires", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &past; t.Status.ExpiresAt = &past }), secret: secretFor, action: actionExpire},
+		{name: "expired stays expired", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.ExpiresAt = &past
+			t.Status.ExpiresAt = &past
+			t.Status.Phase = tokensv1alpha1.PhaseInactive
+		}), secret: secretFor, action: actionNone},
+		{name: "expiresAt in the past at creation", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly, ExpiresAt: &past}}, action: actionFail, reason: tokensv1alpha1.ReasonExpiresAtInPast},
+		{name: "expiry in the future schedules a pass", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &future; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionNone},
+		{name: "expiry moved later replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &later; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "spec.expiresAt changed"},
+		{name: "permission changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "spec.permission changed"},
+		{name: "rotation requested replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "r1"}
+		}), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "rotation"},
+		{name: "handled rotation does nothing", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "r1"}
+			t.Status.RotationHandled = "r1"
+		}), secret: secretFor, action: actionNone},
+		{name: "deleted secret replaces", tok: issued(), action: actionIssue, reason: eventReplaced, why: "was deleted"},
+		{name: "edited token replaces", tok: issued(), secret: func(t *tokensv1alpha1.APIToken) *corev1.Secret {
+			s := secretFor(t)
+			s.Data["token"] = []byte("edited")
+			return s
+		}, action: actionIssue, reason: eventReplaced, why: "was edited"},
+		{name: "edited token id replaces", tok: issued(), secret: func(t *tokensv1alpha1.APIToken) *corev1.Secret {
+			s := secretFor(t)
+			s.Data["tokenID"] = []byte("tok_other")
+			return s
+		}, action: actionIssue, reason: eventReplaced, why: "was edited"},
+		{name: "revoked on backend replaces", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other") }, action: actionIssue, reason: eventRevoked},
+		{name: "listed on backend is fine", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_1") }, action: actionNone},
+		{name: "inventory older than the token is ignored", tok: issued(func(t *tokensv1alpha1.APIToken) { n := metav1.NewTime(now.Add(-time.Second)); t.Status.IssuedAt = &n }), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv() }, action: actionNone},
+		{name: "stale secret labels are updated", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"team": "a"}}
+		}), secret: func(t *tokensv1alpha1.APIToken) *corev1.Secret {
+			s := secretFor(t)
+			delete(s.Labels, "team")
+			return s
+		}, action: actionUpdateSecret},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			in := tokenInputs{now: now, token: tc.tok, backend: ready}
+			if tc.secret != nil {
+				in.secret = tc.secret(tc.tok)
+			}
+			if tc.mutIn != nil {
+				tc.mutIn(&in)
+			}
+			d := decide(in)
+			g.Expect(d.action).To(Equal(tc.action), "why: %s", d.why)
+			if tc.reason != "" {
+				g.Expect(d.reason).To(Equal(tc.reason))
+			}
+			if tc.why != "" {
+				g.Expect(d.why).To(ContainSubstring(tc.why))
+			}
+			if tc.tok.Spec.ExpiresAt != nil && tc.action == actionNone && tc.tok.Status.Phase == tokensv1alpha1.PhaseActive {
+				g.Expect(d.requeueAt).To(Equal(tc.tok.Spec.ExpiresAt.Time), "expiry is scheduled, not polled")
+			}
+		})
+	}
+}
+
+func TestIdempotencyKeyIsDeterministic(t *testing.T) {
+	g := NewWithT(t)
+	req := backend.CreateRequest{Name: "ns/t", Permission: backend.PermissionReadOnly, ExternalID: "uid"}
+	g.Expect(idempotencyKey("uid", 1, req)).To(Equal(idempotencyKey("uid", 1, req)))
+	g.Expect(idempotencyKey("uid", 2, req)).NotTo(Equal(idempotencyKey("uid", 1, req)))
+	other := req
+	other.Permission = backend.PermissionFullAccess
+	g.Expect(idempotencyKey("uid", 1, other)).NotTo(Equal(idempotencyKey("uid", 1, req)))
+}

@@ -1,0 +1,144 @@
+package controllers_test
+
+import (
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// backendReady waits for a ClusterStatusBackend's Ready condition to have the reason.
+func (h *harness) backendReady(name, reason string) *metav1.Condition {
+	h.t.Helper()
+	var cond *metav1.Condition
+	NewWithT(h.t).Eventually(func(g Gomega) {
+		var b tokensv1alpha1.ClusterStatusBackend
+		g.Expect(h.c.Get(h.ctx, types.NamespacedName{Name: name}, &b)).To(Succeed())
+		cond = meta.FindStatusCondition(b.Status.Conditions, tokensv1alpha1.ConditionReady)
+		g.Expect(cond).NotTo(BeNil())
+		g.Expect(cond.Reason).To(Equal(reason))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	return cond
+}
+
+func TestClusterStatusBackendReadiness(t *testing.T) {
+	h := newHarness(t)
+	readOnly := h.backend.IssueToken(t, backend.CreateRequest{Name: "ro-admin", Permission: backend.PermissionReadOnly})
+	h.createAdminSecret(h.ns, "ro-admin", readOnly.Value.Reveal())
+	h.createAdminSecret(h.ns, "revoked-admin", "sgt_thisTokenDoesNotExistOnTheBackend0000000")
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "wrong-key"}, StringData: map[string]string{"password": h.backend.AdminToken}}
+	NewWithT(t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	html := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte("<html><body>Welcome to nginx</body></html>"))
+	}))
+	t.Cleanup(html.Close)
+
+	cases := []struct {
+		name    string
+		mutate  func(*tokensv1alpha1.ClusterStatusBackend)
+		reason  string
+		message string
+	}{
+		{"missing-secret", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "absent" }, tokensv1alpha1.ReasonCredentialsNotFound, "does not exist"},
+		{"wrong-key", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "wrong-key" }, tokensv1alpha1.ReasonCredentialsNotFound, "has no key \"token\""},
+		{"read-only", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "ro-admin" }, tokensv1alpha1.ReasonCredentialsInvalid, "needs a full_access token"},
+		{"unknown-token", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "revoked-admin" }, tokensv1alpha1.ReasonCredentialsInvalid, "rejected the token"},
+		{"unreachable", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.URL = "http://127.0.0.1:1/api/v3" }, tokensv1alpha1.ReasonBackendUnreachable, "could not be reached"},
+		{"not-a-backend", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.URL = html.URL + "/api/v3" }, tokensv1alpha1.ReasonBackendUnreachable, "does not answer as a status backend"},
+		{"bad-ca", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CABundle = []byte("not a pem") }, tokensv1alpha1.ReasonInvalidConfiguration, "spec.caBundle"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			name := tc.name + "-" + h.ns
+			h.createClusterBackend(name, h.backend.URL, tc.mutate)
+			cond := h.backendReady(name, tc.reason)
+			g.Expect(cond.Status).NotTo(Equal(metav1.ConditionTrue))
+			g.Expect(cond.Message).To(ContainSubstring(tc.message))
+			g.Expect(cond.Message).NotTo(ContainSubstring(h.backend.AdminToken))
+			g.Expect(cond.Message).NotTo(ContainSubstring(readOnly.Value.Reveal()))
+		})
+	}
+
+	// A fixed credential is picked up at once (watch on the Secret, not the 5 minute re-check).
+	t.Run("fixed-credential", func(t *testing.T) {
+		g := NewWithT(t)
+		name := "missing-secret-" + h.ns
+		h.createAdminSecret(h.ns, "absent", h.backend.AdminToken)
+		cond := h.backendReady(name, tokensv1alpha1.ReasonPingSucceeded)
+		g.Expect(cond.Status).To(Equal(metav1.ConditionTrue))
+	})
+}
+
+func TestBackendWithCABundle(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	// A TLS front for the reference backend, with a certificate of its own CA.
+	target := strings.TrimSuffix(h.backend.URL, "/api/v3")
+	proxy := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := resp.Body.Read(buf)
+			_, _ = w.Write(buf[:n])
+			if err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(proxy.Close)
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: proxy.Certificate().Raw})
+
+	h.createClusterBackend("no-ca-"+h.ns, proxy.URL+"/api/v3", nil)
+	cond := h.backendReady("no-ca-"+h.ns, tokensv1alpha1.ReasonBackendUnreachable)
+	g.Expect(cond.Message).To(ContainSubstring("certificate"))
+
+	h.createClusterBackend("ca-"+h.ns, proxy.URL+"/api/v3", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CABundle = caPEM })
+	h.backendReady("ca-"+h.ns, tokensv1alpha1.ReasonPingSucceeded)
+	tok := h.create(h.newToken("over-tls", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) { t.Spec.BackendRef.Name = "ca-" + h.ns }))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(string(h.secret("over-tls").Data["url"])).To(HavePrefix("https://"))
+	g.Expect(h.backendToken(got.Status.TokenID).Status).To(Equal(backend.StatusActive))
+}
+
+func TestNamespacedStatusBackend(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	sb := &tokensv1alpha1.StatusBackend{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "local"}}
+	sb.Spec.URL = h.backend.URL
+	sb.Spec.CredentialsSecretRef = tokensv1alpha1.CredentialsSecretReference{Name: "admin", Key: "token"}
+	g.Expect(h.c.Create(h.ctx, sb)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(sb), sb)).To(Succeed())
+		g.Expect(meta.IsStatusConditionTrue(sb.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
+	}).WithTimeout(15 * time.Second).Should(Succeed())
+	tok := h.create(h.newToken("local-token", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef = &tokensv1alpha1.BackendReference{Kind: tokensv1alpha1.BackendKindStatusBackend, Name: "local"}
+	}))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.backendToken(got.Status.TokenID).ExternalID).To(Equal(string(got.UID)))
+}

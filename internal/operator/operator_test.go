@@ -1,0 +1,32 @@
+package operator
+
+import (
+	"bytes"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+// TestCapVerbosity: client-go logs Secret bodies at V(8); the cap must drop them even when
+// the configured level would print them.
+func TestCapVerbosity(t *testing.T) {
+	g := NewWithT(t)
+	var buf bytes.Buffer
+	l := CapVerbosity(zap.New(zap.WriteTo(&buf), zap.Level(zapcore.Level(-10))), MaxVerbosity)
+	l.V(8).Info("Request Body", "body", "secret-body")
+	l.WithName("client").WithValues("k", "v").V(7).Info("Request Headers")
+	g.Expect(buf.String()).To(BeEmpty())
+	l.V(5).Info("Debug line")
+	l.Info("Info line")
+	g.Expect(buf.String()).To(ContainSubstring("Debug line"))
+	g.Expect(buf.String()).To(ContainSubstring("Info line"))
+	g.Expect(l.V(6).Enabled()).To(BeFalse())
+}
+
+func TestSplitNamespaces(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(SplitNamespaces(" a, b,,c ")).To(Equal([]string{"a", "b", "c"}))
+	g.Expect(SplitNamespaces("")).To(BeEmpty())
+}
