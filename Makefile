@@ -4,7 +4,7 @@
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 # The control plane is built from Go modules by hack/controlplane (see its go.mod); the
 # directory name is derived from the versions pinned there, so a version change rebuilds.
-CONTROLPLANE_KEY := $(shell cd hack/controlplane && go list -m -f '{{.Path}}@{{.Version}}' k8s.io/kubernetes go.etcd.io/etcd/server/v3 2>/dev/null | sed -e 's|.*/||' -e 's|@|-|' | tr '\n' '_' | sed 's/_$$//')
+CONTROLPLANE_KEY := k8s-$(shell cd hack/controlplane && go list -m -f '{{.Version}}' k8s.io/kubernetes)-etcd-$(shell cd hack/controlplane && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -75,3 +75,85 @@ $(CONTROLLER_GEN):
 .PHONY: controlplane
 controlplane: ## Build etcd, kube-apiserver and kube-controller-manager from Go modules into bin/ (cached by version).
 	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane/build.sh "$(CONTROLPLANE_DIR)"; else echo "using KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS)"; fi
+
+##@ Deployment
+
+# The manager image the installation refers to.
+IMG ?= ghcr.io/statusops/apitoken-operator:v0.1.0
+# The image name config/manager leaves in the Deployment, which IMG replaces.
+IMG_NAME_IN_CONFIG := ghcr.io/statusops/apitoken-operator
+CONTAINER_TOOL ?= docker
+# Helm and kustomize are built from Go modules by hack/tools; their versions are pinned in
+# hack/tools/go.mod and nowhere else.
+HELM_VERSION := $(shell awk '$$1 == "helm.sh/helm/v3" { print $$2 }' hack/tools/go.mod)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE_BUILD ?= go run -C hack/tools ./kustomize-build
+HELM_RELEASE ?= apitoken-operator
+HELM_NAMESPACE ?= apitoken-system
+HELM_VALUES ?=
+CHART_DIR := dist/chart
+UNDEPLOY_TIMEOUT ?= 5m
+
+.PHONY: build-installer
+build-installer: manifests ## Write dist/install.yaml from config/default (IMG sets the image) and sync the chart's CRDs and RBAC.
+	@mkdir -p dist
+	$(KUSTOMIZE_BUILD) -image $(IMG_NAME_IN_CONFIG)=$(IMG) $(CURDIR)/config/default > dist/install.yaml.tmp
+	mv dist/install.yaml.tmp dist/install.yaml
+	rm -f $(CHART_DIR)/crds/*.yaml && cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
+	cp config/rbac/role.yaml $(CHART_DIR)/files/manager-role.yaml
+
+.PHONY: helm
+helm: $(HELM) ## Build Helm from the helm.sh/helm/v3 Go module into bin/.
+$(HELM): hack/tools/go.mod
+	hack/tools/build-helm.sh $@
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart.
+	$(HELM) lint --strict $(CHART_DIR)
+
+.PHONY: helm-template
+helm-template: helm ## Render the Helm chart to stdout (HELM_VALUES=file.yaml to add values).
+	$(HELM) template $(HELM_RELEASE) $(CHART_DIR) --namespace $(HELM_NAMESPACE) --include-crds $(if $(HELM_VALUES),--values $(HELM_VALUES))
+
+.PHONY: helm-package
+helm-package: helm ## Package the chart into dist/ (apitoken-operator-<version>.tgz).
+	$(HELM) package $(CHART_DIR) --destination dist
+
+.PHONY: docker-build
+docker-build: ## Build the manager image IMG (needs a container engine; there is none on the development machines).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the manager image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: deploy
+deploy: ## Install dist/install.yaml into the cluster of the current kubeconfig context.
+	kubectl apply --server-side -f dist/install.yaml
+
+.PHONY: undeploy
+undeploy: ## Delete all APITokens (their deletionPolicy applies), then everything dist/install.yaml installed.
+	-kubectl delete apitokens.tokens.statusops.dev --all --all-namespaces --wait --timeout=$(UNDEPLOY_TIMEOUT)
+	kubectl delete --ignore-not-found -f dist/install.yaml
+
+##@ Quickstart and end-to-end
+
+# State of `make dev` (etcd data, certificates, kubeconfig, backend database, logs); a
+# second `make dev` reuses it. Delete the directory to start from scratch.
+DEV_DIR ?= $(CURDIR)/.dev
+# Extra flags for cmd/dev, e.g. DEV_FLAGS="--apiserver-port=6443 --manager-args=--log-level=debug".
+DEV_FLAGS ?=
+E2E_TIMEOUT ?= 10m
+
+.PHONY: dev
+dev: controlplane build ## Run everything locally (control plane, backend, manager, samples) with state in .dev/; Ctrl-C stops it.
+	go build -o $(LOCALBIN)/dev ./cmd/dev
+	$(LOCALBIN)/dev --dir "$(DEV_DIR)" --assets "$(KUBEBUILDER_ASSETS)" --repo-root "$(CURDIR)" --manager-binary "$(LOCALBIN)/manager" --backend-binary "$(LOCALBIN)/status-backend" $(DEV_FLAGS)
+
+.PHONY: run
+run: ## Run the manager against the cluster of the current kubeconfig.
+	go run ./cmd/manager
+
+.PHONY: test-e2e
+test-e2e: controlplane ## Run the end-to-end test: the built manager and backend as processes against a local control plane.
+	go test $(GO_TEST_FLAGS) -timeout $(E2E_TIMEOUT) -v ./test/e2e/...

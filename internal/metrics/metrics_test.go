@@ -3,12 +3,16 @@ package metrics
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -212,4 +216,23 @@ func TestRegisteredOnControllerRuntimeRegistry(t *testing.T) {
 		TokenInfo:              3, // from the second reader
 	}))
 	g.Expect(RegisterTokenCollector(nil)).NotTo(Succeed())
+
+	// Scraped over HTTP as Prometheus does, in the text format.
+	srv := httptest.NewServer(promhttp.HandlerFor(crmetrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}))
+	defer srv.Close()
+	res, err := http.Get(srv.URL)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer res.Body.Close()
+	g.Expect(res.StatusCode).To(Equal(http.StatusOK))
+	body, err := io.ReadAll(res.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(string(body)).To(And(
+		ContainSubstring(`apitoken_tokens{permission="ReadOnly",phase="Active"} 1`),
+		ContainSubstring(`apitoken_token_expiration_timestamp_seconds{name="grafana",namespace="monitoring"} 1.893456e+09`),
+		ContainSubstring(`apitoken_token_last_used_timestamp_seconds{name="grafana",namespace="monitoring"} 1.7672256e+09`),
+		ContainSubstring(`apitoken_token_info{name="grafana",namespace="monitoring",permission="ReadOnly",phase="Active",token_id="tok_1"} 1`),
+		ContainSubstring(`apitoken_backend_request_errors_total{code="404",operation="deactivate"} 2`),
+		ContainSubstring(`apitoken_backend_request_duration_seconds_count{code="404",operation="deactivate"} 2`),
+	))
+	g.Expect(string(body)).NotTo(ContainSubstring(secretValue))
 }
