@@ -46,6 +46,10 @@ fmt: ## Run go fmt.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: vet ## Check formatting (gofmt) and vet; fails on any finding.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
 .PHONY: verify
 verify: generate manifests fmt ## Regenerate everything and fail if the tree changed.
 	@git diff --exit-code -- . ':(exclude)go.sum' || { echo "generated files are out of date: run 'make generate manifests fmt' and commit" >&2; exit 1; }
