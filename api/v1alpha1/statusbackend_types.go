@@ -110,7 +110,7 @@ type StatusBackendList struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="has(self.spec.credentialsSecretRef.__namespace__) && self.spec.credentialsSecretRef.__namespace__ != ''",message="spec.credentialsSecretRef.namespace is required for a ClusterStatusBackend"
+// +kubebuilder:validation:XValidation:rule="has(self.spec.credentialsSecretRef.__namespace__) && self.spec.credentialsSecretRef.__namespace__.size() > 0",message="spec.credentialsSecretRef.namespace is required for a ClusterStatusBackend"
 type ClusterStatusBackend struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
