@@ -507,3 +507,25 @@ func itoa(i int) string {
 	}
 	return itoa(i/10) + digits[i%10:i%10+1]
 }
+
+// TestTransientBackendErrorIsRetried: a backend that goes away after being checked makes
+// the issue fail transiently (Reconciling, kstatus InProgress); it completes on recovery.
+func TestTransientBackendErrorIsRetried(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	h.backend.Close()
+	tok := h.create(h.newToken("retrying", tokensv1alpha1.PermissionReadOnly))
+	g.Eventually(func(g Gomega) {
+		got := h.get(tok.Name)
+		c := h.readyCondition(got)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Reason).To(Equal(tokensv1alpha1.ReasonBackendError))
+		g.Expect(c.Message).To(ContainSubstring("Retrying with backoff"))
+		g.Expect(got.Status.Phase).To(Equal(tokensv1alpha1.PhasePending))
+		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tokensv1alpha1.ConditionReconciling)).To(BeTrue())
+		g.Expect(kstatusOf(t, got)).To(Equal(status.InProgressStatus))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	h.backend.Restart(t)
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.activeBackendTokens(got.UID)).To(HaveLen(1))
+}

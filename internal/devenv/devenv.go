@@ -1,0 +1,251 @@
+// Package devenv starts the whole system on one machine: etcd, kube-apiserver and
+// kube-controller-manager from the control-plane binaries, the reference status backend and
+// the manager, each as a separate process on 127.0.0.1. It is the one implementation behind
+// both `make dev` (state under .dev/, reused by the next run) and the end-to-end tests (state
+// in a temporary directory, free ports).
+//
+// Every process runs in its own process group and is stopped by Env.Stop, manager first and
+// etcd last, with SIGTERM and then SIGKILL; if the calling process dies, the kernel kills
+// them too (Pdeathsig), so nothing outlives it.
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// startTimeout bounds the wait for each process to become ready. The API server is the
+// slowest; on a loaded two-core machine it takes a few seconds.
+const startTimeout = 90 * time.Second
+
+// Options say what to start and where.
+type Options struct {
+	// Dir holds all state: etcd data, certificates, kubeconfig, backend database, admin
+	// token, recorded ports and logs. Reusing a directory reuses all of it.
+	Dir string
+	// AssetsDir holds the etcd, kube-apiserver and kube-controller-manager binaries.
+	AssetsDir string
+	// RepoRoot is the repository checkout; CRDs come from config/crd/bases and the
+	// ClusterStatusBackend and samples from config/samples.
+	RepoRoot string
+	// ManagerBinary and BackendBinary are the built manager and reference backend.
+	ManagerBinary, BackendBinary string
+	// Ports to listen on; zero values are filled in (see Ports).
+	Ports Ports
+	// ManagerArgs are appended to the manager's command line (later flags win).
+	ManagerArgs []string
+	// ManagerOutput, when set, receives the manager's logs besides Dir/logs/manager.log.
+	ManagerOutput io.Writer
+	// Progress, when set, receives one line per started component.
+	Progress io.Writer
+	// ApplySamples applies the manifests listed in config/samples/kustomization.yaml.
+	ApplySamples bool
+	// ControlPlaneOnly starts etcd, kube-apiserver and kube-controller-manager and installs
+	// the CRDs, but neither the backend nor the manager.
+	ControlPlaneOnly bool
+	// UnsafeNoFsync makes etcd skip fsync: faster, and fine for throwaway test directories.
+	UnsafeNoFsync bool
+}
+
+// Env is a running environment.
+type Env struct {
+	// Dir is the absolute state directory; Kubeconfig is Dir/kubeconfig (admin access).
+	Dir, Kubeconfig string
+	// LogDir holds one log file per process.
+	LogDir string
+	// Ports are the ports actually in use.
+	Ports Ports
+	// RESTConfig and Client reach the API server as the admin user.
+	RESTConfig *rest.Config
+	Client     client.Client
+	// BackendURL is the reference backend's base URL (ending in /api/v3); AdminToken is its
+	// FullAccess admin token, also stored in the Secret apitoken-system/status-backend-admin.
+	BackendURL, AdminToken string
+	// Reused is true when Dir already held a cluster (etcd data) from an earlier run.
+	Reused bool
+	// Samples are the APITokens applied from config/samples (with ApplySamples).
+	Samples []client.ObjectKey
+
+	opts     Options
+	pki      pki
+	procs    []*process // in start order; stopped in reverse
+	lock     *os.File
+	progress io.Writer
+}
+
+// Start starts everything Options ask for and returns once each process is ready (the
+// manager answers /readyz). On error, whatever was started has been stopped again.
+func Start(ctx context.Context, opts Options) (env *Env, err error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{
+		Dir:        dir,
+		Kubeconfig: filepath.Join(dir, "kubeconfig"),
+		LogDir:     filepath.Join(dir, "logs"),
+		opts:       opts,
+		progress:   opts.Progress,
+	}
+	if e.progress == nil {
+		e.progress = io.Discard
+	}
+	for _, d := range []string{dir, e.LogDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.acquireLock(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = e.Stop()
+		}
+	}()
+	if _, statErr := os.Stat(filepath.Join(dir, "etcd", "member")); statErr == nil {
+		e.Reused = true
+	}
+	if e.Ports, err = resolvePorts(dir, opts.Ports); err != nil {
+		return nil, err
+	}
+	if e.pki, err = ensurePKI(filepath.Join(dir, "pki")); err != nil {
+		return nil, err
+	}
+
+	steps := []step{
+		{"etcd", e.startEtcd, func() string {
+			return fmt.Sprintf("etcd                     %s (data %s)", localURL("http", e.Ports.Etcd), filepath.Join(dir, "etcd"))
+		}},
+		{"kube-apiserver", e.startAPIServer, func() string {
+			return fmt.Sprintf("kube-apiserver           %s (kubeconfig %s)", e.RESTConfig.Host, e.Kubeconfig)
+		}},
+		{"kube-controller-manager", e.startControllerManager, func() string {
+			return fmt.Sprintf("kube-controller-manager  %s (namespace and garbage-collector controllers)", localURL("https", e.Ports.ControllerManager))
+		}},
+		{"CRDs", e.installCRDs, func() string { return "CRDs                     installed from config/crd/bases" }},
+	}
+	if !opts.ControlPlaneOnly {
+		steps = append(steps, []step{
+			{"status-backend", e.startBackend, func() string {
+				return fmt.Sprintf("status-backend           %s (data %s)", e.BackendURL, filepath.Join(dir, "backend.db"))
+			}},
+			{"backend configuration", e.configureBackend, func() string {
+				return "ClusterStatusBackend     default -> " + e.BackendURL + " (admin token in apitoken-system/status-backend-admin)"
+			}},
+		}...)
+		if opts.ApplySamples {
+			steps = append(steps, step{"samples", e.applySamples, func() string {
+				return fmt.Sprintf("samples                  applied %d APITokens from config/samples", len(e.Samples))
+			}})
+		}
+		steps = append(steps, step{"manager", e.startManager, func() string {
+			return fmt.Sprintf("manager                  ready (health %s, metrics %s)", localURL("http", e.Ports.ManagerHealth), localURL("http", e.Ports.ManagerMetrics))
+		}})
+	}
+	for _, s := range steps {
+		began := time.Now()
+		if err := s.run(ctx); err != nil {
+			return nil, fmt.Errorf("starting %s: %w", s.name, err)
+		}
+		fmt.Fprintf(e.progress, "%s [%.1fs]\n", s.done(), time.Since(began).Seconds())
+	}
+	return e, nil
+}
+
+// step is one stage of Start: run it, then print what done describes.
+type step struct {
+	name string
+	run  func(context.Context) error
+	done func() string
+}
+
+func (o Options) validate() error {
+	var errs []error
+	if o.Dir == "" {
+		errs = append(errs, errors.New("Dir is required"))
+	}
+	if o.RepoRoot == "" {
+		errs = append(errs, errors.New("RepoRoot is required"))
+	}
+	if o.AssetsDir == "" {
+		errs = append(errs, errors.New("AssetsDir is required (the directory with etcd, kube-apiserver and kube-controller-manager; `make controlplane` builds it)"))
+	} else {
+		for _, b := range controlPlaneBinaries {
+			if _, err := os.Stat(filepath.Join(o.AssetsDir, b)); err != nil {
+				errs = append(errs, fmt.Errorf("%s not found in %s: run `make controlplane`, or point KUBEBUILDER_ASSETS (--assets) at a directory that has etcd, kube-apiserver and kube-controller-manager", b, o.AssetsDir))
+			}
+		}
+	}
+	if !o.ControlPlaneOnly {
+		for name, path := range map[string]string{"manager": o.ManagerBinary, "status-backend": o.BackendBinary} {
+			if path == "" {
+				errs = append(errs, fmt.Errorf("the %s binary is required", name))
+			} else if _, err := os.Stat(path); err != nil {
+				errs = append(errs, fmt.Errorf("the %s binary: %w (run `make build`)", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquireLock makes sure one environment at a time uses Dir. The lock is an flock, so the
+// kernel releases it when the owner dies, however it dies.
+func (e *Env) acquireLock() error {
+	f, err := os.OpenFile(filepath.Join(e.Dir, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(f.Name())
+		_ = f.Close()
+		return fmt.Errorf("another environment (pid %s) is running with state in %s: stop it first (Ctrl-C in its terminal), or use another directory", string(owner), e.Dir)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
+	e.lock = f
+	return nil
+}
+
+// start starts one process with its log in LogDir and remembers it for Stop.
+func (e *Env) start(name, binary string, args []string, extra io.Writer) (*process, error) {
+	p, err := startProcess(name, binary, args, filepath.Join(e.LogDir, name+".log"), extra)
+	if err != nil {
+		return nil, err
+	}
+	e.procs = append(e.procs, p)
+	return p, nil
+}
+
+// Stop stops every process in reverse start order (SIGTERM, then SIGKILL after a grace
+// period) and releases the directory. It is safe to call more than once.
+func (e *Env) Stop() error {
+	var errs []error
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		if err := e.procs[i].stop(stopGrace); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	e.procs = nil
+	if e.lock != nil {
+		_ = e.lock.Close()
+		e.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// ManagerLog is the path of the manager's log file.
+func (e *Env) ManagerLog() string { return filepath.Join(e.LogDir, "manager.log") }
