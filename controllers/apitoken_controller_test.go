@@ -381,23 +381,28 @@ func (h *harness) createClusterBackendWithSecret(name, secret string) {
 	h.createClusterBackend(name, h.backend.URL, func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = secret })
 }
 
+// crashOnceAfterCreate arms the controller's test seam: the first pass that created a backend
+// token signals crashed and holds there until the manager is stopped, as a kill would.
+func crashOnceAfterCreate(crashed chan<- struct{}) func(*operator.Options) {
+	armed := true
+	return func(o *operator.Options) {
+		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+			if !armed {
+				return nil
+			}
+			armed = false
+			crashed <- struct{}{}
+			<-ctx.Done()
+			return errors.New("simulated crash after the backend create")
+		}
+	}
+}
+
 // TestCrashBetweenCreateAndSecretWrite stops the reconciler right after the backend create
 // and before the Secret write, restarts the manager, and checks that the retry replays.
 func TestCrashBetweenCreateAndSecretWrite(t *testing.T) {
 	crashed := make(chan struct{}, 1)
-	armed := true
-	h := newHarness(t, func(o *operator.Options) {
-		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
-			if armed {
-				// Hold the pass here until the manager is stopped, as a kill would.
-				armed = false
-				crashed <- struct{}{}
-				<-ctx.Done()
-				return errors.New("simulated crash after the backend create")
-			}
-			return nil
-		}
-	})
+	h := newHarness(t, crashOnceAfterCreate(crashed))
 	g := NewWithT(t)
 	tok := h.create(h.newToken("crashy", tokensv1alpha1.PermissionReadOnly))
 	g.Eventually(crashed).WithTimeout(15 * time.Second).Should(Receive())
@@ -420,19 +425,7 @@ func TestCrashBetweenCreateAndSecretWrite(t *testing.T) {
 // between the crash and the retry; the orphaned first token is deactivated.
 func TestCrashWithLostReplaySweepsOrphan(t *testing.T) {
 	crashed := make(chan struct{}, 1)
-	armed := true
-	h := newHarness(t, func(o *operator.Options) {
-		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
-			if armed {
-				// Hold the pass here until the manager is stopped, as a kill would.
-				armed = false
-				crashed <- struct{}{}
-				<-ctx.Done()
-				return errors.New("simulated crash after the backend create")
-			}
-			return nil
-		}
-	})
+	h := newHarness(t, crashOnceAfterCreate(crashed))
 	g := NewWithT(t)
 	tok := h.create(h.newToken("orphan", tokensv1alpha1.PermissionReadOnly))
 	g.Eventually(crashed).WithTimeout(15 * time.Second).Should(Receive())
