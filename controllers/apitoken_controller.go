@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -38,6 +39,9 @@ import (
 // exactly its tokens.
 const backendRefIndex = "spec.backendRef"
 
+// secretNameIndex indexes APITokens by "namespace/secretName".
+const secretNameIndex = "spec.secretName"
+
 // APITokenReconciler issues, replaces, expires and revokes the backend token of each
 // APIToken and keeps its Secret.
 type APITokenReconciler struct {
@@ -53,6 +57,9 @@ type APITokenReconciler struct {
 	Clock func() time.Time
 	// MaxConcurrentReconciles bounds parallel reconciles; the work is I/O bound.
 	MaxConcurrentReconciles int
+	// SecretMetadata is the metadata-only cache of all Secrets (see StatusBackendReconciler).
+	// It lets a token in SecretConflict proceed as soon as the foreign Secret is removed.
+	SecretMetadata cache.Cache
 	// AfterCreate is a test seam: when set, it runs after the backend create succeeded and
 	// before the Secret is written; an error aborts the pass there, as a crash would.
 	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
@@ -565,6 +572,12 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, secretNameIndex, func(o client.Object) []string {
+		tok := o.(*tokensv1alpha1.APIToken)
+		return []string{tok.Namespace + "/" + tok.SecretNameOrDefault()}
+	}); err != nil {
+		return err
+	}
 	notStatusOnly := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
 		predicate.LabelChangedPredicate{}, deletionChanged())
 	b := ctrl.NewControllerManagedBy(mgr).
@@ -577,6 +590,14 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("apitoken")
 	if r.Inventory != nil {
 		b = b.WatchesRawSource(source.Channel(r.Inventory.Events(), &handler.EnqueueRequestForObject{}))
+	}
+	if r.SecretMetadata != nil {
+		// Secrets that are not ours (the managed ones come through Owns): a foreign Secret in
+		// the way being deleted or renamed unblocks the APIToken at once.
+		foreign := predicate.NewTypedPredicateFuncs(func(o *metav1.PartialObjectMetadata) bool {
+			return o.GetLabels()[tokensv1alpha1.LabelManagedBy] != tokensv1alpha1.ManagedByValue
+		})
+		b = b.WatchesRawSource(source.Kind(r.SecretMetadata, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret), foreign))
 	}
 	return b.Complete(r)
 }
@@ -594,6 +615,19 @@ func (r *APITokenReconciler) tokensForBackend(ctx context.Context, o client.Obje
 	}
 	var list tokensv1alpha1.APITokenList
 	if err := r.List(ctx, &list, client.MatchingFields{backendRefIndex: key.String()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, t := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.Name}})
+	}
+	return reqs
+}
+
+// tokensForSecret maps a Secret to the APITokens whose secretName it is.
+func (r *APITokenReconciler) tokensForSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+	var list tokensv1alpha1.APITokenList
+	if err := r.List(ctx, &list, client.MatchingFields{secretNameIndex: o.GetNamespace() + "/" + o.GetName()}); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

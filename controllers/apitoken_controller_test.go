@@ -338,11 +338,16 @@ func TestFailures(t *testing.T) {
 	g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
 	g.Expect(string(foreign.Data["token"])).To(Equal("precious"))
 
-	// Fixing the conflict (a new secretName) lets the token proceed.
-	patch := client.MergeFrom(conflict.DeepCopy())
-	conflict.Spec.SecretName = "conflict-fixed"
-	g.Expect(h.c.Patch(h.ctx, conflict, patch)).To(Succeed())
-	h.waitFor("conflict", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	// Removing the foreign Secret lets the token proceed at once (a watch, not a poll).
+	g.Expect(h.c.Delete(h.ctx, foreign)).To(Succeed())
+	got := h.waitFor("conflict", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(metav1.IsControlledBy(h.secret("taken"), got)).To(BeTrue())
+
+	// Pointing a token at another name works too.
+	patch := client.MergeFrom(inPast.DeepCopy())
+	inPast.Spec.ExpiresAt = nil
+	g.Expect(h.c.Patch(h.ctx, inPast, patch)).To(Succeed())
+	h.waitFor("in-past", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 }
 
 func TestNamespaceNotAllowed(t *testing.T) {

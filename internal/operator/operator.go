@@ -161,6 +161,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		Recorder:                mgr.GetEventRecorder("apitoken-operator"),
 		Registry:                registry,
 		Inventory:               inventory,
+		SecretMetadata:          credCache,
 		Clock:                   o.Clock,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 		AfterCreate:             o.AfterCreate,
