@@ -94,11 +94,21 @@ func (c *BackendChecker) check(ctx context.Context, obj client.Object, key Backe
 		return checkResult{metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsNotFound,
 			fmt.Sprintf("Secret %s/%s has no key %q: put the backend's FullAccess token under that key or set spec.credentialsSecretRef.key.", credNamespace, ref.Name, secretKey), 0}
 	}
-	cl, err := c.NewClient(backend.Options{BaseURL: spec.URL, Token: backend.SecretValue(trimSpace(value)), CABundle: spec.CABundle})
-	if err != nil {
-		c.Registry.Remove(key)
-		return checkResult{metav1.ConditionFalse, tokensv1alpha1.ReasonInvalidConfiguration,
-			fmt.Sprintf("The backend cannot be used as configured: %v. Fix spec.url or spec.caBundle.", err), 0}
+	sum := sha256.New()
+	sum.Write([]byte(spec.URL))
+	sum.Write(spec.CABundle)
+	sum.Write(value)
+	fingerprint := hex.EncodeToString(sum.Sum(nil))
+	// Reuse the registered client (and its connections) while nothing about it changed.
+	cl, _, registered := c.Registry.Get(key)
+	if !registered || c.Registry.Fingerprint(key) != fingerprint {
+		var err error
+		cl, err = c.NewClient(backend.Options{BaseURL: spec.URL, Token: backend.SecretValue(trimSpace(value)), CABundle: spec.CABundle})
+		if err != nil {
+			c.Registry.Remove(key)
+			return checkResult{metav1.ConditionFalse, tokensv1alpha1.ReasonInvalidConfiguration,
+				fmt.Sprintf("The backend cannot be used as configured: %v. Fix spec.url or spec.caBundle.", err), 0}
+		}
 	}
 	self, err := cl.Self(ctx)
 	if err != nil {
@@ -110,11 +120,7 @@ func (c *BackendChecker) check(ctx context.Context, obj client.Object, key Backe
 		return checkResult{metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid,
 			fmt.Sprintf("The token in Secret %s/%s is %s; issuing tokens needs a full_access token. Replace it with a FullAccess token.", credNamespace, ref.Name, self.Permission), 0}
 	}
-	sum := sha256.New()
-	sum.Write([]byte(spec.URL))
-	sum.Write(spec.CABundle)
-	sum.Write(value)
-	c.Registry.Set(ctx, key, obj, cl, spec.URL, hex.EncodeToString(sum.Sum(nil)))
+	c.Registry.Set(ctx, key, obj, cl, spec.URL, fingerprint)
 	return checkResult{metav1.ConditionTrue, tokensv1alpha1.ReasonPingSucceeded,
 		"The backend answered with the credential; tokens can be issued.", BackendCheckInterval}
 }

@@ -111,6 +111,9 @@ func New(o Options) (*HTTPClient, error) {
 	if c.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		// The operator calls one backend from many reconciles at once; the default of 2 idle
+		// connections per host would close and reopen connections under load.
+		tr.MaxIdleConnsPerHost = 64
 		if len(o.CABundle) > 0 {
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(o.CABundle) {
