@@ -2,9 +2,11 @@ package controllers_test
 
 import (
 	"encoding/pem"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -88,28 +91,8 @@ func TestBackendWithCABundle(t *testing.T) {
 	g := NewWithT(t)
 	// A TLS front for the reference backend, with a certificate of its own CA.
 	target := strings.TrimSuffix(h.backend.URL, "/api/v3")
-	proxy := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := resp.Body.Read(buf)
-			_, _ = w.Write(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}))
+
+	proxy := httptest.NewTLSServer(forwardTo(target, nil))
 	t.Cleanup(proxy.Close)
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: proxy.Certificate().Raw})
 
@@ -141,4 +124,66 @@ func TestNamespacedStatusBackend(t *testing.T) {
 	}))
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	g.Expect(h.backendToken(got.Status.TokenID).ExternalID).To(Equal(string(got.UID)))
+}
+
+// forwardTo is a small reverse proxy to the reference backend; intercept, when it returns
+// true, has answered the request itself.
+func forwardTo(target string, intercept func(w http.ResponseWriter, r *http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if intercept != nil && intercept(w, r) {
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	})
+}
+
+// TestBackendRejectionNeedsAPerson: a 4xx answer to the create is not retried blindly; the
+// token is Failed with the backend's message (kstatus Failed), and a spec change retries.
+func TestBackendRejectionNeedsAPerson(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	var rejected atomic.Int64
+	front := httptest.NewServer(forwardTo(strings.TrimSuffix(h.backend.URL, "/api/v3"), func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/api_tokens") && rejected.Load() >= 0 {
+			rejected.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"success":false,"message":"description contains a forbidden word","errors":["description"]}`))
+			return true
+		}
+		return false
+	}))
+	t.Cleanup(front.Close)
+	h.createClusterBackend("rejecting-"+h.ns, front.URL+"/api/v3", nil)
+	h.backendReady("rejecting-"+h.ns, tokensv1alpha1.ReasonPingSucceeded)
+	tok := h.create(h.newToken("rejected", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef.Name = "rejecting-" + h.ns
+		t.Spec.Description = "forbidden word"
+	}))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonBackendRejected)
+	g.Expect(h.readyCondition(got).Message).To(ContainSubstring("description contains a forbidden word"))
+	g.Expect(kstatusOf(t, got)).To(Equal(status.FailedStatus))
+	h.expectEvent(tok.Name, "Failed")
+	after := rejected.Load()
+	g.Expect(after).To(BeNumerically(">=", 1))
+	g.Consistently(rejected.Load).WithTimeout(3*time.Second).Should(Equal(after), "not retried blindly")
+
+	// The person fixes the spec; the next generation is tried again and succeeds.
+	rejected.Store(-1 << 40)
+	patch := client.MergeFrom(got.DeepCopy())
+	got.Spec.Description = "fine"
+	g.Expect(h.c.Patch(h.ctx, got, patch)).To(Succeed())
+	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 }
