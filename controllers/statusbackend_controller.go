@@ -18,6 +18,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -182,7 +184,8 @@ type StatusBackendReconciler struct {
 	CredentialsCache cache.Cache
 }
 
-// +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends;clusterstatusbackends,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends;clusterstatusbackends,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends/finalizers;clusterstatusbackends/finalizers,verbs=update
 // +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends/status;clusterstatusbackends/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 
@@ -190,12 +193,13 @@ type StatusBackendReconciler struct {
 func (r *StatusBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var obj tokensv1alpha1.StatusBackend
 	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
-		// A deleted backend stays registered: its APITokens' finalizers still need it to
-		// deactivate their tokens (for example while a namespace is being deleted).
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	before := obj.DeepCopy()
 	key := BackendKey{Kind: tokensv1alpha1.BackendKindStatusBackend, Namespace: obj.Namespace, Name: obj.Name}
+	if done, err := guardBackendDeletion(ctx, r.Client, r.Checker.Registry, &obj, &obj.Status, key); done || err != nil {
+		return ctrl.Result{}, err
+	}
+	before := obj.DeepCopy()
 	res := r.Checker.check(ctx, &obj, key, obj.Spec, obj.Namespace)
 	result, _ := applyCheck(&obj.Status, obj.Generation, res)
 	logf.FromContext(ctx).V(1).Info("Checked backend", "ready", res.status, "reason", res.reason)
@@ -212,6 +216,7 @@ func (r *StatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.StatusBackend{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&tokensv1alpha1.APIToken{}, handler.EnqueueRequestsFromMapFunc(backendOfDeletedToken(tokensv1alpha1.BackendKindStatusBackend)), builder.WithPredicates(onDelete())).
 		WatchesRawSource(source.Kind(r.CredentialsCache, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.backendsForSecret))).
 		Named("statusbackend").
 		Complete(r)
@@ -241,12 +246,13 @@ type ClusterStatusBackendReconciler struct {
 func (r *ClusterStatusBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var obj tokensv1alpha1.ClusterStatusBackend
 	if err := r.Get(ctx, req.NamespacedName, &obj); err != nil {
-		// A deleted backend stays registered: its APITokens' finalizers still need it to
-		// deactivate their tokens (for example while a namespace is being deleted).
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	before := obj.DeepCopy()
 	key := BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: obj.Name}
+	if done, err := guardBackendDeletion(ctx, r.Client, r.Checker.Registry, &obj, &obj.Status, key); done || err != nil {
+		return ctrl.Result{}, err
+	}
+	before := obj.DeepCopy()
 	res := r.Checker.check(ctx, &obj, key, obj.Spec.StatusBackendSpec, obj.Spec.CredentialsSecretRef.Namespace)
 	if _, err := metav1.LabelSelectorAsSelector(obj.Spec.AllowedNamespaces); err != nil {
 		r.Checker.Registry.Remove(key)
@@ -268,6 +274,7 @@ func (r *ClusterStatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) erro
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ClusterStatusBackend{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&tokensv1alpha1.APIToken{}, handler.EnqueueRequestsFromMapFunc(backendOfDeletedToken(tokensv1alpha1.BackendKindClusterStatusBackend)), builder.WithPredicates(onDelete())).
 		WatchesRawSource(source.Kind(r.CredentialsCache, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.backendsForSecret))).
 		Named("clusterstatusbackend").
 		Complete(r)
@@ -283,4 +290,69 @@ func (r *ClusterStatusBackendReconciler) backendsForSecret(ctx context.Context, 
 		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: b.Name}})
 	}
 	return reqs
+}
+
+// BackendFinalizer keeps a backend until no APIToken refers to it: the tokens' own finalizers
+// need the backend to deactivate their tokens, and a backend deleted first would leave its
+// tokens active with nobody to revoke them.
+const BackendFinalizer = "tokens.statusops.dev/backend-in-use"
+
+// guardBackendDeletion adds the finalizer to a live backend, and for a deleted one removes it
+// once no APIToken refers to it. done is true when the backend is being deleted.
+func guardBackendDeletion(ctx context.Context, c client.Client, reg *BackendRegistry, obj client.Object, st *tokensv1alpha1.StatusBackendStatus, key BackendKey) (bool, error) {
+	if obj.GetDeletionTimestamp().IsZero() {
+		if controllerutil.ContainsFinalizer(obj, BackendFinalizer) {
+			return false, nil
+		}
+		patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+		controllerutil.AddFinalizer(obj, BackendFinalizer)
+		if err := c.Patch(ctx, obj, patch); err != nil {
+			return false, fmt.Errorf("adding finalizer: %w", err)
+		}
+		return false, nil
+	}
+	if !controllerutil.ContainsFinalizer(obj, BackendFinalizer) {
+		return true, nil
+	}
+	var tokens tokensv1alpha1.APITokenList
+	if err := c.List(ctx, &tokens, client.MatchingFields{backendRefIndex: key.String()}); err != nil {
+		return true, err
+	}
+	if n := len(tokens.Items); n > 0 {
+		before := obj.DeepCopyObject().(client.Object)
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
+			Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonInUse, ObservedGeneration: obj.GetGeneration(),
+			Message: fmt.Sprintf("Deletion waits until the %d APIToken(s) using this backend are deleted (for example %s/%s), so their tokens can still be deactivated.", n, tokens.Items[0].Namespace, tokens.Items[0].Name),
+		})
+		return true, c.Status().Patch(ctx, obj, client.MergeFrom(before))
+	}
+	reg.Remove(key)
+	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+	controllerutil.RemoveFinalizer(obj, BackendFinalizer)
+	if err := c.Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
+		return true, fmt.Errorf("removing finalizer: %w", err)
+	}
+	return true, nil
+}
+
+// backendOfDeletedToken maps a deleted APIToken to its backend of the given kind, so a
+// backend waiting in deletion is released when its last token goes.
+func backendOfDeletedToken(kind tokensv1alpha1.BackendKind) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		key := backendKeyFor(o.(*tokensv1alpha1.APIToken))
+		if key.Kind != kind {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: key.Namespace, Name: key.Name}}}
+	}
+}
+
+// onDelete passes delete events only.
+func onDelete() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+	}
 }

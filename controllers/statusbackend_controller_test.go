@@ -187,3 +187,23 @@ func TestBackendRejectionNeedsAPerson(t *testing.T) {
 	g.Expect(h.c.Patch(h.ctx, got, patch)).To(Succeed())
 	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 }
+
+// TestBackendDeletionWaitsForItsTokens: a backend with APITokens is kept (finalizer) until
+// they are gone, so their tokens are still deactivated.
+func TestBackendDeletionWaitsForItsTokens(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("user", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	b := &tokensv1alpha1.ClusterStatusBackend{}
+	g.Expect(h.c.Get(h.ctx, types.NamespacedName{Name: h.backendName}, b)).To(Succeed())
+	g.Expect(b.Finalizers).To(ContainElement("tokens.statusops.dev/backend-in-use"))
+	g.Expect(h.c.Delete(h.ctx, b)).To(Succeed())
+	cond := h.backendReady(h.backendName, tokensv1alpha1.ReasonInUse)
+	g.Expect(cond.Message).To(ContainSubstring(h.ns + "/user"))
+
+	g.Expect(h.c.Delete(h.ctx, tok)).To(Succeed())
+	g.Eventually(func() bool {
+		return h.c.Get(h.ctx, types.NamespacedName{Name: h.backendName}, &tokensv1alpha1.ClusterStatusBackend{}) != nil
+	}).WithTimeout(15 * time.Second).Should(BeTrue(), "the backend goes once its last token is gone")
+	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive))
+}

@@ -58,6 +58,8 @@ const (
 	ReasonCredentialsInvalid = "CredentialsInvalid"
 	// ReasonBackendUnreachable: the backend URL could not be reached or did not speak the protocol.
 	ReasonBackendUnreachable = "BackendUnreachable"
+	// ReasonInUse: the backend is being deleted and waits until no APIToken refers to it.
+	ReasonInUse = "InUse"
 	// ReasonInvalidConfiguration: the backend spec cannot be used as written (for example a
 	// CA bundle that is not PEM).
 	ReasonInvalidConfiguration = "InvalidConfiguration"
