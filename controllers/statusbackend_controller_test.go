@@ -204,6 +204,6 @@ func TestBackendDeletionWaitsForItsTokens(t *testing.T) {
 	g.Expect(h.c.Delete(h.ctx, tok)).To(Succeed())
 	g.Eventually(func() bool {
 		return h.c.Get(h.ctx, types.NamespacedName{Name: h.backendName}, &tokensv1alpha1.ClusterStatusBackend{}) != nil
-	}).WithTimeout(15 * time.Second).Should(BeTrue(), "the backend goes once its last token is gone")
+	}).WithTimeout(15*time.Second).Should(BeTrue(), "the backend goes once its last token is gone")
 	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive))
 }
