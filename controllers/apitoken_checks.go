@@ -41,13 +41,15 @@ type tokenInputs struct {
 
 // backendState is what was found of the referenced backend.
 type backendState struct {
-	key     BackendKey
-	found   bool
-	ready   bool
-	message string // why it is not Ready
-	allowed bool   // allowedNamespaces selects the APIToken's namespace
-	client  backend.Client
-	url     string
+	key   BackendKey
+	found bool
+	// deleting: the backend has a deletion timestamp (it waits for its APITokens).
+	deleting bool
+	ready    bool
+	message  string // why it is not Ready
+	allowed  bool   // allowedNamespaces selects the APIToken's namespace
+	client   backend.Client
+	url      string
 }
 
 // actionKind is what the reconciler must do.

@@ -234,6 +234,15 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 
 	created, err := in.backend.client.CreateToken(ctx, key, req)
 	if err != nil {
+		var be *backend.Error
+		if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
+			// The backend said yes but its reply cannot be read: a token may exist that no
+			// Secret holds. Deactivate it (best effort) rather than leave it active.
+			if sweepErr := r.deactivateAll(ctx, tok, in.backend.client, tok.Status.TokenID); sweepErr != nil {
+				logf.FromContext(ctx).Info("Deactivating a token from an unreadable create reply failed; retrying", "error", sweepErr.Error())
+				return r.backendFailed(ctx, tok, "cleaning up after an unreadable create reply", sweepErr)
+			}
+		}
 		return r.backendFailed(ctx, tok, "issuing a token", err)
 	}
 	log.V(1).Info("Issued backend token", "tokenID", created.ID, "serial", serial, "replayed", created.Replayed, "why", d.why)
@@ -409,11 +418,12 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 		if keep == "" && tok.Status.TokenID != "" && tok.Status.Phase == tokensv1alpha1.PhaseActive {
 			r.event(tok, corev1.EventTypeNormal, "Revoked", fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
 		}
-	case !be.found:
-		// The backend object is gone and this process never had a client for it: nothing can
-		// be deactivated. Keeping the finalizer would block the namespace forever.
+	case !be.found || be.deleting:
+		// The backend is gone (or being deleted, and waiting for this very token) and this
+		// process has no working client for it: nothing can be deactivated, and keeping the
+		// finalizer would block the namespace (or the backend) forever.
 		if tok.Status.TokenID != "" {
-			r.event(tok, corev1.EventTypeWarning, "Failed", fmt.Sprintf("%s no longer exists; token %s could not be deactivated", be.key, tok.Status.TokenID))
+			r.event(tok, corev1.EventTypeWarning, "Failed", fmt.Sprintf("%s is gone or being deleted and not Ready; token %s could not be deactivated", be.key, tok.Status.TokenID))
 		}
 	default:
 		markDeleting(tok, fmt.Sprintf("Waiting for %s to become Ready to deactivate token %s (%s). The finalizer stays until then; to give up, remove the finalizer %s by hand.", be.key, tok.Status.TokenID, be.message, tokensv1alpha1.Finalizer))
@@ -504,7 +514,7 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 			}
 			return be, err
 		}
-		be.found, conditions = true, obj.Status.Conditions
+		be.found, be.deleting, conditions = true, !obj.DeletionTimestamp.IsZero(), obj.Status.Conditions
 	default:
 		var obj tokensv1alpha1.ClusterStatusBackend
 		if err := r.Get(ctx, types.NamespacedName{Name: be.key.Name}, &obj); err != nil {
@@ -513,7 +523,7 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 			}
 			return be, err
 		}
-		be.found, conditions = true, obj.Status.Conditions
+		be.found, be.deleting, conditions = true, !obj.DeletionTimestamp.IsZero(), obj.Status.Conditions
 		if obj.Spec.AllowedNamespaces != nil {
 			sel, err := metav1.LabelSelectorAsSelector(obj.Spec.AllowedNamespaces)
 			if err != nil {
@@ -637,11 +647,13 @@ func (r *APITokenReconciler) tokensForSecret(ctx context.Context, o *metav1.Part
 	return reqs
 }
 
-// deletionChanged passes updates that set the deletion timestamp or change finalizers.
+// deletionChanged passes updates that set the deletion timestamp or remove our finalizer
+// (someone else did; it must come back). Our own finalizer patch does not wake us: the pass
+// that added it goes on, and a wake-up would ignore a Retry-After that pass was given.
 func deletionChanged() predicate.Predicate {
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 		return e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero() ||
-			len(e.ObjectOld.GetFinalizers()) != len(e.ObjectNew.GetFinalizers())
+			(controllerutil.ContainsFinalizer(e.ObjectOld, tokensv1alpha1.Finalizer) && !controllerutil.ContainsFinalizer(e.ObjectNew, tokensv1alpha1.Finalizer))
 	}}
 }
 

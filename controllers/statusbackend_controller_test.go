@@ -207,3 +207,34 @@ func TestBackendDeletionWaitsForItsTokens(t *testing.T) {
 	}).WithTimeout(15*time.Second).Should(BeTrue(), "the backend goes once its last token is gone")
 	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive))
 }
+
+// TestUnreadableCreateReplyLeavesNoActiveToken: the backend creates the token but its reply
+// is garbled; the token it created must not stay active while the APIToken reports Failed.
+func TestUnreadableCreateReplyLeavesNoActiveToken(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	target := strings.TrimSuffix(h.backend.URL, "/api/v3")
+	front := httptest.NewServer(forwardTo(target, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/api_tokens") {
+			return false
+		}
+		// Let the backend really create the token, then answer with an HTML page.
+		forwardTo(target, nil).ServeHTTP(httptest.NewRecorder(), r)
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte("<html>oops</html>"))
+		return true
+	}))
+	t.Cleanup(front.Close)
+	h.createClusterBackend("garbled-"+h.ns, front.URL+"/api/v3", nil)
+	h.backendReady("garbled-"+h.ns, tokensv1alpha1.ReasonPingSucceeded)
+	tok := h.create(h.newToken("garbled", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef.Name = "garbled-" + h.ns
+	}))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonBackendRejected)
+	g.Expect(h.readyCondition(got).Message).NotTo(ContainSubstring("sgt_"))
+	all, err := h.admin.ListTokens(h.ctx, backend.ListOptions{ExternalID: string(got.UID)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(all).NotTo(BeEmpty(), "the backend did create a token")
+	g.Expect(h.activeBackendTokens(got.UID)).To(BeEmpty(), "and it was deactivated")
+}
