@@ -22,6 +22,8 @@ import (
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/statusops/apitoken-operator/internal/installtest"
 )
 
 // startTimeout bounds the wait for each process to become ready. The API server is the
@@ -55,12 +57,21 @@ type Options struct {
 	ControlPlaneOnly bool
 	// UnsafeNoFsync makes etcd skip fsync: faster, and fine for throwaway test directories.
 	UnsafeNoFsync bool
+	// ManagerImpersonation runs the manager as the ServiceAccount dist/install.yaml
+	// installs (installtest.ServiceAccountUser) instead of as the admin: the Namespace,
+	// ServiceAccount, roles and bindings of dist/install.yaml (not its Deployment) are
+	// applied first, and the manager gets Dir/manager.kubeconfig, which has the admin's
+	// credentials and impersonates that ServiceAccount, so only the shipped RBAC applies.
+	ManagerImpersonation bool
 }
 
 // Env is a running environment.
 type Env struct {
 	// Dir is the absolute state directory; Kubeconfig is Dir/kubeconfig (admin access).
 	Dir, Kubeconfig string
+	// ManagerKubeconfig is the kubeconfig the manager runs with: Kubeconfig, or with
+	// ManagerImpersonation Dir/manager.kubeconfig (acting as the shipped ServiceAccount).
+	ManagerKubeconfig string
 	// LogDir holds one log file per process.
 	LogDir string
 	// Ports are the ports actually in use.
@@ -94,11 +105,12 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		return nil, err
 	}
 	e := &Env{
-		Dir:        dir,
-		Kubeconfig: filepath.Join(dir, "kubeconfig"),
-		LogDir:     filepath.Join(dir, "logs"),
-		opts:       opts,
-		progress:   opts.Progress,
+		Dir:               dir,
+		Kubeconfig:        filepath.Join(dir, "kubeconfig"),
+		ManagerKubeconfig: filepath.Join(dir, "kubeconfig"),
+		LogDir:            filepath.Join(dir, "logs"),
+		opts:              opts,
+		progress:          opts.Progress,
 	}
 	if e.progress == nil {
 		e.progress = io.Discard
@@ -147,6 +159,11 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 				return "ClusterStatusBackend     default -> " + e.BackendURL + " (admin token in apitoken-system/status-backend-admin)"
 			}},
 		}...)
+		if opts.ManagerImpersonation {
+			steps = append(steps, step{"manager RBAC", e.installManagerRBAC, func() string {
+				return "manager RBAC             applied from dist/install.yaml; the manager runs as " + installtest.ServiceAccountUser
+			}})
+		}
 		if opts.ApplySamples {
 			steps = append(steps, step{"samples", e.applySamples, func() string {
 				return fmt.Sprintf("samples                  applied %d APITokens from config/samples", len(e.Samples))

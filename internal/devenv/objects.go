@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/installtest"
 )
 
 // Scheme knows the built-in kinds, CustomResourceDefinitions and the operator's kinds.
@@ -211,11 +212,28 @@ func (e *Env) pointBackendsHere(u *unstructured.Unstructured) {
 	}
 }
 
+// installManagerRBAC applies the manager's identity and permissions from dist/install.yaml
+// (Namespace, ServiceAccount, roles and bindings; not the Deployment) with the admin client,
+// and writes ManagerKubeconfig: the admin's credentials, impersonating that ServiceAccount
+// (the admin, in group system:masters, may impersonate).
+func (e *Env) installManagerRBAC(ctx context.Context) error {
+	path := filepath.Join(e.opts.RepoRoot, "dist", "install.yaml")
+	if err := installtest.ApplyRBAC(ctx, e.Client, path); err != nil {
+		return fmt.Errorf("%w (dist/install.yaml is written by `make build-installer`)", err)
+	}
+	kubeconfig := filepath.Join(e.Dir, "manager.kubeconfig")
+	if err := installtest.WriteKubeconfig(installtest.ImpersonatedConfig(e.RESTConfig), kubeconfig); err != nil {
+		return err
+	}
+	e.ManagerKubeconfig = kubeconfig
+	return nil
+}
+
 // startManager starts the manager against the environment and waits for /readyz.
 func (e *Env) startManager(ctx context.Context) error {
 	health := "127.0.0.1:" + strconv.Itoa(e.Ports.ManagerHealth)
 	args := append([]string{
-		"--kubeconfig=" + e.Kubeconfig,
+		"--kubeconfig=" + e.ManagerKubeconfig,
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(e.Ports.ManagerMetrics),
 		"--health-probe-bind-address=" + health,
 		"--leader-elect=false",

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/statusops/apitoken-operator/internal/devenv"
 )
 
 // TestWorkloadUsesTokensFromSecrets: a ReadOnly and a FullAccess token, applied with
@@ -14,8 +16,12 @@ import (
 func TestWorkloadUsesTokensFromSecrets(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
+	workloadUsesTokensFromSecrets(t, e, "e2e-workload")
+}
+
+// workloadUsesTokensFromSecrets is the scenario of TestWorkloadUsesTokensFromSecrets, in namespace ns (created here) of e.
+func workloadUsesTokensFromSecrets(t *testing.T, e *devenv.Env, ns string) {
 	g := NewWithT(t)
-	const ns = "e2e-workload"
 	createNamespace(t, e, ns)
 	applyManifest(t, e, tokenManifest(ns, "dashboard", "ReadOnly", "  secretName: dashboard-token\n")+"---\n"+
 		tokenManifest(ns, "automation", "FullAccess", ""))
@@ -61,8 +67,12 @@ func TestWorkloadUsesTokensFromSecrets(t *testing.T) {
 func TestTokenExpiresOnTime(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
+	tokenExpiresOnTime(t, e, "e2e-expiry")
+}
+
+// tokenExpiresOnTime is the scenario of TestTokenExpiresOnTime, in namespace ns (created here) of e.
+func tokenExpiresOnTime(t *testing.T, e *devenv.Env, ns string) {
 	g := NewWithT(t)
-	const ns = "e2e-expiry"
 	createNamespace(t, e, ns)
 	expiresAt := time.Now().Add(8 * time.Second).Truncate(time.Second).Add(time.Second).UTC()
 	applyManifest(t, e, tokenManifest(ns, "short-lived", "ReadOnly", "  expiresAt: \""+expiresAt.Format(time.RFC3339)+"\"\n"))
@@ -97,8 +107,12 @@ func TestTokenExpiresOnTime(t *testing.T) {
 func TestDeletingATokenRevokesItAndRemovesItsSecret(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
+	deletingATokenRevokesItAndRemovesItsSecret(t, e, "e2e-delete")
+}
+
+// deletingATokenRevokesItAndRemovesItsSecret is the scenario of TestDeletingATokenRevokesItAndRemovesItsSecret, in namespace ns (created here) of e.
+func deletingATokenRevokesItAndRemovesItsSecret(t *testing.T, e *devenv.Env, ns string) {
 	g := NewWithT(t)
-	const ns = "e2e-delete"
 	createNamespace(t, e, ns)
 	applyManifest(t, e, tokenManifest(ns, "temporary", "FullAccess", ""))
 	waitReady(t, e, ns, "temporary")
@@ -123,8 +137,12 @@ func TestDeletingATokenRevokesItAndRemovesItsSecret(t *testing.T) {
 func TestDeletingANamespaceRevokesEveryToken(t *testing.T) {
 	e := requireEnv(t)
 	t.Parallel()
+	deletingANamespaceRevokesEveryToken(t, e, "e2e-namespace")
+}
+
+// deletingANamespaceRevokesEveryToken is the scenario of TestDeletingANamespaceRevokesEveryToken, in namespace ns (created here) of e.
+func deletingANamespaceRevokesEveryToken(t *testing.T, e *devenv.Env, ns string) {
 	g := NewWithT(t)
-	const ns = "e2e-namespace"
 	createNamespace(t, e, ns)
 	names := []string{"team-a", "team-b", "team-c"}
 	var manifests []string

@@ -22,11 +22,18 @@ import (
 // failure prints the end of the manager's log.
 func requireEnv(t *testing.T) *devenv.Env {
 	t.Helper()
+	requirePrerequisites(t)
+	dumpLogOnFailure(t, env)
+	return env
+}
+
+// requirePrerequisites skips the test when the prerequisites are missing (outside CI), for
+// tests that start an environment of their own.
+func requirePrerequisites(t *testing.T) {
+	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
-	dumpLogOnFailure(t, env)
-	return env
 }
 
 func dumpLogOnFailure(t *testing.T, e *devenv.Env) {
