@@ -482,17 +482,38 @@ func (r *APITokenReconciler) gather(ctx context.Context, tok *tokensv1alpha1.API
 			in.secret = &secret
 		}
 	case apierrors.IsNotFound(err):
-		// The cache holds only managed Secrets: ask the API server whether a foreign one
-		// is in the way before issuing anything.
-		var live corev1.Secret
-		err := r.APIReader.Get(ctx, name, &live)
+		// The cache holds only managed Secrets. Whether a foreign one is in the way is told
+		// by the metadata-only cache of all Secrets (no API call per new token); without it,
+		// by the API server.
+		var owner metav1.Object
+		if r.SecretMetadata != nil {
+			m := secretMetadata()
+			if err := r.SecretMetadata.Get(ctx, name, m); err == nil {
+				owner = m
+			} else if !apierrors.IsNotFound(err) {
+				return in, fmt.Errorf("reading Secret %s metadata: %w", name, err)
+			}
+		} else {
+			var live corev1.Secret
+			if err := r.APIReader.Get(ctx, name, &live); err == nil {
+				owner = &live
+			} else if !apierrors.IsNotFound(err) {
+				return in, fmt.Errorf("reading Secret %s: %w", name, err)
+			}
+		}
 		switch {
-		case err == nil && metav1.IsControlledBy(&live, tok):
-			in.secret = &live // ours, but someone removed our label
-		case err == nil:
+		case owner == nil:
+			// Absent. Should the metadata cache lag, the create fails with AlreadyExists and
+			// the next pass sees the Secret.
+		case metav1.IsControlledBy(owner, tok):
+			// Ours, but someone removed our label: read it whole.
+			var live corev1.Secret
+			if err := r.APIReader.Get(ctx, name, &live); err != nil {
+				return in, fmt.Errorf("reading Secret %s: %w", name, err)
+			}
+			in.secret = &live
+		default:
 			in.secretConflict = true
-		case !apierrors.IsNotFound(err):
-			return in, fmt.Errorf("reading Secret %s: %w", name, err)
 		}
 	default:
 		return in, fmt.Errorf("reading Secret %s: %w", name, err)

@@ -88,6 +88,8 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	// uncached.
 	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue})
 	cacheOpts := cache.Options{
+		// managedFields are a large share of every cached object and are never read here.
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: managed},
 		},
