@@ -161,3 +161,26 @@ run: ## Run the manager against the cluster of the current kubeconfig.
 .PHONY: test-e2e
 test-e2e: controlplane ## Run the end-to-end test: the built manager and backend as processes against a local control plane.
 	go test $(GO_TEST_FLAGS) -timeout $(E2E_TIMEOUT) -v ./test/e2e/...
+
+##@ Reliability
+
+# The full run: 200 tokens, 24 kill points, 60 s outages (`make test` runs the short one).
+RELIABILITY_TIMEOUT ?= 60m
+RELIABILITY_FIGURES ?= $(LOCALBIN)/reliability-figures.jsonl
+
+.PHONY: test-reliability
+test-reliability: controlplane ## Run the full reliability scenarios (kills, failover, outages, 429 storms, hostile input) with the invariant oracle.
+	@mkdir -p $(LOCALBIN) && rm -f $(RELIABILITY_FIGURES)
+	RELIABILITY_FULL=1 RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) go test -count=1 -timeout $(RELIABILITY_TIMEOUT) -v ./test/reliability/
+	@echo "figures: $(RELIABILITY_FIGURES)"
+
+##@ Benchmarks
+
+# N APITokens; BACKEND_LATENCY is added to every backend request (a Go duration).
+N ?= 1000
+BACKEND_LATENCY ?= 0ms
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench: controlplane ## Measure the operator against the API server's floor (N=1000 BACKEND_LATENCY=0ms); writes bench/results.json.
+	go run ./bench -n $(N) -backend-latency $(BACKEND_LATENCY) $(BENCH_FLAGS)

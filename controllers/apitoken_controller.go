@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -617,7 +619,7 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&tokensv1alpha1.StatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		Watches(&tokensv1alpha1.ClusterStatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		WatchesRawSource(source.Channel(r.Registry.Events(), handler.EnqueueRequestsFromMapFunc(r.tokensForBackend))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles, RateLimiter: tokenRateLimiter()}).
 		Named("apitoken")
 	if r.Inventory != nil {
 		b = b.WatchesRawSource(source.Channel(r.Inventory.Events(), &handler.EnqueueRequestForObject{}))
@@ -631,6 +633,19 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Kind(r.SecretMetadata, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret), foreign))
 	}
 	return b.Complete(r)
+}
+
+// maxRetryDelay caps the per-APIToken backoff. The default (1000 s) would leave tokens
+// waiting many minutes after a backend outage of one minute; retries are cheap reads and
+// one idempotent create, so a 30 s cap recovers quickly without hammering the backend.
+const maxRetryDelay = 30 * time.Second
+
+func tokenRateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, maxRetryDelay),
+		// Overall: at most 50 retries per second (burst 300) across all APITokens.
+		&workqueue.TypedBucketRateLimiter[reconcile.Request]{Limiter: rate.NewLimiter(rate.Limit(50), 300)},
+	)
 }
 
 // tokensForBackend maps a backend to the APITokens that refer to it.

@@ -36,8 +36,8 @@ func main() {
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, error, or a number N for verbosity V(N).")
 	flag.StringVar(&logFormat, "log-format", "json", "Log format: json or console.")
-	flag.Float64Var(&qps, "kube-api-qps", 100, "Queries per second to the Kubernetes API server.")
-	flag.IntVar(&burst, "kube-api-burst", 200, "Burst of queries to the Kubernetes API server.")
+	flag.Float64Var(&qps, "kube-api-qps", 300, "Queries per second to the Kubernetes API server (client-side limit; the server's priority and fairness still applies).")
+	flag.IntVar(&burst, "kube-api-burst", 600, "Burst of queries to the Kubernetes API server.")
 	flag.Parse()
 
 	level, err := parseLevel(logLevel)

@@ -1,0 +1,375 @@
+// Package oracle checks the operator's promises after a reliability scenario, from the
+// outside: what the API server and the backend hold, and what was captured on the way
+// (logs, events, statuses, metrics). Every scenario ends with Check; its Report lists each
+// broken invariant in a sentence that names the APIToken, the backend token and the rule.
+//
+// The invariants (docs/reliability.md):
+//  1. Each live APIToken in phase Active has exactly one active backend token with
+//     external_id = its UID; that token is status.tokenID; the Secret's value authenticates
+//     as that token (GET /api_tokens/self answers with the same id).
+//  2. A live APIToken in any other phase has no active backend token.
+//  3. No active backend token labelled managed-by=apitoken-operator belongs to no live
+//     APIToken, unless its APIToken was deleted with deletionPolicy Retain.
+//  4. Every token value ever seen that is not the current value of a live Active APIToken
+//     (or of a Retain one) is dead: the backend answers 401.
+//  5. No token value appears in any captured text: logs, events, APIToken statuses,
+//     metrics scrapes; neither raw nor base64-encoded.
+package oracle
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// Input is what Check looks at.
+type Input struct {
+	// Kube reads APITokens, Secrets and Events (uncached).
+	Kube client.Client
+	// Namespace limits the check to one namespace's APITokens, Secrets and Events.
+	Namespace string
+	// BackendURL is the backend's base URL, reached directly (not through a fault proxy).
+	BackendURL string
+	// AdminToken is a FullAccess token of the backend.
+	AdminToken string
+	// Values are token values seen during the scenario (by the fault proxy, by a Secret
+	// collector), mapped to the APIToken UID they were issued for ("" if unknown).
+	Values map[string]string
+	// Texts are captured texts by name: log files, metrics scrapes.
+	Texts map[string][]byte
+	// DeletedUIDs are APITokens the scenario deleted.
+	DeletedUIDs []types.UID
+	// RetainUIDs are APITokens deleted with deletionPolicy Retain: their token stays active.
+	RetainUIDs map[types.UID]bool
+	// Writes, when set, are backend write counts to report per token.
+	Writes *Writes
+}
+
+// Writes are backend write counters of a scenario.
+type Writes struct {
+	Creates, Replays, Deactivations, Other int
+}
+
+// Report is the outcome of Check.
+type Report struct {
+	APITokens     int
+	Active        int
+	ValuesChecked int
+	TextBytes     int
+	// Violations are broken invariants, one sentence each.
+	Violations []string
+	// WritesPerToken is (creates + deactivations + other writes) / APITokens seen, when Writes was given.
+	WritesPerToken float64
+	Writes         *Writes
+}
+
+// Err returns nil when no invariant is broken, else an error listing (the first 30) violations.
+func (r *Report) Err() error {
+	if len(r.Violations) == 0 {
+		return nil
+	}
+	v := r.Violations
+	more := ""
+	if len(v) > 30 {
+		more = fmt.Sprintf("\n  ... and %d more", len(v)-30)
+		v = v[:30]
+	}
+	return fmt.Errorf("%d invariant violations:\n  %s%s", len(r.Violations), strings.Join(v, "\n  "), more)
+}
+
+// String summarises the report in one line.
+func (r *Report) String() string {
+	s := fmt.Sprintf("oracle: %d APITokens (%d Active), %d token values checked dead/alive, %d bytes of text scanned, %d violations",
+		r.APITokens, r.Active, r.ValuesChecked, r.TextBytes, len(r.Violations))
+	if r.Writes != nil {
+		s += fmt.Sprintf("; backend writes: %d creates, %d replays, %d deactivations, %d other (%.2f per APIToken)",
+			r.Writes.Creates, r.Writes.Replays, r.Writes.Deactivations, r.Writes.Other, r.WritesPerToken)
+	}
+	return s
+}
+
+func (r *Report) fail(format string, args ...any) {
+	r.Violations = append(r.Violations, fmt.Sprintf(format, args...))
+}
+
+// Check evaluates every invariant. It returns an error only when it could not look (API
+// server or backend unreachable); broken invariants are in the Report.
+func Check(ctx context.Context, in Input) (*Report, error) {
+	rep := &Report{Writes: in.Writes}
+	admin, err := backend.New(backend.Options{BaseURL: in.BackendURL, Token: backend.SecretValue(in.AdminToken)})
+	if err != nil {
+		return nil, err
+	}
+	var toks tokensv1alpha1.APITokenList
+	ns := client.InNamespace(in.Namespace)
+	if err := in.Kube.List(ctx, &toks, ns); err != nil {
+		return nil, fmt.Errorf("listing APITokens: %w", err)
+	}
+	var secrets corev1.SecretList
+	if err := in.Kube.List(ctx, &secrets, ns); err != nil {
+		return nil, fmt.Errorf("listing Secrets: %w", err)
+	}
+	secretByName := map[types.NamespacedName]*corev1.Secret{}
+	for i := range secrets.Items {
+		s := &secrets.Items[i]
+		secretByName[types.NamespacedName{Namespace: s.Namespace, Name: s.Name}] = s
+	}
+	values := map[string]types.UID{}
+	for v, uid := range in.Values {
+		values[v] = types.UID(uid)
+	}
+	for _, s := range secrets.Items {
+		for _, ref := range s.OwnerReferences {
+			if ref.Kind == "APIToken" {
+				if v := string(s.Data[tokensv1alpha1.SecretKeyToken]); v != "" {
+					values[v] = ref.UID
+				}
+			}
+		}
+	}
+
+	live := map[types.UID]*tokensv1alpha1.APIToken{}
+	alive := map[string]bool{} // values that must authenticate
+	for i := range toks.Items {
+		tok := &toks.Items[i]
+		live[tok.UID] = tok
+		rep.APITokens++
+		name := tok.Namespace + "/" + tok.Name
+		active, err := admin.ListTokens(ctx, backend.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
+		if err != nil {
+			return nil, fmt.Errorf("listing backend tokens of %s: %w", name, err)
+		}
+		if !tok.DeletionTimestamp.IsZero() {
+			continue // being deleted: judged once gone, through DeletedUIDs
+		}
+		if tok.Status.Phase != tokensv1alpha1.PhaseActive {
+			if len(active) != 0 {
+				rep.fail("APIToken %s is %q but has %d active backend token(s): %s", name, tok.Status.Phase, len(active), ids(active))
+			}
+			continue
+		}
+		rep.Active++
+		if len(active) != 1 {
+			rep.fail("APIToken %s has %d active backend tokens with its UID, want exactly 1: %s", name, len(active), ids(active))
+		}
+		if len(active) >= 1 && !containsID(active, tok.Status.TokenID) {
+			rep.fail("APIToken %s names token %q in status, but its active backend token is %s", name, tok.Status.TokenID, ids(active))
+		}
+		sec := secretByName[types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}]
+		if sec == nil {
+			rep.fail("APIToken %s is Active but its Secret %s does not exist", name, tok.SecretNameOrDefault())
+			continue
+		}
+		value := string(sec.Data[tokensv1alpha1.SecretKeyToken])
+		if value == "" {
+			rep.fail("APIToken %s is Active but Secret %s has no token", name, sec.Name)
+			continue
+		}
+		alive[value] = true
+		self, err := selfOf(ctx, in.BackendURL, value)
+		switch {
+		case err != nil:
+			rep.fail("APIToken %s: the value in Secret %s does not authenticate: %v", name, sec.Name, err)
+		case self.ID != tok.Status.TokenID:
+			rep.fail("APIToken %s: the value in Secret %s is token %s, status says %s", name, sec.Name, self.ID, tok.Status.TokenID)
+		case self.ExternalID != string(tok.UID):
+			rep.fail("APIToken %s: the value in Secret %s is token %s of external_id %q, not this UID", name, sec.Name, self.ID, self.ExternalID)
+		}
+	}
+
+	// 3. No orphan: every active managed token belongs to a live APIToken or a Retain one.
+	managed, err := admin.ListTokens(ctx, backend.ListOptions{Labels: map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}, Status: backend.StatusActive})
+	if err != nil {
+		return nil, fmt.Errorf("listing managed backend tokens: %w", err)
+	}
+	for _, t := range managed {
+		uid := types.UID(t.ExternalID)
+		if live[uid] == nil && !in.RetainUIDs[uid] {
+			rep.fail("backend token %s (%s, external_id %q) is active but no APIToken owns it", t.ID, t.Name, t.ExternalID)
+		}
+	}
+	for _, uid := range in.DeletedUIDs {
+		if in.RetainUIDs[uid] || live[uid] != nil {
+			continue
+		}
+		active, err := admin.ListTokens(ctx, backend.ListOptions{ExternalID: string(uid), Status: backend.StatusActive})
+		if err != nil {
+			return nil, err
+		}
+		if len(active) > 0 {
+			rep.fail("deleted APIToken %s still has active backend token(s) %s", uid, ids(active))
+		}
+	}
+
+	// 4. Every other value is dead.
+	for v, uid := range values {
+		if alive[v] || in.RetainUIDs[uid] {
+			continue
+		}
+		rep.ValuesChecked++
+		self, err := selfOf(ctx, in.BackendURL, v)
+		switch {
+		case err == nil:
+			rep.fail("a superseded token value (%s, token %s of external_id %q) still authenticates", hint(v), self.ID, self.ExternalID)
+		case !backend.IsUnauthorized(err):
+			return nil, fmt.Errorf("checking a superseded value: %w", err)
+		}
+	}
+
+	// 5. No value in any text.
+	texts := map[string][]byte{}
+	for k, t := range in.Texts {
+		texts[k] = t
+	}
+	if err := collectTexts(ctx, in.Kube, in.Namespace, &toks, texts); err != nil {
+		return nil, err
+	}
+	scan := newScanner(values)
+	for _, name := range sortedKeys(texts) {
+		rep.TextBytes += len(texts[name])
+		for _, leak := range scan.find(texts[name]) {
+			rep.fail("a token value (%s) appears in %s", leak, name)
+		}
+	}
+
+	if in.Writes != nil && rep.APITokens+len(in.DeletedUIDs) > 0 {
+		w := in.Writes
+		rep.WritesPerToken = float64(w.Creates+w.Deactivations+w.Other) / float64(rep.APITokens+len(in.DeletedUIDs))
+	}
+	return rep, nil
+}
+
+// collectTexts adds the Events (both APIs) and the APITokens' statuses.
+func collectTexts(ctx context.Context, kube client.Client, namespace string, toks *tokensv1alpha1.APITokenList, texts map[string][]byte) error {
+	var ev eventsv1.EventList
+	if err := kube.List(ctx, &ev, client.InNamespace(namespace)); err != nil {
+		return fmt.Errorf("listing events: %w", err)
+	}
+	var core corev1.EventList
+	if err := kube.List(ctx, &core, client.InNamespace(namespace)); err != nil {
+		return fmt.Errorf("listing core events: %w", err)
+	}
+	statuses := make([]tokensv1alpha1.APITokenStatus, 0, len(toks.Items))
+	for _, t := range toks.Items {
+		statuses = append(statuses, t.Status)
+	}
+	for name, obj := range map[string]any{"events (events.k8s.io)": ev.Items, "events (core)": core.Items, "APIToken statuses": statuses} {
+		data, err := json.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		texts[name] = data
+	}
+	return nil
+}
+
+func selfOf(ctx context.Context, baseURL, value string) (*backend.Token, error) {
+	c, err := backend.New(backend.Options{BaseURL: baseURL, Token: backend.SecretValue(value)})
+	if err != nil {
+		return nil, err
+	}
+	return c.Self(ctx)
+}
+
+// IsDead reports whether value no longer authenticates (401).
+func IsDead(ctx context.Context, baseURL, value string) (bool, error) {
+	_, err := selfOf(ctx, baseURL, value)
+	if err == nil {
+		return false, nil
+	}
+	if backend.IsUnauthorized(err) {
+		return true, nil
+	}
+	return false, err
+}
+
+func ids(ts []backend.Token) string {
+	out := make([]string, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.ID)
+	}
+	return "[" + strings.Join(out, ", ") + "]"
+}
+
+func containsID(ts []backend.Token, id string) bool {
+	for _, t := range ts {
+		if t.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// hint shows the last 4 characters only, like status.tokenHint.
+func hint(v string) string {
+	if len(v) <= 4 {
+		return "..."
+	}
+	return "..." + v[len(v)-4:]
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// scanner finds any of many values (raw or base64) in a text in one pass: it looks up every
+// window of keyLen bytes in a map of value prefixes, then confirms the whole value.
+type scanner struct {
+	keyLen int
+	byKey  map[string][]string
+	hints  map[string]string
+}
+
+const scanKeyLen = 12
+
+func newScanner(values map[string]types.UID) *scanner {
+	s := &scanner{keyLen: scanKeyLen, byKey: map[string][]string{}, hints: map[string]string{}}
+	for v := range values {
+		for _, form := range []string{v, base64.StdEncoding.EncodeToString([]byte(v))} {
+			if len(form) < s.keyLen {
+				continue // too short to search for without false alarms
+			}
+			k := form[:s.keyLen]
+			s.byKey[k] = append(s.byKey[k], form)
+			s.hints[form] = hint(v)
+			if form != v {
+				s.hints[form] += " base64-encoded"
+			}
+		}
+	}
+	return s
+}
+
+func (s *scanner) find(text []byte) []string {
+	var found []string
+	seen := map[string]bool{}
+	for i := 0; i+s.keyLen <= len(text); i++ {
+		cands, ok := s.byKey[string(text[i:i+s.keyLen])]
+		if !ok {
+			continue
+		}
+		for _, c := range cands {
+			if i+len(c) <= len(text) && string(text[i:i+len(c)]) == c && !seen[c] {
+				seen[c] = true
+				found = append(found, s.hints[c])
+			}
+		}
+	}
+	return found
+}
