@@ -61,6 +61,7 @@ type Results struct {
 	BackendLatencyMS           float64        `json:"backend_latency_ms"`
 	Concurrency                int            `json:"concurrency"`
 	ManagerArgs                []string       `json:"manager_args"`
+	ManagerEnv                 []string       `json:"manager_env,omitempty"`
 	ManagerBuiltFrom           string         `json:"manager_built_from"`
 	APIWritesByKind            map[string]int `json:"api_writes_by_kind"`
 	CPUs                       int            `json:"cpus"`
@@ -76,11 +77,12 @@ func main() {
 		burst       = flag.Int("kube-api-burst", 0, "manager --kube-api-burst (0: the manager's default)")
 		expiryN     = flag.Int("expiry-tokens", 200, "tokens expiring within one minute, for the expiry lag (0 skips)")
 		unrelated   = flag.Int("unrelated-secrets", 300, "unrelated 1 MiB Secrets for the memory check (0 skips)")
+		managerEnv  = flag.String("manager-env", "", "comma-separated KEY=VALUE added to the manager's environment, e.g. GOMEMLIMIT=80MiB")
 		out         = flag.String("out", filepath.Join(testenv.RepoRoot(), "bench", "results.json"), "results file")
 	)
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	if err := run(*n, *latency, *concurrency, *qps, *burst, *expiryN, *unrelated, *out); err != nil {
+	if err := run(*n, *latency, *concurrency, *qps, *burst, *expiryN, *unrelated, *managerEnv, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -90,7 +92,7 @@ func logf(format string, args ...any) {
 	fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int, out string) error {
+func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int, managerEnv, out string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-")
 	if err != nil {
@@ -152,6 +154,10 @@ func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int,
 	mgr, err := harness.NewManager("manager", bin, cp.Kubeconfig, filepath.Join(dir, "manager.log"), args...)
 	if err != nil {
 		return err
+	}
+	if managerEnv != "" {
+		mgr.Env = strings.Split(managerEnv, ",")
+		res.ManagerEnv = mgr.Env
 	}
 	defer mgr.Stop()
 	if err := mgr.Start(ctx); err != nil {

@@ -46,6 +46,9 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.Level(level), zap.UseDevMode(logFormat == "console")))
+	if soft := operator.SetMemoryLimitFromCgroup(); soft > 0 {
+		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
+	}
 	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
 	o.BackendObserver = metrics.NewBackendObserver()
 	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"bytes"
+	"os"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -29,4 +30,19 @@ func TestSplitNamespaces(t *testing.T) {
 	g := NewWithT(t)
 	g.Expect(SplitNamespaces(" a, b,,c ")).To(Equal([]string{"a", "b", "c"}))
 	g.Expect(SplitNamespaces("")).To(BeEmpty())
+}
+
+func TestCgroupMemoryLimit(t *testing.T) {
+	g := NewWithT(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := dir + "/" + name
+		g.Expect(os.WriteFile(p, []byte(content), 0o644)).To(Succeed())
+		return p
+	}
+	g.Expect(cgroupMemoryLimit([]string{write("v2", "268435456\n")})).To(BeEquivalentTo(256 << 20))
+	g.Expect(cgroupMemoryLimit([]string{write("unlimited", "max\n")})).To(BeZero())
+	g.Expect(cgroupMemoryLimit([]string{dir + "/absent", write("v1", "134217728")})).To(BeEquivalentTo(128 << 20))
+	g.Expect(cgroupMemoryLimit([]string{write("v1-unlimited", "9223372036854771712")})).To(BeZero())
+	g.Expect(cgroupMemoryLimit([]string{dir + "/absent"})).To(BeZero())
 }

@@ -208,7 +208,9 @@ func FreePort() (int, error) {
 type Manager struct {
 	Name, Binary, Kubeconfig, LogPath string
 	Args                              []string
-	MetricsPort, HealthPort           int
+	// Env is added to the process environment (e.g. GOMEMLIMIT=80MiB).
+	Env                     []string
+	MetricsPort, HealthPort int
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -250,6 +252,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	fmt.Fprintf(logf, "\n===== %s start %s\n", time.Now().Format(time.RFC3339Nano), m.Name)
 	cmd := exec.Command(m.Binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(m.Env) > 0 {
+		cmd.Env = append(os.Environ(), m.Env...)
+	}
 	// Pdeathsig: if the test binary dies, the kernel kills the manager too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
