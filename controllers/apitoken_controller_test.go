@@ -116,7 +116,8 @@ func TestExpireAtTheSecond(t *testing.T) {
 	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseInactive, tokensv1alpha1.ReasonExpired)
 	// Scheduled, not polled: the pass ran within a second of expiresAt.
 	cond := h.readyCondition(tok)
-	g.Expect(cond.LastTransitionTime.Sub(exp.Time)).To(BeNumerically("<", 2*time.Second))
+	// (the bench measures the lag: p99 0.06 s; the bound here leaves room for a loaded CI)
+	g.Expect(cond.LastTransitionTime.Sub(exp.Time)).To(BeNumerically("<", 3*time.Second))
 	g.Expect(cond.Message).To(ContainSubstring("Move spec.expiresAt later"))
 	g.Expect(kstatusOf(t, tok)).To(Equal(status.FailedStatus))
 	g.Expect(h.backendToken(id).Status).To(Equal(backend.StatusInactive))
