@@ -77,12 +77,13 @@ func main() {
 		burst       = flag.Int("kube-api-burst", 0, "manager --kube-api-burst (0: the manager's default)")
 		expiryN     = flag.Int("expiry-tokens", 200, "tokens expiring within one minute, for the expiry lag (0 skips)")
 		unrelated   = flag.Int("unrelated-secrets", 300, "unrelated 1 MiB Secrets for the memory check (0 skips)")
+		managerArgs = flag.String("manager-args", "", "comma-separated extra manager flags, e.g. --pprof-bind-address=127.0.0.1:6060")
 		managerEnv  = flag.String("manager-env", "", "comma-separated KEY=VALUE added to the manager's environment, e.g. GOMEMLIMIT=80MiB")
 		out         = flag.String("out", filepath.Join(testenv.RepoRoot(), "bench", "results.json"), "results file")
 	)
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
-	if err := run(*n, *latency, *concurrency, *qps, *burst, *expiryN, *unrelated, *managerEnv, *out); err != nil {
+	if err := run(*n, *latency, *concurrency, *qps, *burst, *expiryN, *unrelated, *managerArgs, *managerEnv, *out); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -92,7 +93,7 @@ func logf(format string, args ...any) {
 	fmt.Printf("%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int, managerEnv, out string) error {
+func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int, managerArgs, managerEnv, out string) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-")
 	if err != nil {
@@ -149,6 +150,9 @@ func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int,
 	}
 	if burst > 0 {
 		args = append(args, "--kube-api-burst="+strconv.Itoa(burst))
+	}
+	if managerArgs != "" {
+		args = append(args, strings.Split(managerArgs, ",")...)
 	}
 	res.ManagerArgs = args
 	mgr, err := harness.NewManager("manager", bin, cp.Kubeconfig, filepath.Join(dir, "manager.log"), args...)

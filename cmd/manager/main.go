@@ -27,6 +27,7 @@ func main() {
 		burst      int
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "0", "Address of the net/http/pprof endpoints, for profiling; \"0\" disables them.")
 	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
 	flag.StringVar(&o.LeaderElectionID, "leader-election-id", "apitoken-operator.statusops.dev", "Name of the leader-election Lease.")

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -30,7 +31,9 @@ import (
 
 // Options configure the manager. Zero values take the defaults of cmd/manager's flags.
 type Options struct {
-	MetricsAddr             string
+	MetricsAddr string
+	// PprofAddr serves net/http/pprof when set ("0" or empty: off).
+	PprofAddr               string
 	HealthAddr              string
 	LeaderElection          bool
 	LeaderElectionID        string
@@ -88,8 +91,9 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	// uncached.
 	managed := labels.SelectorFromSet(labels.Set{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue})
 	cacheOpts := cache.Options{
-		// managedFields are a large share of every cached object and are never read here.
-		DefaultTransform: cache.TransformStripManagedFields(),
+		// managedFields and kubectl's last-applied copy are a large share of every cached
+		// object and are never read here.
+		DefaultTransform: trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: managed},
 		},
@@ -112,6 +116,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		Cache:                         cacheOpts,
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:        o.HealthAddr,
+		PprofBindAddress:              o.PprofAddr,
 		LeaderElection:                o.LeaderElection,
 		LeaderElectionID:              o.LeaderElectionID,
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
@@ -136,7 +141,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	// metadata-only cache of all Secrets: a few hundred bytes each, whatever their data size.
 	credCache, err := cache.New(mgr.GetConfig(), cache.Options{
 		Scheme: scheme, Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: trimSecretMetadata,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating credentials cache: %w", err)
@@ -240,4 +245,34 @@ func (s *cappedSink) WithName(name string) logr.LogSink {
 func (s *cappedSink) Init(info logr.RuntimeInfo) {
 	info.CallDepth++
 	s.LogSink.Init(info)
+}
+
+// lastAppliedAnnotation is kubectl's copy of the applied manifest: for a Secret applied with
+// kubectl it holds the Secret's data, so it must never sit in the operator's memory.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// trimForCache drops managedFields and the last-applied annotation from cached objects.
+func trimForCache(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			if _, has := a[lastAppliedAnnotation]; has {
+				delete(a, lastAppliedAnnotation)
+				m.SetAnnotations(a)
+			}
+		}
+	}
+	return obj, nil
+}
+
+// trimSecretMetadata keeps of every Secret's metadata only what the operator reads: name,
+// namespace, labels and owner references. Annotations can be large (and, for a Secret applied
+// with kubectl, carry its data); they are dropped.
+func trimSecretMetadata(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		m.SetAnnotations(nil)
+		m.SetFinalizers(nil)
+	}
+	return obj, nil
 }

@@ -2,6 +2,9 @@ package operator
 
 import (
 	"bytes"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"os"
 	"testing"
 
@@ -45,4 +48,28 @@ func TestCgroupMemoryLimit(t *testing.T) {
 	g.Expect(cgroupMemoryLimit([]string{dir + "/absent", write("v1", "134217728")})).To(BeEquivalentTo(128 << 20))
 	g.Expect(cgroupMemoryLimit([]string{write("v1-unlimited", "9223372036854771712")})).To(BeZero())
 	g.Expect(cgroupMemoryLimit([]string{dir + "/absent"})).To(BeZero())
+}
+
+func TestCacheTransformsDropLargeMetadata(t *testing.T) {
+	g := NewWithT(t)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Name: "s", Labels: map[string]string{"a": "b"},
+		Annotations:     map[string]string{lastAppliedAnnotation: `{"data":{"token":"c2VjcmV0"}}`, "keep": "me"},
+		ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		OwnerReferences: []metav1.OwnerReference{{Name: "owner"}},
+	}}
+	out, err := trimForCache(secret.DeepCopy())
+	g.Expect(err).NotTo(HaveOccurred())
+	got := out.(*corev1.Secret)
+	g.Expect(got.ManagedFields).To(BeNil())
+	g.Expect(got.Annotations).To(Equal(map[string]string{"keep": "me"}))
+	g.Expect(got.Labels).To(HaveKey("a"))
+
+	out, err = trimSecretMetadata(&metav1.PartialObjectMetadata{ObjectMeta: *secret.ObjectMeta.DeepCopy()})
+	g.Expect(err).NotTo(HaveOccurred())
+	meta := out.(*metav1.PartialObjectMetadata)
+	g.Expect(meta.Annotations).To(BeNil())
+	g.Expect(meta.ManagedFields).To(BeNil())
+	g.Expect(meta.Labels).To(HaveKey("a"))
+	g.Expect(meta.OwnerReferences).To(HaveLen(1))
 }
