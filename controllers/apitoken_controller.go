@@ -409,7 +409,14 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 		if tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain {
 			keep = tok.Status.TokenID
 		}
-		if err := r.deactivateAll(ctx, tok, cl, keep); err != nil {
+		err := r.deactivateAll(ctx, tok, cl, keep)
+		if err != nil && keep != "" {
+			// Retain never blocks on the backend: the sweep of other tokens is best effort
+			// (this is also the documented way out when a backend is gone for good).
+			r.event(tok, corev1.EventTypeWarning, "Retained", fmt.Sprintf("Could not check %s for other tokens of this APIToken (%v); token %s was left active (deletionPolicy Retain)", be.key, err, tok.Status.TokenID))
+			err = nil
+		}
+		if err != nil {
 			msg := fmt.Sprintf("Deactivating token %s on %s failed: %v. The finalizer stays until the backend answers.", tok.Status.TokenID, be.key, err)
 			markDeleting(tok, msg)
 			if ra := backend.RetryAfter(err); ra > 0 {
@@ -420,6 +427,10 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 		if keep == "" && tok.Status.TokenID != "" && tok.Status.Phase == tokensv1alpha1.PhaseActive {
 			r.event(tok, corev1.EventTypeNormal, "Revoked", fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
 		}
+	case tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain:
+		// Retain asks for the backend token to stay: with no working backend, nothing else
+		// is attempted.
+		r.event(tok, corev1.EventTypeWarning, "Retained", fmt.Sprintf("%s is not Ready; token %s and any other token of this APIToken were left as they are (deletionPolicy Retain)", be.key, tok.Status.TokenID))
 	case !be.found || be.deleting:
 		// The backend is gone (or being deleted, and waiting for this very token) and this
 		// process has no working client for it: nothing can be deactivated, and keeping the
@@ -432,7 +443,11 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 		return false, ctrl.Result{}, nil
 	}
 
-	if err := r.deleteOwnedSecret(ctx, tok); err != nil {
+	if tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain {
+		if err := r.releaseOwnedSecret(ctx, tok); err != nil {
+			return false, ctrl.Result{}, err
+		}
+	} else if err := r.deleteOwnedSecret(ctx, tok); err != nil {
 		return false, ctrl.Result{}, err
 	}
 	patch := client.MergeFrom(tok.DeepCopy())
@@ -441,6 +456,44 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 		return false, ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
 	}
 	return true, ctrl.Result{}, nil
+}
+
+// annotationRetainedFrom marks a Secret left behind by a deleted APIToken with Retain.
+const annotationRetainedFrom = "tokens.statusops.dev/retained-from"
+
+// releaseOwnedSecret keeps the Secret of an APIToken deleted with deletionPolicy Retain: the
+// backend token stays active, so its only copy of the value stays too. The owner reference
+// and the managed-by label go (garbage collection and this operator leave it alone from
+// now on), and an annotation says where it came from.
+func (r *APITokenReconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+	var secret corev1.Secret
+	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(&secret, tok) {
+		return nil
+	}
+	patch := client.MergeFrom(secret.DeepCopy())
+	refs := secret.OwnerReferences[:0]
+	for _, ref := range secret.OwnerReferences {
+		if ref.UID != tok.UID {
+			refs = append(refs, ref)
+		}
+	}
+	secret.OwnerReferences = refs
+	delete(secret.Labels, tokensv1alpha1.LabelManagedBy)
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	secret.Annotations[annotationRetainedFrom] = tok.Namespace + "/" + tok.Name + " (" + string(tok.UID) + ")"
+	if err := r.Patch(ctx, &secret, patch); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("releasing Secret %s: %w", secret.Name, err)
+	}
+	return nil
 }
 
 func (r *APITokenReconciler) deleteOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {

@@ -238,7 +238,14 @@ func TestDeleteRevokesAndRetains(t *testing.T) {
 	g.Expect(h.c.Delete(h.ctx, retain)).To(Succeed())
 	g.Eventually(func() bool { return h.get("revoke-me") == nil && h.get("retain-me") == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
 	g.Expect(h.secret("revoke-me")).To(BeNil(), "Secret removed before the APIToken went away")
-	g.Expect(h.secret("retain-me")).To(BeNil())
+	// Retain keeps the backend token and its only copy of the value, released from the
+	// operator (no owner, no managed-by label) and marked where it came from.
+	kept := h.secret("retain-me")
+	g.Expect(kept).NotTo(BeNil())
+	g.Expect(kept.OwnerReferences).To(BeEmpty())
+	g.Expect(kept.Labels).NotTo(HaveKey(tokensv1alpha1.LabelManagedBy))
+	g.Expect(kept.Annotations).To(HaveKey("tokens.statusops.dev/retained-from"))
+	g.Expect(kept.Data["token"]).To(Equal(retainValue))
 	g.Expect(h.backendToken(revoke.Status.TokenID).Status).To(Equal(backend.StatusInactive))
 	g.Expect(h.useToken(revokeValue, http.MethodGet, "/boards")).To(Equal(http.StatusUnauthorized))
 	g.Expect(h.backendToken(retain.Status.TokenID).Status).To(Equal(backend.StatusActive))
@@ -249,7 +256,16 @@ func TestDeleteWaitsForUnreachableBackend(t *testing.T) {
 	h := newHarness(t)
 	g := NewWithT(t)
 	tok := h.waitFor(h.create(h.newToken("stuck", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	kept := h.waitFor(h.create(h.newToken("kept", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyRetain
+	})).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	h.backend.Close()
+	// The Retain way out: deletion finishes without the backend, the Secret is kept.
+	h.expectEvent("kept", tokensv1alpha1.ReasonIssued)
+	g.Expect(h.c.Delete(h.ctx, kept)).To(Succeed())
+	g.Eventually(func() bool { return h.get("kept") == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
+	g.Expect(h.secret("kept")).NotTo(BeNil())
+
 	g.Expect(h.c.Delete(h.ctx, tok)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		got := h.get("stuck")

@@ -22,7 +22,8 @@ type DeletionPolicy string
 const (
 	// DeletionPolicyRevoke deactivates the backend token before the APIToken goes away.
 	DeletionPolicyRevoke DeletionPolicy = "Revoke"
-	// DeletionPolicyRetain leaves the backend token active.
+	// DeletionPolicyRetain leaves the backend token active and keeps its Secret, released
+	// from the operator.
 	DeletionPolicyRetain DeletionPolicy = "Retain"
 )
 
@@ -125,7 +126,9 @@ type APITokenSpec struct {
 	Active *bool `json:"active,omitempty"`
 
 	// DeletionPolicy says what happens to the backend token when the APIToken is deleted:
-	// Revoke (default) deactivates it, Retain leaves it active.
+	// Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps
+	// the Secret (without owner reference or managed-by label), even when the backend cannot
+	// be reached.
 	// +kubebuilder:default=Revoke
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
