@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -377,6 +378,7 @@ func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha
 // backendFailed reports a failed backend call: transient errors are retried with backoff
 // (or after Retry-After), others need a person.
 func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
+	r.reportOutage(tok, err)
 	if backend.IsTransient(err) || backend.IsUnauthorized(err) {
 		markProgressing(tok, tokensv1alpha1.ReasonBackendError,
 			fmt.Sprintf("The backend failed while %s: %v. Retrying with backoff.", doing, err))
@@ -390,6 +392,19 @@ func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alp
 	r.event(tok, corev1.EventTypeWarning, "Failed", msg)
 	markFailed(tok, tokensv1alpha1.ReasonBackendRejected, msg)
 	return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s: %w", doing, err))
+}
+
+// reportOutage asks for a re-check of the backend when a call failed as if it were down
+// (no answer, 5xx, or a credential that stopped working); not for 429 or 409, which are the
+// backend working as designed.
+func (r *APITokenReconciler) reportOutage(tok *tokensv1alpha1.APIToken, err error) {
+	var be *backend.Error
+	if !errors.As(err, &be) {
+		return
+	}
+	if (be.Kind == backend.KindTransient && be.StatusCode != http.StatusTooManyRequests) || be.Kind == backend.KindUnauthorized {
+		r.Registry.ReportOutage(backendKeyFor(tok))
+	}
 }
 
 // reconcileDelete deactivates the backend token (Revoke), removes the Secret and then the
@@ -417,6 +432,7 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 			err = nil
 		}
 		if err != nil {
+			r.reportOutage(tok, err)
 			msg := fmt.Sprintf("Deactivating token %s on %s failed: %v. The finalizer stays until the backend answers.", tok.Status.TokenID, be.key, err)
 			markDeleting(tok, msg)
 			if ra := backend.RetryAfter(err); ra > 0 {

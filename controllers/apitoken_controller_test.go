@@ -524,7 +524,8 @@ func itoa(i int) string {
 }
 
 // TestTransientBackendErrorIsRetried: a backend that goes away after being checked makes
-// the issue fail transiently (Reconciling, kstatus InProgress); it completes on recovery.
+// the issue fail transiently (Reconciling, kstatus InProgress); the failure triggers a
+// re-check of the backend, and its recovery wakes the token at once.
 func TestTransientBackendErrorIsRetried(t *testing.T) {
 	h := newHarness(t)
 	g := NewWithT(t)
@@ -534,13 +535,20 @@ func TestTransientBackendErrorIsRetried(t *testing.T) {
 		got := h.get(tok.Name)
 		c := h.readyCondition(got)
 		g.Expect(c).NotTo(BeNil())
-		g.Expect(c.Reason).To(Equal(tokensv1alpha1.ReasonBackendError))
-		g.Expect(c.Message).To(ContainSubstring("Retrying with backoff"))
+		// First the failed call (BackendError), then, once the backend's re-check found it
+		// down, BackendNotReady: both are "in progress" and say why.
+		g.Expect(c.Reason).To(BeElementOf(tokensv1alpha1.ReasonBackendError, tokensv1alpha1.ReasonBackendNotReady))
+		g.Expect(c.Message).To(Or(ContainSubstring("Retrying with backoff"), ContainSubstring("BackendUnreachable")))
 		g.Expect(got.Status.Phase).To(Equal(tokensv1alpha1.PhasePending))
 		g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, tokensv1alpha1.ConditionReconciling)).To(BeTrue())
 		g.Expect(kstatusOf(t, got)).To(Equal(status.InProgressStatus))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
+	g.Eventually(func() string { return h.readyCondition(h.get(tok.Name)).Reason }).WithTimeout(15*time.Second).
+		Should(Equal(tokensv1alpha1.ReasonBackendNotReady), "the outage was noticed by the backend re-check")
 	h.backend.Restart(t)
+	start := time.Now()
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	t.Logf("issued %s after the backend came back", time.Since(start).Round(10*time.Millisecond))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 12*time.Second), "woken by the backend's recovery, not by its own backoff")
 	g.Expect(h.activeBackendTokens(got.UID)).To(HaveLen(1))
 }

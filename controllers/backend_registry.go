@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -53,11 +54,20 @@ type BackendRegistry struct {
 	mu       sync.RWMutex
 	backends map[BackendKey]*registeredBackend
 	events   chan event.GenericEvent
+	// recheck asks the backend controllers to check a backend now, per kind.
+	recheck map[tokensv1alpha1.BackendKind]chan event.GenericEvent
 }
 
 // NewBackendRegistry returns an empty registry.
 func NewBackendRegistry() *BackendRegistry {
-	return &BackendRegistry{backends: map[BackendKey]*registeredBackend{}, events: make(chan event.GenericEvent, 1024)}
+	return &BackendRegistry{
+		backends: map[BackendKey]*registeredBackend{},
+		events:   make(chan event.GenericEvent, 1024),
+		recheck: map[tokensv1alpha1.BackendKind]chan event.GenericEvent{
+			tokensv1alpha1.BackendKindStatusBackend:        make(chan event.GenericEvent, 1024),
+			tokensv1alpha1.BackendKindClusterStatusBackend: make(chan event.GenericEvent, 1024),
+		},
+	}
 }
 
 // Get returns the client of a Ready backend.
@@ -122,3 +132,26 @@ func (r *BackendRegistry) notify(ctx context.Context, obj client.Object) {
 
 // Events is the channel of backend (re)registrations, a source for the APIToken controller.
 func (r *BackendRegistry) Events() <-chan event.GenericEvent { return r.events }
+
+// ReportOutage is called when a call to a registered backend failed as if it were down. The
+// backend's controller checks it again at once: if it is down it is unregistered (its tokens
+// wait quietly instead of each retrying), and when a later check succeeds it is registered
+// again, which wakes all its tokens at once instead of each waiting out its own backoff.
+func (r *BackendRegistry) ReportOutage(key BackendKey) {
+	var obj client.Object
+	switch key.Kind {
+	case tokensv1alpha1.BackendKindStatusBackend:
+		obj = &tokensv1alpha1.StatusBackend{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	default:
+		obj = &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: key.Name}}
+	}
+	select {
+	case r.recheck[key.Kind] <- event.GenericEvent{Object: obj}:
+	default: // a re-check is already queued
+	}
+}
+
+// Rechecks is the channel of re-check requests for one kind, a source for its controller.
+func (r *BackendRegistry) Rechecks(kind tokensv1alpha1.BackendKind) <-chan event.GenericEvent {
+	return r.recheck[kind]
+}

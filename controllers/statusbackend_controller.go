@@ -142,7 +142,8 @@ func pingFailure(err error, ns, name string) checkResult {
 	default:
 		retry := backend.RetryAfter(err)
 		if retry == 0 {
-			retry = 15 * time.Second
+			// One cheap call per backend; a recovered backend wakes its tokens at once.
+			retry = 5 * time.Second
 		}
 		return checkResult{metav1.ConditionFalse, tokensv1alpha1.ReasonBackendUnreachable,
 			fmt.Sprintf("The backend could not be reached: %v. It is checked again in %s.", err, retry.Round(time.Second)), retry}
@@ -217,6 +218,7 @@ func (r *StatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.StatusBackend{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&tokensv1alpha1.APIToken{}, handler.EnqueueRequestsFromMapFunc(backendOfDeletedToken(tokensv1alpha1.BackendKindStatusBackend)), builder.WithPredicates(onDelete())).
+		WatchesRawSource(source.Channel(r.Checker.Registry.Rechecks(tokensv1alpha1.BackendKindStatusBackend), &handler.EnqueueRequestForObject{})).
 		WatchesRawSource(source.Kind(r.CredentialsCache, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.backendsForSecret))).
 		Named("statusbackend").
 		Complete(r)
@@ -275,6 +277,7 @@ func (r *ClusterStatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) erro
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ClusterStatusBackend{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&tokensv1alpha1.APIToken{}, handler.EnqueueRequestsFromMapFunc(backendOfDeletedToken(tokensv1alpha1.BackendKindClusterStatusBackend)), builder.WithPredicates(onDelete())).
+		WatchesRawSource(source.Channel(r.Checker.Registry.Rechecks(tokensv1alpha1.BackendKindClusterStatusBackend), &handler.EnqueueRequestForObject{})).
 		WatchesRawSource(source.Kind(r.CredentialsCache, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.backendsForSecret))).
 		Named("clusterstatusbackend").
 		Complete(r)
