@@ -71,12 +71,19 @@ type BackendReference struct {
 // SecretTemplate holds metadata copied onto the Secret the operator writes.
 type SecretTemplate struct {
 	// Labels added to the Secret, for example to select it from a reloader.
-	// The operator's own labels take precedence.
+	// The operator's own labels take precedence. Keys and values follow the Kubernetes label rules.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.split('/')[0].size() <= 253))",message="label keys must be a name of at most 63 characters (alphanumerics, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63 && self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))",message="label values must be at most 63 characters, begin and end with an alphanumeric, and contain only alphanumerics, '-', '_' and '.' (no spaces)"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 
 	// Annotations added to the Secret, for example
 	// reloader.stakater.com/match: "true" to restart workloads when the token changes.
+	// Keys follow the Kubernetes annotation key rules; keys and values together are at most 64 KiB.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.split('/')[0].size() <= 253))",message="annotation keys must be a name of at most 63 characters (alphanumerics, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 4096)",message="annotation values must be at most 4096 characters each"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
@@ -114,8 +121,11 @@ type APITokenSpec struct {
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 
-	// Description is shown on the backend token, to tell people what it is for.
-	// +kubebuilder:validation:MaxLength=256
+	// Description is shown on the backend token, to tell people what it is for: at most 255
+	// bytes of UTF-8 on one line (no control characters), as the backend protocol allows.
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule="bytes(self).size() <= 255",message="description must be at most 255 bytes of UTF-8"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('[\\x00-\\x08\\x0a-\\x1f\\x7f]')",message="description must be one line without control characters (no newline)"
 	// +optional
 	Description string `json:"description,omitempty"`
 
@@ -132,6 +142,32 @@ type APITokenSpec struct {
 	// +kubebuilder:default=Revoke
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+}
+
+// BackendStatusReference records the backend that holds a token: kind, name, namespace (for
+// a StatusBackend) and UID, so that a backend deleted and re-created under the same name is
+// never mistaken for the one that issued the token.
+type BackendStatusReference struct {
+	// Kind is StatusBackend or ClusterStatusBackend.
+	Kind BackendKind `json:"kind"`
+	// Name of the backend object.
+	Name string `json:"name"`
+	// Namespace of a StatusBackend; empty for a ClusterStatusBackend.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// UID of the backend object when the token was issued.
+	// +optional
+	UID string `json:"uid,omitempty"`
+}
+
+// RetiringToken is a backend token of this APIToken that the operator must still deactivate
+// (a replaced token, or one left on a backend that spec.backendRef no longer names). It is
+// listed here until the backend confirms it inactive, so no pass can forget it.
+type RetiringToken struct {
+	// TokenID is the backend id of the token.
+	TokenID string `json:"tokenID"`
+	// Backend holds the token.
+	Backend BackendStatusReference `json:"backend"`
 }
 
 // APITokenStatus is what the operator observed and did.
@@ -169,6 +205,18 @@ type APITokenStatus struct {
 	// +optional
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
+	// Backend is the backend that holds the current token (kind, name, namespace, UID).
+	// +optional
+	Backend *BackendStatusReference `json:"backend,omitempty"`
+
+	// PendingDeactivation lists tokens of this APIToken that are still to be deactivated
+	// (a failed or interrupted deactivation is retried until the backend confirms it).
+	// +listType=map
+	// +listMapKey=tokenID
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	PendingDeactivation []RetiringToken `json:"pendingDeactivation,omitempty"`
+
 	// IssueSerial counts the tokens issued for this APIToken. With the APIToken's UID it forms
 	// the idempotency key of the next create call, so a retry after a crash replays the
 	// create instead of issuing a second token.
@@ -179,6 +227,12 @@ type APITokenStatus struct {
 	// annotation that has been carried out; the same value never rotates twice.
 	// +optional
 	RotationHandled string `json:"rotationHandled,omitempty"`
+
+	// RecentIssues is when each of the last token creations of this APIToken happened; it
+	// bounds how many tokens a misbehaving backend or spec can make the operator issue.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	RecentIssues []metav1.Time `json:"recentIssues,omitempty"`
 
 	// ObservedGeneration is the metadata.generation the status describes.
 	// +optional

@@ -45,6 +45,21 @@ const (
 	// ReasonNamespaceNotAllowed: the ClusterStatusBackend's allowedNamespaces does not
 	// select the APIToken's namespace.
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	// ReasonPermissionNotAllowed: the backend's fullAccessNamespaces does not select the
+	// APIToken's namespace and spec.permission is FullAccess.
+	ReasonPermissionNotAllowed = "PermissionNotAllowed"
+	// ReasonSecretWriteFailed: the API server refused the Secret write (for example an
+	// invalid label from spec.secretTemplate); the message carries the server's answer.
+	ReasonSecretWriteFailed = "SecretWriteFailed"
+	// ReasonBackendMismatch: the backend answered a create with another permission, owner or
+	// id than requested; the token was deactivated and nothing more is issued.
+	ReasonBackendMismatch = "BackendMismatch"
+	// ReasonIssuanceLimited: more tokens were created for this APIToken in a short time than
+	// the issuance budget allows; nothing more is issued until a person looks.
+	ReasonIssuanceLimited = "IssuanceLimited"
+	// ReasonDeactivationPending: the token in the Secret is active, but an older token of this
+	// APIToken (status.pendingDeactivation) still has to be deactivated; it is retried.
+	ReasonDeactivationPending = "DeactivationPending"
 	// ReasonDeleting: the APIToken is being deleted and its backend token is being
 	// deactivated (deletionPolicy Revoke) before the finalizer is removed.
 	ReasonDeleting = "Deleting"
@@ -76,6 +91,13 @@ const (
 	LabelAPIToken = "tokens.statusops.dev/apitoken"
 	// AnnotationRotateRequestedAt: setting it to a new value replaces the token once.
 	AnnotationRotateRequestedAt = "tokens.statusops.dev/rotate-requested-at"
+	// AnnotationSkipRevoke set to "true" on an APIToken lets it be deleted without deactivating
+	// its backend token: the way out when a backend is gone for good. An Event says the backend
+	// token may still be active.
+	AnnotationSkipRevoke = "tokens.statusops.dev/skip-revoke"
+	// CredentialsFinalizer is put on a backend's credentials Secret while APITokens depend on
+	// that backend, so the credential outlives them (namespace deletion included).
+	CredentialsFinalizer = "tokens.statusops.dev/credentials-in-use"
 	// Finalizer keeps an APIToken until its backend token has been deactivated and its
 	// Secret removed.
 	Finalizer = "tokens.statusops.dev/finalizer"

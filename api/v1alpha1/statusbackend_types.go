@@ -43,6 +43,13 @@ type StatusBackendSpec struct {
 	// by a private CA. Unset means the system roots.
 	// +optional
 	CABundle []byte `json:"caBundle,omitempty"`
+
+	// FullAccessNamespaces selects, by label, the namespaces whose APITokens may request
+	// FullAccess tokens from this backend. Unset allows every namespace that may use the
+	// backend. A FullAccess APIToken outside it fails with reason PermissionNotAllowed, and a
+	// token it already holds is deactivated.
+	// +optional
+	FullAccessNamespaces *metav1.LabelSelector `json:"fullAccessNamespaces,omitempty"`
 }
 
 // ClusterStatusBackendSpec is a StatusBackendSpec usable from many namespaces.
