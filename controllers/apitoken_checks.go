@@ -4,10 +4,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -37,6 +42,17 @@ type tokenInputs struct {
 	backend        backendState
 	// inventory is the backend's last list of active tokens; nil when none was taken yet.
 	inventory *inventorySnapshot
+	// revokedConfirmed: the inventory did not list the current token and a GET on its
+	// backend confirmed that it is inactive or gone (a list walk alone can miss a token).
+	revokedConfirmed bool
+	// extraActive are active tokens carrying this APIToken's UID on the current backend,
+	// from the inventory, that status does not name: a sweep must deactivate them.
+	extraActive []string
+	// issuesInWindow counts the tokens created for this APIToken within the issuance window,
+	// and budget is how many are allowed (0: no limit); windowEnds is when the oldest leaves.
+	issuesInWindow int
+	budget         int
+	windowEnds     time.Time
 }
 
 // backendState is what was found of the referenced backend.
@@ -48,6 +64,11 @@ type backendState struct {
 	ready    bool
 	message  string // why it is not Ready
 	allowed  bool   // allowedNamespaces selects the APIToken's namespace
+	// fullAccessAllowed: fullAccessNamespaces (unset: all) selects the APIToken's namespace.
+	fullAccessAllowed bool
+	// disabled: the backend's kind is switched off in this installation.
+	disabled bool
+	uid      string
 	client   backend.Client
 	url      string
 }
@@ -70,6 +91,12 @@ const (
 	actionWait
 	// actionUpdateSecret: the token is fine but the Secret's metadata or keys are stale.
 	actionUpdateSecret
+	// actionSweep: the token is fine, but tokens listed in status.pendingDeactivation, or
+	// active tokens of this APIToken that status does not name, must be deactivated.
+	actionSweep
+	// actionRevoke: a backend policy no longer allows the token: deactivate every token of
+	// this APIToken, then report the reason as a failure.
+	actionRevoke
 )
 
 // decision is the outcome of decide.
@@ -84,10 +111,23 @@ type decision struct {
 	requeueAt time.Time
 }
 
-// Event reasons for replacement, besides the condition reasons.
+// Event reasons, besides the condition reasons. Each has one meaning.
 const (
+	// eventReplaced: a new token replaced the current one (spec change, rotation, drift).
 	eventReplaced = "Replaced"
-	eventRevoked  = "Revoked"
+	// eventRevokedOnBackend: the current token was found inactive or missing on the
+	// backend (revoked by hand) and was replaced.
+	eventRevokedOnBackend = "RevokedOnBackend"
+	// eventRevoked: the backend token was deactivated because the APIToken was deleted.
+	eventRevoked = "Revoked"
+	// eventFailed: the APIToken needs a person (the message says what to do).
+	eventFailed = "Failed"
+	// eventRevocationSkipped: the APIToken was deleted with skip-revoke; its token may live on.
+	eventRevocationSkipped = "RevocationSkipped"
+	// eventDeactivationAbandoned: a token to deactivate is on a backend that no longer exists.
+	eventDeactivationAbandoned = "DeactivationAbandoned"
+	// eventRetained: deletionPolicy Retain left the backend token active.
+	eventRetained = "Retained"
 )
 
 // decide is the whole policy of the APIToken controller, in order of precedence.
@@ -95,46 +135,142 @@ func decide(in tokenInputs) decision {
 	tok := in.token
 	st := tok.Status
 	issued := st.TokenID != ""
-	inactive := st.Phase == tokensv1alpha1.PhaseInactive
 
 	if in.secretConflict {
 		return decision{action: actionFail, reason: tokensv1alpha1.ReasonSecretConflict,
 			why: fmt.Sprintf("Secret %q exists and is not owned by this APIToken; it is never overwritten. Delete or rename that Secret, or set spec.secretName to another name.", tok.SecretNameOrDefault())}
 	}
+	if why := secretTemplateProblem(tok.Spec.SecretTemplate); why != "" {
+		return decision{action: actionFail, reason: tokensv1alpha1.ReasonInvalidSecretTemplate, why: why}
+	}
+	if in.backend.disabled {
+		return decision{action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound,
+			why: fmt.Sprintf("Namespaced StatusBackends are turned off in this installation (--namespaced-backends=false), so %s cannot be used. Point spec.backendRef at a ClusterStatusBackend.", in.backend.key)}
+	}
 	if !in.backend.found {
 		return decision{action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound,
 			why: fmt.Sprintf("%s %q does not exist. Create it, or point spec.backendRef at an existing backend.", in.backend.key.Kind, in.backend.key.Name)}
 	}
-	if !in.backend.allowed {
-		return decision{action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed,
-			why: fmt.Sprintf("ClusterStatusBackend %q does not allow namespace %q (spec.allowedNamespaces). Label the namespace to match, or use another backend.", in.backend.key.Name, tok.Namespace)}
+	if d, ok := policyDecision(in); ok {
+		return d
 	}
-
 	if !tok.IsActiveRequested() {
-		if issued && !inactive {
+		if mayBeActive(tok) {
 			return decision{action: actionDeactivate}
 		}
 		return decision{action: actionNone}
 	}
-
 	if exp := tok.Spec.ExpiresAt; exp != nil && !in.now.Before(exp.Time) {
-		if issued && sameTime(st.ExpiresAt, exp) {
-			if inactive {
-				return decision{action: actionNone}
+		if issued && sameTime(requestedExpiry(tok), exp) {
+			if mayBeActive(tok) {
+				return decision{action: actionExpire}
 			}
-			return decision{action: actionExpire}
+			return decision{action: actionNone}
 		}
 		return decision{action: actionFail, reason: tokensv1alpha1.ReasonExpiresAtInPast,
 			why: fmt.Sprintf("spec.expiresAt %s is in the past, so no token was issued. Set a future time or remove it.", exp.UTC().Format(time.RFC3339))}
 	}
-
+	if d, ok := stuckDecision(in); ok {
+		return d
+	}
 	if why, event := needsNewToken(in); why != "" {
+		if in.budget > 0 && in.issuesInWindow >= in.budget {
+			return decision{action: actionFail, reason: tokensv1alpha1.ReasonIssuanceLimited, requeueAt: in.windowEnds,
+				why: fmt.Sprintf("%d tokens were created for this APIToken within the issuance window, the most allowed; a new one is needed because %s. The operator issues again at %s; if tokens keep being replaced, check the backend's answers and the Events of this APIToken.", in.issuesInWindow, why, in.windowEnds.UTC().Format(time.RFC3339))}
+		}
 		return decision{action: actionIssue, reason: event, why: why}
+	}
+	if len(st.PendingDeactivation) > 0 || len(in.extraActive) > 0 {
+		return decision{action: actionSweep, requeueAt: expiryOf(tok)}
 	}
 	if secretNeedsUpdate(in) {
 		return decision{action: actionUpdateSecret, requeueAt: expiryOf(tok)}
 	}
 	return decision{action: actionNone, requeueAt: expiryOf(tok)}
+}
+
+// secretTemplateProblem checks what the schema cannot afford to (CEL's cost budget does not
+// allow a regular expression over every map key): label and annotation keys must be
+// qualified names, as the API server will demand of the Secret. Checked before anything is
+// issued, so a bad key costs no token.
+func secretTemplateProblem(t *tokensv1alpha1.SecretTemplate) string {
+	if t == nil {
+		return ""
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Labels)) {
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return fmt.Sprintf("spec.secretTemplate.labels key %q is not a valid label key: %s. Fix spec.secretTemplate.labels.", k, strings.Join(errs, "; "))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Annotations)) {
+		if errs := validation.IsQualifiedName(strings.ToLower(k)); len(errs) > 0 {
+			return fmt.Sprintf("spec.secretTemplate.annotations key %q is not a valid annotation key: %s. Fix spec.secretTemplate.annotations.", k, strings.Join(errs, "; "))
+		}
+	}
+	return ""
+}
+
+// policyDecision enforces the backend's namespace policies, not only at issue time: a
+// token that a policy no longer allows is deactivated.
+func policyDecision(in tokenInputs) (decision, bool) {
+	tok := in.token
+	var reason, why string
+	switch {
+	case !in.backend.allowed:
+		reason = tokensv1alpha1.ReasonNamespaceNotAllowed
+		why = fmt.Sprintf("%s does not allow namespace %q (spec.allowedNamespaces). Label the namespace to match, or use another backend.", in.backend.key, tok.Namespace)
+	case tok.Spec.Permission == tokensv1alpha1.PermissionFullAccess && !in.backend.fullAccessAllowed:
+		reason = tokensv1alpha1.ReasonPermissionNotAllowed
+		why = fmt.Sprintf("%s does not allow FullAccess tokens in namespace %q (spec.fullAccessNamespaces). Set spec.permission: ReadOnly, or ask the cluster admin to allow the namespace.", in.backend.key, tok.Namespace)
+	default:
+		return decision{}, false
+	}
+	if mayBeActive(tok) || len(tok.Status.PendingDeactivation) > 0 {
+		return decision{action: actionRevoke, reason: reason, why: why + " Its token was deactivated."}, true
+	}
+	return decision{action: actionFail, reason: reason, why: why}, true
+}
+
+// stuckDecision keeps a failure that only a spec change can cure, so that a backend that
+// keeps answering wrongly is not asked again on every pass.
+func stuckDecision(in tokenInputs) (decision, bool) {
+	tok := in.token
+	c := readyCondition(tok)
+	if c == nil || c.Reason != tokensv1alpha1.ReasonBackendMismatch || c.ObservedGeneration != tok.Generation {
+		return decision{}, false
+	}
+	return decision{action: actionFail, reason: c.Reason, why: c.Message}, true
+}
+
+// retiredReasons are the failures whose pass deactivated the token.
+var retiredReasons = map[string]bool{
+	tokensv1alpha1.ReasonNamespaceNotAllowed:  true,
+	tokensv1alpha1.ReasonPermissionNotAllowed: true,
+}
+
+// mayBeActive: status names a token that was not deactivated (expired, on request, or by a
+// policy), so it may still be active on its backend.
+func mayBeActive(tok *tokensv1alpha1.APIToken) bool {
+	if tok.Status.TokenID == "" || tok.Status.Phase == tokensv1alpha1.PhaseInactive {
+		return false
+	}
+	if c := readyCondition(tok); c != nil && tok.Status.Phase == tokensv1alpha1.PhaseFailed && retiredReasons[c.Reason] {
+		return false
+	}
+	return true
+}
+
+func readyCondition(tok *tokensv1alpha1.APIToken) *metav1.Condition {
+	return meta.FindStatusCondition(tok.Status.Conditions, tokensv1alpha1.ConditionReady)
+}
+
+// requestedExpiry is the expiry asked for when the current token was issued. Status written
+// before requestedExpiresAt existed has only the backend's answer.
+func requestedExpiry(tok *tokensv1alpha1.APIToken) *metav1.Time {
+	if tok.Status.Backend == nil {
+		return tok.Status.ExpiresAt
+	}
+	return tok.Status.RequestedExpiresAt
 }
 
 // needsNewToken says why the token in the Secret no longer answers the spec, and which
@@ -145,22 +281,26 @@ func needsNewToken(in tokenInputs) (why, event string) {
 	switch {
 	case st.TokenID == "":
 		return "no token has been issued yet", tokensv1alpha1.ReasonIssued
-	case st.Phase == tokensv1alpha1.PhaseInactive:
+	case !mayBeActive(tok):
 		return "the token was inactive and an active one is requested again", tokensv1alpha1.ReasonIssued
+	case currentBackendKey(tok) != in.backend.key || (st.Backend != nil && st.Backend.UID != "" && in.backend.uid != "" && st.Backend.UID != in.backend.uid):
+		return fmt.Sprintf("spec.backendRef changed from %s to %s", currentBackendKey(tok), in.backend.key), eventReplaced
 	case st.Permission != tok.Spec.Permission:
 		return fmt.Sprintf("spec.permission changed from %s to %s", st.Permission, tok.Spec.Permission), eventReplaced
-	case !sameTime(st.ExpiresAt, tok.Spec.ExpiresAt):
+	case !sameTime(requestedExpiry(tok), tok.Spec.ExpiresAt):
 		return "spec.expiresAt changed", eventReplaced
 	case rotationRequested(tok) != "":
 		return "a rotation was requested with the " + tokensv1alpha1.AnnotationRotateRequestedAt + " annotation", eventReplaced
+	case in.secret == nil && st.SecretName != "" && st.SecretName != tok.SecretNameOrDefault():
+		return fmt.Sprintf("spec.secretName changed from %q to %q (a token value cannot be read back, so a new one is issued)", st.SecretName, tok.SecretNameOrDefault()), eventReplaced
 	case in.secret == nil:
 		return fmt.Sprintf("Secret %q was deleted", tok.SecretNameOrDefault()), eventReplaced
 	case string(in.secret.Data[tokensv1alpha1.SecretKeyTokenID]) != st.TokenID ||
 		in.secret.Annotations[annotationTokenSHA256] == "" ||
-		in.secret.Annotations[annotationTokenSHA256] != hashToken(in.secret.Data[tokensv1alpha1.SecretKeyToken]):
+		in.secret.Annotations[annotationTokenSHA256] != secretTokenHash(in.secret):
 		return fmt.Sprintf("the token in Secret %q was edited", tok.SecretNameOrDefault()), eventReplaced
-	case revokedOnBackend(in):
-		return "the token was found inactive or missing on the backend (revoked by hand?)", eventRevoked
+	case in.revokedConfirmed:
+		return "the token was found inactive or missing on the backend (revoked by hand?)", eventRevokedOnBackend
 	}
 	return "", ""
 }
@@ -195,7 +335,7 @@ func secretNeedsUpdate(in tokenInputs) bool {
 	if in.secret == nil {
 		return false
 	}
-	want := desiredSecretMeta(in.token, in.backend.url)
+	want := desiredSecretMeta(in.token, in.backend.url, secretTokenOf(in.token))
 	for k, v := range want.labels {
 		if in.secret.Labels[k] != v {
 			return true
@@ -221,23 +361,35 @@ type secretMeta struct {
 	data        map[string]string
 }
 
+// secretToken is what the Secret's non-secret keys describe.
+type secretToken struct {
+	id         string
+	permission tokensv1alpha1.Permission
+	expiresAt  *metav1.Time
+}
+
+// secretTokenOf describes the current token of status.
+func secretTokenOf(tok *tokensv1alpha1.APIToken) secretToken {
+	return secretToken{id: tok.Status.TokenID, permission: tok.Status.Permission, expiresAt: tok.Status.ExpiresAt}
+}
+
 // desiredSecretMeta: the template's labels and annotations, then the operator's own (which
-// win), and the non-secret data keys derived from status.
-func desiredSecretMeta(tok *tokensv1alpha1.APIToken, url string) secretMeta {
+// win), and the non-secret data keys describing t.
+func desiredSecretMeta(tok *tokensv1alpha1.APIToken, url string, t secretToken) secretMeta {
 	m := secretMeta{labels: map[string]string{}, annotations: map[string]string{}, data: map[string]string{}}
 	if t := tok.Spec.SecretTemplate; t != nil {
 		for k, v := range t.Labels {
-			m.labels[k] = v
+			m.labels[k] = string(v)
 		}
 		for k, v := range t.Annotations {
-			m.annotations[k] = v
+			m.annotations[k] = string(v)
 		}
 	}
 	m.labels[tokensv1alpha1.LabelManagedBy] = tokensv1alpha1.ManagedByValue
 	m.labels[tokensv1alpha1.LabelAPIToken] = tok.Name
-	m.data[tokensv1alpha1.SecretKeyTokenID] = tok.Status.TokenID
-	m.data[tokensv1alpha1.SecretKeyPermission] = string(tok.Status.Permission)
-	m.data[tokensv1alpha1.SecretKeyExpiresAt] = formatTime(tok.Status.ExpiresAt)
+	m.data[tokensv1alpha1.SecretKeyTokenID] = t.id
+	m.data[tokensv1alpha1.SecretKeyPermission] = string(t.permission)
+	m.data[tokensv1alpha1.SecretKeyExpiresAt] = formatTime(t.expiresAt)
 	if url != "" {
 		m.data[tokensv1alpha1.SecretKeyURL] = url
 	}
@@ -264,6 +416,24 @@ func formatTime(t *metav1.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// secretTokenHash is the SHA-256 of the token a Secret holds: computed from the value on a
+// live read, or kept by the cache transform (which drops the value itself).
+func secretTokenHash(s *corev1.Secret) string {
+	if h, ok := cachedTokenHash(s); ok {
+		return h
+	}
+	return hashToken(s.Data[tokensv1alpha1.SecretKeyToken])
+}
+
+// tokenHint is the last four characters of the value the operator received; a backend's
+// last4 is never trusted (a hostile one could send the whole value there).
+func tokenHint(value string) string {
+	if len(value) < 8 {
+		return "..."
+	}
+	return "..." + value[len(value)-4:]
 }
 
 // hashToken is the hex SHA-256 of a token value.

@@ -33,7 +33,7 @@ func TestDecide(t *testing.T) {
 		return tok
 	}
 	secretFor := func(tok *tokensv1alpha1.APIToken) *corev1.Secret {
-		m := desiredSecretMeta(tok, "http://b/api/v3")
+		m := desiredSecretMeta(tok, "http://b/api/v3", secretTokenOf(tok))
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Labels: m.labels, Annotations: map[string]string{annotationTokenSHA256: hashToken(value)}}, Data: map[string][]byte{"token": value}}
 		for k, v := range m.annotations {
 			s.Annotations[k] = v
@@ -43,7 +43,7 @@ func TestDecide(t *testing.T) {
 		}
 		return s
 	}
-	ready := backendState{found: true, ready: true, allowed: true, url: "http://b/api/v3", key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}}
+	ready := backendState{found: true, ready: true, allowed: true, fullAccessAllowed: true, url: "http://b/api/v3", key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}}
 	inv := func(active ...string) *inventorySnapshot {
 		s := &inventorySnapshot{takenAt: now, active: map[string]backend.Token{}}
 		for _, id := range active {
@@ -65,7 +65,7 @@ func TestDecide(t *testing.T) {
 		{name: "steady state does nothing", tok: issued(), secret: secretFor, action: actionNone},
 		{name: "secret conflict fails first", tok: issued(), mutIn: func(in *tokenInputs) { in.secretConflict = true; in.secret = nil }, action: actionFail, reason: tokensv1alpha1.ReasonSecretConflict},
 		{name: "missing backend fails", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.found = false }, action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound},
-		{name: "namespace not allowed fails", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed},
+		{name: "namespace not allowed fails", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed},
 		{name: "active false deactivates", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off }), secret: secretFor, action: actionDeactivate},
 		{name: "active false already done", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off; t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionNone},
 		{name: "reactivated issues", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionIssue, why: "inactive"},
@@ -97,11 +97,64 @@ func TestDecide(t *testing.T) {
 			s.Data["tokenID"] = []byte("tok_other")
 			return s
 		}, action: actionIssue, reason: eventReplaced, why: "was edited"},
-		{name: "revoked on backend replaces", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other") }, action: actionIssue, reason: eventRevoked},
+		{name: "revoked on backend replaces once confirmed", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other"); in.revokedConfirmed = true }, action: actionIssue, reason: eventRevokedOnBackend},
+		{name: "missing from the inventory alone is not revoked", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other") }, action: actionNone},
+		{name: "namespace no longer allowed revokes the token", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionRevoke, reason: tokensv1alpha1.ReasonNamespaceNotAllowed, why: "deactivated"},
+		{name: "FullAccess outside fullAccessNamespaces revokes", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Permission = tokensv1alpha1.PermissionFullAccess
+			t.Status.Permission = tokensv1alpha1.PermissionFullAccess
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionRevoke, reason: tokensv1alpha1.ReasonPermissionNotAllowed, why: "spec.permission: ReadOnly"},
+		{name: "new FullAccess outside fullAccessNamespaces fails", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionFullAccess}}, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonPermissionNotAllowed},
+		{name: "ReadOnly is fine outside fullAccessNamespaces", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionNone},
+		{name: "a revoked policy failure stays failed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.Phase = tokensv1alpha1.PhaseFailed
+			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonNamespaceNotAllowed}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed},
+		{name: "allowed again issues a fresh token", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.Phase = tokensv1alpha1.PhaseFailed
+			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonNamespaceNotAllowed}}
+		}), secret: secretFor, action: actionIssue, why: "inactive"},
+		{name: "namespaced backends turned off fail", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.disabled = true }, action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound, why: "--namespaced-backends"},
+		{name: "pending deactivation is swept", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PendingDeactivation = []tokensv1alpha1.RetiringToken{{TokenID: "tok_0"}}
+		}), secret: secretFor, action: actionSweep},
+		{name: "an unlisted active token of this APIToken is swept", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.extraActive = []string{"tok_orphan"} }, action: actionSweep},
+		{name: "issuance budget spent stalls", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, mutIn: func(in *tokenInputs) {
+			in.budget, in.issuesInWindow, in.windowEnds = 5, 5, now.Add(time.Minute)
+		}, action: actionFail, reason: tokensv1alpha1.ReasonIssuanceLimited},
+		{name: "issuance budget left issues", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, mutIn: func(in *tokenInputs) { in.budget, in.issuesInWindow = 5, 4 }, action: actionIssue},
+		{name: "a backend mismatch is not retried at the same generation", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Generation = 2
+			t.Spec.Permission = tokensv1alpha1.PermissionFullAccess
+			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonBackendMismatch, ObservedGeneration: 2}}
+		}), secret: secretFor, action: actionFail, reason: tokensv1alpha1.ReasonBackendMismatch},
+		{name: "a backend mismatch is retried after a spec change", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Generation = 3
+			t.Spec.Permission = tokensv1alpha1.PermissionFullAccess
+			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonBackendMismatch, ObservedGeneration: 2}}
+		}), secret: secretFor, action: actionIssue},
+		{name: "backendRef changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindStatusBackend, Namespace: "ns", Name: "mine"}
+		}), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "spec.backendRef changed"},
+		{name: "backend recreated under the same name replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default", UID: "old"}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.uid = "new" }, action: actionIssue, why: "spec.backendRef changed"},
+		{name: "an expiry the backend capped is accepted once", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.ExpiresAt = &later
+			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}
+			t.Status.RequestedExpiresAt = &later
+			t.Status.ExpiresAt = &future
+		}), secret: secretFor, action: actionNone},
+		{name: "a null expiry from the backend is accepted once", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.ExpiresAt = &later
+			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}
+			t.Status.RequestedExpiresAt = &later
+		}), secret: secretFor, action: actionNone},
+		{name: "secretName changed issues into the new Secret", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.SecretName = "old-name" }), action: actionIssue, why: "spec.secretName changed"},
 		{name: "listed on backend is fine", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_1") }, action: actionNone},
 		{name: "inventory older than the token is ignored", tok: issued(func(t *tokensv1alpha1.APIToken) { n := metav1.NewTime(now.Add(-time.Second)); t.Status.IssuedAt = &n }), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv() }, action: actionNone},
 		{name: "stale secret labels are updated", tok: issued(func(t *tokensv1alpha1.APIToken) {
-			t.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"team": "a"}}
+			t.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]tokensv1alpha1.LabelValue{"team": "a"}}
 		}), secret: func(t *tokensv1alpha1.APIToken) *corev1.Secret {
 			s := secretFor(t)
 			delete(s.Labels, "team")

@@ -2,12 +2,8 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
+	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -35,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
 // backendRefIndex indexes APITokens by BackendKey.String(), so a backend event wakes
@@ -44,6 +39,27 @@ const backendRefIndex = "spec.backendRef"
 
 // secretNameIndex indexes APITokens by "namespace/secretName".
 const secretNameIndex = "spec.secretName"
+
+// tokenRefIndex indexes APITokens by "backendKey#tokenID" of their current token, so that a
+// backend that answers with a token id another APIToken already holds is caught.
+const tokenRefIndex = "status.tokenRef"
+
+// backendsOf lists every backend an APIToken depends on: the one its spec names, the one
+// that holds its current token, and those holding tokens still to be deactivated. A backend
+// (and its credential) is kept while any of them is in use.
+func backendsOf(tok *tokensv1alpha1.APIToken) []string {
+	keys := []string{backendKeyFor(tok).String()}
+	add := func(k string) {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	add(currentBackendKey(tok).String())
+	for _, p := range tok.Status.PendingDeactivation {
+		add(keyOfRef(p.Backend).String())
+	}
+	return keys
+}
 
 // APITokenReconciler issues, replaces, expires and revokes the backend token of each
 // APIToken and keeps its Secret.
@@ -66,6 +82,13 @@ type APITokenReconciler struct {
 	// AfterCreate is a test seam: when set, it runs after the backend create succeeded and
 	// before the Secret is written; an error aborts the pass there, as a crash would.
 	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
+	// IssuanceBudget is how many tokens one APIToken may have created within IssuanceWindow
+	// (0: no limit); past it the APIToken is Stalled with reason IssuanceLimited.
+	IssuanceBudget int
+	IssuanceWindow time.Duration
+	// NamespacedBackendsDisabled turns StatusBackend references into a failure
+	// (--namespaced-backends=false).
+	NamespacedBackendsDisabled bool
 
 	expectations writeExpectations
 }
@@ -132,55 +155,50 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 	if !r.expectations.satisfied(tok, in.secret, in.now) {
 		return ctrl.Result{RequeueAfter: cacheLagRequeue}, nil
 	}
-	tok.Status.SecretName = tok.SecretNameOrDefault()
+	if tok.Status.TokenID == "" {
+		tok.Status.SecretName = tok.SecretNameOrDefault()
+	}
 	d := decide(in)
-	needsBackend := d.action == actionIssue || d.action == actionDeactivate || d.action == actionExpire
-	if needsBackend && !in.backend.ready {
+	if d.action == actionIssue && !in.backend.ready {
 		d = decision{action: actionWait}
 	}
-
 	switch d.action {
 	case actionFail:
-		if cond := meta.FindStatusCondition(tok.Status.Conditions, tokensv1alpha1.ConditionReady); cond == nil || cond.Reason != d.reason {
-			r.event(tok, corev1.EventTypeWarning, "Failed", d.why)
+		if c := readyCondition(tok); c == nil || c.Reason != d.reason {
+			r.event(tok, corev1.EventTypeWarning, eventFailed, d.why)
 		}
-		markFailed(tok, d.reason, d.why)
-		return ctrl.Result{}, nil
-
+		markStalled(tok, d.reason, d.why)
+		return requeueAt(in.now, d.requeueAt), nil
 	case actionWait:
 		markProgressing(tok, tokensv1alpha1.ReasonBackendNotReady, in.backend.message)
 		// The spec was observed; waiting is the outcome (a backend watch wakes us).
 		tok.Status.ObservedGeneration = tok.Generation
 		return ctrl.Result{}, nil
-
 	case actionIssue:
 		return r.issueToken(ctx, tok, in, d)
-
-	case actionDeactivate:
-		if err := r.deactivateCurrent(ctx, tok, in.backend.client); err != nil {
-			return r.backendFailed(ctx, tok, "deactivating the token", err)
+	case actionDeactivate, actionExpire, actionRevoke:
+		return r.deactivateEverything(ctx, tok, d)
+	case actionSweep:
+		if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
+			return res, err
 		}
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonDeactivated,
-			fmt.Sprintf("Deactivated token %s because spec.active is false", tok.Status.TokenID))
-		markDeactivated(tok)
-		return ctrl.Result{}, nil
-
-	case actionExpire:
-		if err := r.deactivateCurrent(ctx, tok, in.backend.client); err != nil {
-			return r.backendFailed(ctx, tok, "deactivating the expired token", err)
-		}
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonExpired,
-			fmt.Sprintf("Token %s expired at %s and was deactivated", tok.Status.TokenID, formatTime(tok.Spec.ExpiresAt)))
-		markExpired(tok)
-		return ctrl.Result{}, nil
-
 	case actionUpdateSecret:
-		if err := r.writeSecret(ctx, tok, in, in.secret.Data[tokensv1alpha1.SecretKeyToken]); err != nil {
-			return ctrl.Result{}, err
+		if err := r.writeSecret(ctx, tok, in, secretTokenOf(tok), nil); err != nil {
+			return r.secretWriteFailed(tok, err)
 		}
 	}
+	return r.reportSteadyState(ctx, tok, in, d)
+}
 
-	// actionNone and actionUpdateSecret: report the steady state.
+// reportSteadyState: nothing is left to do on the backend; finish the Secret rename and
+// report what holds.
+func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision) (ctrl.Result, error) {
+	if in.secret != nil && tok.Status.SecretName != tok.SecretNameOrDefault() {
+		if err := r.retireOldSecret(ctx, tok, tok.Status.SecretName); err != nil {
+			return ctrl.Result{}, err
+		}
+		tok.Status.SecretName = tok.SecretNameOrDefault()
+	}
 	switch {
 	case !tok.IsActiveRequested():
 		markDeactivated(tok)
@@ -196,454 +214,38 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 	return requeueAt(in.now, d.requeueAt), nil
 }
 
-// issueToken issues a token and puts it in the Secret, replacing the current one if any.
-//
-// Crash safety. The operator may be killed between any two of these steps; each restart
-// recomputes the same idempotency key from what status still says, so:
-//
-//  1. key = UID/serial/request-hash, serial = status.issueSerial+1. Status is written only
-//     in step 5, so until then every retry computes the same key.
-//  2. POST /api_tokens with that key (the one backend write). Killed after it: the next pass
-//     sends the same key and the backend replays the same token and value, so no second token
-//     is created. If the replay is gone (backend restarted, 24 h passed, or the spec changed so
-//     the request hash differs), a new token is created and the first one becomes an orphan
-//     that carries external_id = UID: step 4 deactivates it.
-//  3. Write the Secret. Killed after it: the replayed value equals what the Secret holds, so
-//     the rewrite is a no-op; otherwise the Secret is overwritten by the newer token.
-//  4. Deactivate every other active backend token whose external_id is this UID: the token
-//     being replaced, and any orphan of an earlier interrupted pass. Killed during it: the
-//     next pass repeats it (deactivation is idempotent).
-//  5. Patch status (tokenID, serial, ...). Killed before it: steps 1-4 repeat as above and
-//     end in the same state.
-//
-// So whatever the kill point, the end state is one active token with external_id = UID, the
-// one named in status and held in the Secret.
-func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision) (ctrl.Result, error) {
-	log := logf.FromContext(ctx)
-	previous := tok.Status.TokenID
-	req := backend.CreateRequest{
-		Name:        tok.Namespace + "/" + tok.Name,
-		Permission:  backendPermission(tok.Spec.Permission),
-		Description: tok.Spec.Description,
-		ExternalID:  string(tok.UID),
-		Labels:      backendTokenLabels,
-	}
-	if tok.Spec.ExpiresAt != nil {
-		t := tok.Spec.ExpiresAt.UTC()
-		req.ExpiresAt = &t
-	}
-	serial := tok.Status.IssueSerial + 1
-	key := idempotencyKey(tok.UID, serial, req)
-
-	created, err := in.backend.client.CreateToken(ctx, key, req)
-	if err != nil {
-		var be *backend.Error
-		if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
-			// The backend said yes but its reply cannot be read: a token may exist that no
-			// Secret holds. Deactivate it (best effort) rather than leave it active.
-			if sweepErr := r.deactivateAll(ctx, tok, in.backend.client, tok.Status.TokenID); sweepErr != nil {
-				logf.FromContext(ctx).Info("Deactivating a token from an unreadable create reply failed; retrying", "error", sweepErr.Error())
-				return r.backendFailed(ctx, tok, "cleaning up after an unreadable create reply", sweepErr)
-			}
+// deactivateEverything carries out spec.active=false, the expiry, or a policy that no longer
+// allows the token: every token of this APIToken is deactivated, with no overlap.
+func (r *APITokenReconciler) deactivateEverything(ctx context.Context, tok *tokensv1alpha1.APIToken, d decision) (ctrl.Result, error) {
+	if tok.Status.TokenID != "" {
+		ref := backendRefFor(currentBackendKey(tok), "")
+		if tok.Status.Backend != nil {
+			ref = *tok.Status.Backend
 		}
-		return r.backendFailed(ctx, tok, "issuing a token", err)
+		addPendingDeactivation(tok, tok.Status.TokenID, ref)
 	}
-	log.V(1).Info("Issued backend token", "tokenID", created.ID, "serial", serial, "replayed", created.Replayed, "why", d.why)
-	if r.AfterCreate != nil {
-		if err := r.AfterCreate(ctx, tok); err != nil {
-			return ctrl.Result{}, err
-		}
+	res := r.sweepPendingExplicit(ctx, tok, currentBackendKey(tok), "", tok.Status.TokenID)
+	if res.err != nil {
+		return r.backendFailed(ctx, tok, "deactivating the token", res.err)
 	}
-
-	tok.Status.TokenID = created.ID
-	tok.Status.TokenHint = "..." + created.Last4
-	tok.Status.Permission = apiPermission(created.Permission)
-	issuedAt := metav1.NewTime(created.CreatedAt.UTC())
-	tok.Status.IssuedAt = &issuedAt
-	tok.Status.ExpiresAt = nil
-	if created.ExpiresAt != nil {
-		t := metav1.NewTime(created.ExpiresAt.UTC())
-		tok.Status.ExpiresAt = &t
+	if len(tok.Status.PendingDeactivation) > 0 {
+		markProgressing(tok, tokensv1alpha1.ReasonBackendNotReady, pendingMessage(tok, res))
+		return ctrl.Result{}, nil
 	}
-	tok.Status.LastUsedAt = nil
-	tok.Status.IssueSerial = serial
-	if v := tok.Annotations[tokensv1alpha1.AnnotationRotateRequestedAt]; v != "" {
-		tok.Status.RotationHandled = v
-	}
-	value := []byte(created.Value.Reveal())
-	if err := r.writeSecret(ctx, tok, in, value); err != nil {
-		return ctrl.Result{}, err
-	}
-	r.expectations.expect(tok.UID, serial, hashToken(value), in.now)
-	if err := r.deactivateAll(ctx, tok, in.backend.client, created.ID); err != nil {
-		return r.backendFailed(ctx, tok, "deactivating the replaced token", err)
-	}
-	markIssued(tok)
-
-	switch {
-	case previous == "":
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonIssued,
-			fmt.Sprintf("Issued %s token %s (%s) into Secret %s", tok.Status.Permission, created.ID, tok.Status.TokenHint, tok.Status.SecretName))
-	case d.reason == eventRevoked:
-		r.event(tok, corev1.EventTypeWarning, eventRevoked,
-			fmt.Sprintf("Token %s was revoked on the backend; issued %s into Secret %s", previous, created.ID, tok.Status.SecretName))
-	case d.reason == tokensv1alpha1.ReasonIssued:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonIssued,
-			fmt.Sprintf("Issued %s token %s (%s) into Secret %s because %s", tok.Status.Permission, created.ID, tok.Status.TokenHint, tok.Status.SecretName, d.why))
+	switch d.action {
+	case actionDeactivate:
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonDeactivated,
+			fmt.Sprintf("Deactivated token %s because spec.active is false", tok.Status.TokenID))
+		markDeactivated(tok)
+	case actionExpire:
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonExpired,
+			fmt.Sprintf("Token %s expired at %s and was deactivated", tok.Status.TokenID, formatTime(tok.Spec.ExpiresAt)))
+		markExpired(tok)
 	default:
-		r.event(tok, corev1.EventTypeNormal, eventReplaced,
-			fmt.Sprintf("Replaced token %s with %s because %s", previous, created.ID, d.why))
+		r.event(tok, corev1.EventTypeWarning, d.reason, d.why)
+		markFailed(tok, d.reason, d.why)
 	}
-	return requeueAt(in.now, expiryOf(tok)), nil
-}
-
-// idempotencyKey is deterministic in the APIToken, the issue serial and the request, so a
-// retried create replays; a changed request gets a new key instead of a 422.
-func idempotencyKey(uid types.UID, serial int64, req backend.CreateRequest) string {
-	body, _ := json.Marshal(req)
-	sum := sha256.Sum256(body)
-	return fmt.Sprintf("%s-%d-%s", uid, serial, hex.EncodeToString(sum[:8]))
-}
-
-// deactivateCurrent deactivates the token named in status (explicitly, even when the backend
-// already reports it inactive because it expired) and every other active one of this APIToken.
-func (r *APITokenReconciler) deactivateCurrent(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Client) error {
-	if id := tok.Status.TokenID; id != "" {
-		if _, err := cl.DeactivateToken(ctx, id); err != nil && !backend.IsNotFound(err) {
-			return err
-		}
-	}
-	return r.deactivateAll(ctx, tok, cl, tok.Status.TokenID)
-}
-
-// deactivateAll deactivates every active backend token of this APIToken except keep.
-func (r *APITokenReconciler) deactivateAll(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Client, keep string) error {
-	list, err := cl.ListTokens(ctx, backend.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
-	if err != nil {
-		return err
-	}
-	for _, t := range list {
-		if t.ID == keep || t.ExternalID != string(tok.UID) {
-			continue
-		}
-		if _, err := cl.DeactivateToken(ctx, t.ID); err != nil && !backend.IsNotFound(err) {
-			return err
-		}
-		logf.FromContext(ctx).V(1).Info("Deactivated backend token", "tokenID", t.ID)
-	}
-	return nil
-}
-
-// writeSecret creates or updates the Secret with the token value and the derived keys.
-func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, value []byte) error {
-	want := desiredSecretMeta(tok, in.backend.url)
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tok.SecretNameOrDefault(), Namespace: tok.Namespace}}
-	exists := in.secret != nil
-	if exists {
-		secret = in.secret.DeepCopy()
-	}
-	if secret.Labels == nil {
-		secret.Labels = map[string]string{}
-	}
-	if secret.Annotations == nil {
-		secret.Annotations = map[string]string{}
-	}
-	for k, v := range want.labels {
-		secret.Labels[k] = v
-	}
-	for k, v := range want.annotations {
-		secret.Annotations[k] = v
-	}
-	secret.Annotations[annotationTokenSHA256] = hashToken(value)
-	secret.Type = corev1.SecretTypeOpaque
-	secret.Data = map[string][]byte{tokensv1alpha1.SecretKeyToken: value}
-	for k, v := range want.data {
-		secret.Data[k] = []byte(v)
-	}
-	if err := controllerutil.SetControllerReference(tok, secret, r.Scheme); err != nil {
-		return fmt.Errorf("setting owner of Secret %s: %w", secret.Name, err)
-	}
-	if exists {
-		if err := r.Update(ctx, secret); err != nil {
-			return fmt.Errorf("updating Secret %s: %w", secret.Name, err)
-		}
-		return nil
-	}
-	if err := r.Create(ctx, secret); err != nil {
-		return fmt.Errorf("creating Secret %s: %w", secret.Name, err)
-	}
-	return nil
-}
-
-// backendFailed reports a failed backend call: transient errors are retried with backoff
-// (or after Retry-After), others need a person.
-func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
-	r.reportOutage(tok, err)
-	if backend.IsTransient(err) || backend.IsUnauthorized(err) {
-		markProgressing(tok, tokensv1alpha1.ReasonBackendError,
-			fmt.Sprintf("The backend failed while %s: %v. Retrying with backoff.", doing, err))
-		if ra := backend.RetryAfter(err); ra > 0 {
-			logf.FromContext(ctx).V(1).Info("Backend asked to retry later", "after", ra.String(), "error", err.Error())
-			return ctrl.Result{RequeueAfter: ra}, nil
-		}
-		return ctrl.Result{}, fmt.Errorf("%s: %w", doing, err)
-	}
-	msg := fmt.Sprintf("The backend refused %s: %v. Fix the request or the backend, then change the APIToken to retry.", doing, err)
-	r.event(tok, corev1.EventTypeWarning, "Failed", msg)
-	markFailed(tok, tokensv1alpha1.ReasonBackendRejected, msg)
-	return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s: %w", doing, err))
-}
-
-// reportOutage asks for a re-check of the backend when a call failed as if it were down
-// (no answer, 5xx, or a credential that stopped working); not for 429 or 409, which are the
-// backend working as designed.
-func (r *APITokenReconciler) reportOutage(tok *tokensv1alpha1.APIToken, err error) {
-	var be *backend.Error
-	if !errors.As(err, &be) {
-		return
-	}
-	if (be.Kind == backend.KindTransient && be.StatusCode != http.StatusTooManyRequests) || be.Kind == backend.KindUnauthorized {
-		r.Registry.ReportOutage(backendKeyFor(tok))
-	}
-}
-
-// reconcileDelete deactivates the backend token (Revoke), removes the Secret and then the
-// finalizer. It reports gone=true once the finalizer is removed.
-func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1alpha1.APIToken) (bool, ctrl.Result, error) {
-	if !controllerutil.ContainsFinalizer(tok, tokensv1alpha1.Finalizer) {
-		return false, ctrl.Result{}, nil
-	}
-	be, err := r.gatherBackend(ctx, tok)
-	if err != nil {
-		return false, ctrl.Result{}, err
-	}
-	cl, _, registered := r.Registry.Get(be.key)
-	switch {
-	case registered:
-		keep := ""
-		if tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain {
-			keep = tok.Status.TokenID
-		}
-		err := r.deactivateAll(ctx, tok, cl, keep)
-		if err != nil && keep != "" {
-			// Retain never blocks on the backend: the sweep of other tokens is best effort
-			// (this is also the documented way out when a backend is gone for good).
-			r.event(tok, corev1.EventTypeWarning, "Retained", fmt.Sprintf("Could not check %s for other tokens of this APIToken (%v); token %s was left active (deletionPolicy Retain)", be.key, err, tok.Status.TokenID))
-			err = nil
-		}
-		if err != nil {
-			r.reportOutage(tok, err)
-			msg := fmt.Sprintf("Deactivating token %s on %s failed: %v. The finalizer stays until the backend answers.", tok.Status.TokenID, be.key, err)
-			markDeleting(tok, msg)
-			if ra := backend.RetryAfter(err); ra > 0 {
-				return false, ctrl.Result{RequeueAfter: ra}, nil
-			}
-			return false, ctrl.Result{}, errors.New(msg)
-		}
-		if keep == "" && tok.Status.TokenID != "" && tok.Status.Phase == tokensv1alpha1.PhaseActive {
-			r.event(tok, corev1.EventTypeNormal, "Revoked", fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
-		}
-	case tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain:
-		// Retain asks for the backend token to stay: with no working backend, nothing else
-		// is attempted.
-		r.event(tok, corev1.EventTypeWarning, "Retained", fmt.Sprintf("%s is not Ready; token %s and any other token of this APIToken were left as they are (deletionPolicy Retain)", be.key, tok.Status.TokenID))
-	case !be.found || be.deleting:
-		// The backend is gone (or being deleted, and waiting for this very token) and this
-		// process has no working client for it: nothing can be deactivated, and keeping the
-		// finalizer would block the namespace (or the backend) forever.
-		if tok.Status.TokenID != "" {
-			r.event(tok, corev1.EventTypeWarning, "Failed", fmt.Sprintf("%s is gone or being deleted and not Ready; token %s could not be deactivated", be.key, tok.Status.TokenID))
-		}
-	default:
-		markDeleting(tok, fmt.Sprintf("Waiting for %s to become Ready to deactivate token %s (%s). The finalizer stays until then; to give up, remove the finalizer %s by hand.", be.key, tok.Status.TokenID, be.message, tokensv1alpha1.Finalizer))
-		return false, ctrl.Result{}, nil
-	}
-
-	if tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain {
-		if err := r.releaseOwnedSecret(ctx, tok); err != nil {
-			return false, ctrl.Result{}, err
-		}
-	} else if err := r.deleteOwnedSecret(ctx, tok); err != nil {
-		return false, ctrl.Result{}, err
-	}
-	patch := client.MergeFrom(tok.DeepCopy())
-	controllerutil.RemoveFinalizer(tok, tokensv1alpha1.Finalizer)
-	if err := r.Patch(ctx, tok, patch); err != nil && !apierrors.IsNotFound(err) {
-		return false, ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
-	}
-	return true, ctrl.Result{}, nil
-}
-
-// annotationRetainedFrom marks a Secret left behind by a deleted APIToken with Retain.
-const annotationRetainedFrom = "tokens.statusops.dev/retained-from"
-
-// releaseOwnedSecret keeps the Secret of an APIToken deleted with deletionPolicy Retain: the
-// backend token stays active, so its only copy of the value stays too. The owner reference
-// and the managed-by label go (garbage collection and this operator leave it alone from
-// now on), and an annotation says where it came from.
-func (r *APITokenReconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
-	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !metav1.IsControlledBy(&secret, tok) {
-		return nil
-	}
-	patch := client.MergeFrom(secret.DeepCopy())
-	refs := secret.OwnerReferences[:0]
-	for _, ref := range secret.OwnerReferences {
-		if ref.UID != tok.UID {
-			refs = append(refs, ref)
-		}
-	}
-	secret.OwnerReferences = refs
-	delete(secret.Labels, tokensv1alpha1.LabelManagedBy)
-	if secret.Annotations == nil {
-		secret.Annotations = map[string]string{}
-	}
-	secret.Annotations[annotationRetainedFrom] = tok.Namespace + "/" + tok.Name + " (" + string(tok.UID) + ")"
-	if err := r.Patch(ctx, &secret, patch); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("releasing Secret %s: %w", secret.Name, err)
-	}
-	return nil
-}
-
-func (r *APITokenReconciler) deleteOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
-	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !metav1.IsControlledBy(&secret, tok) {
-		return nil
-	}
-	if err := r.Delete(ctx, &secret, client.Preconditions{UID: &secret.UID}); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting Secret %s: %w", secret.Name, err)
-	}
-	return nil
-}
-
-// gather reads everything decide needs.
-func (r *APITokenReconciler) gather(ctx context.Context, tok *tokensv1alpha1.APIToken) (tokenInputs, error) {
-	in := tokenInputs{now: r.Clock(), token: tok}
-	be, err := r.gatherBackend(ctx, tok)
-	if err != nil {
-		return in, err
-	}
-	in.backend = be
-	if r.Inventory != nil {
-		in.inventory = r.Inventory.Snapshot(be.key)
-	}
-
-	name := types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}
-	var secret corev1.Secret
-	err = r.Get(ctx, name, &secret)
-	switch {
-	case err == nil:
-		if !metav1.IsControlledBy(&secret, tok) {
-			in.secretConflict = true
-		} else {
-			in.secret = &secret
-		}
-	case apierrors.IsNotFound(err):
-		// The cache holds only managed Secrets. Whether a foreign one is in the way is told
-		// by the metadata-only cache of all Secrets (no API call per new token); without it,
-		// by the API server.
-		var owner metav1.Object
-		if r.SecretMetadata != nil {
-			m := secretMetadata()
-			if err := r.SecretMetadata.Get(ctx, name, m); err == nil {
-				owner = m
-			} else if !apierrors.IsNotFound(err) {
-				return in, fmt.Errorf("reading Secret %s metadata: %w", name, err)
-			}
-		} else {
-			var live corev1.Secret
-			if err := r.APIReader.Get(ctx, name, &live); err == nil {
-				owner = &live
-			} else if !apierrors.IsNotFound(err) {
-				return in, fmt.Errorf("reading Secret %s: %w", name, err)
-			}
-		}
-		switch {
-		case owner == nil:
-			// Absent. Should the metadata cache lag, the create fails with AlreadyExists and
-			// the next pass sees the Secret.
-		case metav1.IsControlledBy(owner, tok):
-			// Ours, but someone removed our label: read it whole.
-			var live corev1.Secret
-			if err := r.APIReader.Get(ctx, name, &live); err != nil {
-				return in, fmt.Errorf("reading Secret %s: %w", name, err)
-			}
-			in.secret = &live
-		default:
-			in.secretConflict = true
-		}
-	default:
-		return in, fmt.Errorf("reading Secret %s: %w", name, err)
-	}
-	return in, nil
-}
-
-// gatherBackend finds the referenced backend, whether it is Ready and registered, and
-// whether it allows the APIToken's namespace.
-func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alpha1.APIToken) (backendState, error) {
-	be := backendState{key: backendKeyFor(tok), allowed: true}
-	var conditions []metav1.Condition
-	switch be.key.Kind {
-	case tokensv1alpha1.BackendKindStatusBackend:
-		var obj tokensv1alpha1.StatusBackend
-		if err := r.Get(ctx, types.NamespacedName{Namespace: be.key.Namespace, Name: be.key.Name}, &obj); err != nil {
-			if apierrors.IsNotFound(err) {
-				return be, nil
-			}
-			return be, err
-		}
-		be.found, be.deleting, conditions = true, !obj.DeletionTimestamp.IsZero(), obj.Status.Conditions
-	default:
-		var obj tokensv1alpha1.ClusterStatusBackend
-		if err := r.Get(ctx, types.NamespacedName{Name: be.key.Name}, &obj); err != nil {
-			if apierrors.IsNotFound(err) {
-				return be, nil
-			}
-			return be, err
-		}
-		be.found, be.deleting, conditions = true, !obj.DeletionTimestamp.IsZero(), obj.Status.Conditions
-		if obj.Spec.AllowedNamespaces != nil {
-			sel, err := metav1.LabelSelectorAsSelector(obj.Spec.AllowedNamespaces)
-			if err != nil {
-				be.allowed = false
-			} else {
-				var ns corev1.Namespace
-				if err := r.Get(ctx, types.NamespacedName{Name: tok.Namespace}, &ns); err != nil {
-					return be, fmt.Errorf("reading namespace %s: %w", tok.Namespace, err)
-				}
-				be.allowed = sel.Matches(labelsSet(ns.Labels))
-			}
-		}
-	}
-	ready := meta.FindStatusCondition(conditions, tokensv1alpha1.ConditionReady)
-	cl, url, registered := r.Registry.Get(be.key)
-	switch {
-	case registered:
-		// The registry holds only backends this process has just checked successfully; it
-		// is fresher than the cached status.
-		be.ready, be.client, be.url = true, cl, url
-	case ready == nil:
-		be.message = fmt.Sprintf("%s has not been checked yet; the token is issued once it is Ready.", be.key)
-	case ready.Status != metav1.ConditionTrue:
-		be.message = fmt.Sprintf("%s is not Ready (%s: %s); the token is issued once it is Ready.", be.key, ready.Reason, ready.Message)
-	default:
-		be.message = fmt.Sprintf("Waiting for the operator to check %s.", be.key)
-	}
-	return be, nil
+	return ctrl.Result{}, nil
 }
 
 func (r *APITokenReconciler) event(tok *tokensv1alpha1.APIToken, typ, reason, note string) {
@@ -670,7 +272,16 @@ func requeueAt(now, at time.Time) ctrl.Result {
 // backend registrations and inventory changes.
 func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
-		return []string{backendKeyFor(o.(*tokensv1alpha1.APIToken)).String()}
+		return backendsOf(o.(*tokensv1alpha1.APIToken))
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, tokenRefIndex, func(o client.Object) []string {
+		tok := o.(*tokensv1alpha1.APIToken)
+		if tok.Status.TokenID == "" {
+			return nil
+		}
+		return []string{currentBackendKey(tok).String() + "#" + tok.Status.TokenID}
 	}); err != nil {
 		return err
 	}
@@ -688,6 +299,9 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&tokensv1alpha1.StatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		Watches(&tokensv1alpha1.ClusterStatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		WatchesRawSource(source.Channel(r.Registry.Events(), handler.EnqueueRequestsFromMapFunc(r.tokensForBackend))).
+		// Policy is enforced, not only checked at issue: a namespace whose labels change
+		// (allowedNamespaces, fullAccessNamespaces) re-checks its APITokens at once.
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensInNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles, RateLimiter: tokenRateLimiter()}).
 		Named("apitoken")
 	if r.Inventory != nil {
@@ -730,6 +344,19 @@ func (r *APITokenReconciler) tokensForBackend(ctx context.Context, o client.Obje
 	}
 	var list tokensv1alpha1.APITokenList
 	if err := r.List(ctx, &list, client.MatchingFields{backendRefIndex: key.String()}); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, t := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.Name}})
+	}
+	return reqs
+}
+
+// tokensInNamespace maps a namespace to its APITokens.
+func (r *APITokenReconciler) tokensInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	var list tokensv1alpha1.APITokenList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetName())); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))

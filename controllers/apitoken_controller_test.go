@@ -39,7 +39,7 @@ func TestIssueReadOnlyToken(t *testing.T) {
 	g := NewWithT(t)
 	tok := h.create(h.newToken("dashboard", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
 		t.Spec.Description = "Grafana status panel"
-		t.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]string{"team": "obs"}, Annotations: map[string]string{"reloader.stakater.com/match": "true"}}
+		t.Spec.SecretTemplate = &tokensv1alpha1.SecretTemplate{Labels: map[string]tokensv1alpha1.LabelValue{"team": "obs"}, Annotations: map[string]tokensv1alpha1.AnnotationValue{"reloader.stakater.com/match": "true"}}
 	}))
 	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	g.Expect(kstatusOf(t, tok)).To(Equal(status.CurrentStatus))
@@ -313,7 +313,7 @@ func TestDriftIsRepaired(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(func() string { return h.get("drift").Status.TokenID }).WithTimeout(30 * time.Second).ShouldNot(Equal(third))
 	tok = h.waitFor("drift", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	g.Expect(h.expectEvent("drift", "Revoked")).To(ContainSubstring(third))
+	g.Expect(h.expectEvent("drift", "RevokedOnBackend")).To(ContainSubstring(third))
 	g.Expect(h.useToken(h.secret("drift").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
 	g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1))
 }

@@ -19,8 +19,11 @@ func setCondition(tok *tokensv1alpha1.APIToken, typ string, status metav1.Condit
 // markIssued: an active token is in the Secret.
 func markIssued(tok *tokensv1alpha1.APIToken) {
 	tok.Status.Phase = tokensv1alpha1.PhaseActive
-	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonIssued,
-		"An active "+string(tok.Status.Permission)+" token is in Secret "+tok.Status.SecretName+".")
+	msg := "An active " + string(tok.Status.Permission) + " token is in Secret " + tok.Status.SecretName + "."
+	if req := requestedExpiry(tok); !sameTime(req, tok.Status.ExpiresAt) {
+		msg += " The backend set its expiry to " + orNever(tok.Status.ExpiresAt) + " instead of the requested " + orNever(req) + "; the operator still deactivates it at spec.expiresAt."
+	}
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonIssued, msg)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
 	tok.Status.ObservedGeneration = tok.Generation
@@ -55,6 +58,21 @@ func markFailed(tok *tokensv1alpha1.APIToken, reason, message string) {
 	tok.Status.ObservedGeneration = tok.Generation
 }
 
+// markStalled: nothing will change until a person acts, but a token still usable in the
+// Secret (a failed replacement) keeps phase Active.
+func markStalled(tok *tokensv1alpha1.APIToken, reason, message string) {
+	phase := tok.Status.Phase
+	markFailed(tok, reason, message)
+	if phase == tokensv1alpha1.PhaseActive && mayBeActiveAfterFailure(reason) {
+		tok.Status.Phase = tokensv1alpha1.PhaseActive
+	}
+}
+
+// mayBeActiveAfterFailure: failures that do not touch the current token.
+func mayBeActiveAfterFailure(reason string) bool {
+	return !retiredReasons[reason] && reason != tokensv1alpha1.ReasonSecretConflict
+}
+
 // markProgressing: the controller is working or retrying; the phase stays Active when a
 // usable token is still in the Secret, otherwise Pending.
 func markProgressing(tok *tokensv1alpha1.APIToken, reason, message string) {
@@ -70,4 +88,11 @@ func markProgressing(tok *tokensv1alpha1.APIToken, reason, message string) {
 func markDeleting(tok *tokensv1alpha1.APIToken, message string) {
 	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, tokensv1alpha1.ReasonDeleting, message)
 	setCondition(tok, tokensv1alpha1.ConditionReconciling, metav1.ConditionTrue, tokensv1alpha1.ReasonDeleting, message)
+}
+
+func orNever(t *metav1.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return formatTime(t)
 }

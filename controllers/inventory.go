@@ -22,6 +22,20 @@ var backendTokenLabels = map[string]string{tokensv1alpha1.LabelManagedBy: tokens
 type inventorySnapshot struct {
 	takenAt time.Time
 	active  map[string]backend.Token
+	// byExternalID lists the active token ids per external_id (APIToken UID).
+	byExternalID map[string][]string
+}
+
+// newInventorySnapshot indexes a backend's list of active tokens.
+func newInventorySnapshot(takenAt time.Time, list []backend.Token) *inventorySnapshot {
+	snap := &inventorySnapshot{takenAt: takenAt, active: make(map[string]backend.Token, len(list)), byExternalID: map[string][]string{}}
+	for _, t := range list {
+		snap.active[t.ID] = t
+		if t.ExternalID != "" {
+			snap.byExternalID[t.ExternalID] = append(snap.byExternalID[t.ExternalID], t.ID)
+		}
+	}
+	return snap
 }
 
 // Inventory lists each Ready backend's active tokens once per sync interval (one list call
@@ -87,10 +101,7 @@ func (i *Inventory) Refresh(ctx context.Context) {
 			log.Info("Listing backend tokens failed; keeping the previous inventory", "backend", key.String(), "error", err.Error())
 			continue
 		}
-		snap := &inventorySnapshot{takenAt: takenAt, active: make(map[string]backend.Token, len(list))}
-		for _, t := range list {
-			snap.active[t.ID] = t
-		}
+		snap := newInventorySnapshot(takenAt, list)
 		i.mu.Lock()
 		i.snaps[key] = snap
 		i.mu.Unlock()
@@ -105,12 +116,16 @@ func (i *Inventory) wakeChanged(ctx context.Context, key BackendKey, snap *inven
 	}
 	for idx := range tokens.Items {
 		tok := &tokens.Items[idx]
-		if tok.Status.Phase != tokensv1alpha1.PhaseActive || tok.Status.TokenID == "" {
+		if currentBackendKey(tok) != key {
 			continue
 		}
 		in := tokenInputs{token: tok, inventory: snap}
+		extra := len(extraActiveTokens(tok, snap)) > 0
+		if !extra && (tok.Status.Phase != tokensv1alpha1.PhaseActive || tok.Status.TokenID == "") {
+			continue
+		}
 		t, found := snap.active[tok.Status.TokenID]
-		if revokedOnBackend(in) || (found && !sameTimePtr(t.LastUsedAt, tok.Status.LastUsedAt)) {
+		if extra || revokedOnBackend(in) || (found && !sameTimePtr(t.LastUsedAt, tok.Status.LastUsedAt)) {
 			select {
 			case i.events <- event.GenericEvent{Object: tok}:
 			case <-ctx.Done():

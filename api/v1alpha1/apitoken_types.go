@@ -68,24 +68,31 @@ type BackendReference struct {
 	Name string `json:"name"`
 }
 
+// LabelValue is a Kubernetes label value: at most 63 characters, empty or beginning and
+// ending with an alphanumeric, with only alphanumerics, '-', '_' and '.' between.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue string
+
+// AnnotationValue is a Secret annotation value put there by the operator.
+// +kubebuilder:validation:MaxLength=4096
+type AnnotationValue string
+
 // SecretTemplate holds metadata copied onto the Secret the operator writes.
 type SecretTemplate struct {
-	// Labels added to the Secret, for example to select it from a reloader.
-	// The operator's own labels take precedence. Keys and values follow the Kubernetes label rules.
+	// Labels added to the Secret, for example to select it from a reloader. The operator's
+	// own labels take precedence. Keys and values follow the Kubernetes label rules.
 	// +kubebuilder:validation:MaxProperties=64
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.split('/')[0].size() <= 253))",message="label keys must be a name of at most 63 characters (alphanumerics, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63 && self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))",message="label values must be at most 63 characters, begin and end with an alphanumeric, and contain only alphanumerics, '-', '_' and '.' (no spaces)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="label keys must be at most 317 characters (a 253-character prefix, '/', a 63-character name)"
 	// +optional
-	Labels map[string]string `json:"labels,omitempty"`
+	Labels map[string]LabelValue `json:"labels,omitempty"`
 
-	// Annotations added to the Secret, for example
-	// reloader.stakater.com/match: "true" to restart workloads when the token changes.
-	// Keys follow the Kubernetes annotation key rules; keys and values together are at most 64 KiB.
+	// Annotations added to the Secret, for example reloader.stakater.com/match: "true" to
+	// restart workloads when the token changes. Keys follow the Kubernetes annotation rules.
 	// +kubebuilder:validation:MaxProperties=64
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.split('/')[0].size() <= 253))",message="annotation keys must be a name of at most 63 characters (alphanumerics, '-', '_', '.'), optionally prefixed by a DNS subdomain and '/'"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 4096)",message="annotation values must be at most 4096 characters each"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="annotation keys must be at most 317 characters (a 253-character prefix, '/', a 63-character name)"
 	// +optional
-	Annotations map[string]string `json:"annotations,omitempty"`
+	Annotations map[string]AnnotationValue `json:"annotations,omitempty"`
 }
 
 // APITokenSpec is the token a platform team asks for.
@@ -199,6 +206,12 @@ type APITokenStatus struct {
 	// ExpiresAt is the token's expiry as the backend reports it.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// RequestedExpiresAt is the expiry the operator asked the backend for when it issued the
+	// token now in the Secret (spec.expiresAt then). A backend may cap or round it; expiresAt
+	// is what it granted. Unset with status.backend set means none was requested.
+	// +optional
+	RequestedExpiresAt *metav1.Time `json:"requestedExpiresAt,omitempty"`
 
 	// LastUsedAt is when the token last authenticated, from the backend's last-used
 	// information; refreshed once per sync interval.

@@ -48,6 +48,9 @@ const (
 	// ReasonPermissionNotAllowed: the backend's fullAccessNamespaces does not select the
 	// APIToken's namespace and spec.permission is FullAccess.
 	ReasonPermissionNotAllowed = "PermissionNotAllowed"
+	// ReasonInvalidSecretTemplate: a spec.secretTemplate label or annotation key is not a
+	// valid Kubernetes key; nothing is issued until it is fixed.
+	ReasonInvalidSecretTemplate = "InvalidSecretTemplate"
 	// ReasonSecretWriteFailed: the API server refused the Secret write (for example an
 	// invalid label from spec.secretTemplate); the message carries the server's answer.
 	ReasonSecretWriteFailed = "SecretWriteFailed"

@@ -1,0 +1,174 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// reconcileDelete deactivates the backend tokens (Revoke), removes the Secret and then the
+// finalizer. It reports gone=true once the finalizer is removed.
+func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1alpha1.APIToken) (bool, ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(tok, tokensv1alpha1.Finalizer) {
+		return false, ctrl.Result{}, nil
+	}
+	switch {
+	case tok.Annotations[tokensv1alpha1.AnnotationSkipRevoke] == "true":
+		r.event(tok, corev1.EventTypeWarning, eventRevocationSkipped, fmt.Sprintf(
+			"Deleted without deactivating (annotation %s): token %s on %s, and any token listed in status.pendingDeactivation, may still be active. Deactivate them in the backend by hand.",
+			tokensv1alpha1.AnnotationSkipRevoke, tok.Status.TokenID, currentBackendKey(tok)))
+	case tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain:
+		// Retain never blocks on the backend: the sweep of the other tokens is best effort.
+		if res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID); res.err != nil || len(res.waiting) > 0 {
+			r.event(tok, corev1.EventTypeWarning, eventRetained, fmt.Sprintf("Token %s was left active (deletionPolicy Retain); older tokens of this APIToken could not all be deactivated on %s.", tok.Status.TokenID, currentBackendKey(tok)))
+		}
+	default:
+		if done, res, err := r.revokeForDeletion(ctx, tok); !done {
+			return false, res, err
+		}
+	}
+	if err := r.cleanUpSecrets(ctx, tok); err != nil {
+		return false, ctrl.Result{}, err
+	}
+	patch := client.MergeFrom(tok.DeepCopy())
+	controllerutil.RemoveFinalizer(tok, tokensv1alpha1.Finalizer)
+	if err := r.Patch(ctx, tok, patch); err != nil && !apierrors.IsNotFound(err) {
+		return false, ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
+	}
+	return true, ctrl.Result{}, nil
+}
+
+// revokeForDeletion deactivates every token of this APIToken on every backend that holds
+// one. It reports done once nothing is left, or what is left cannot be reached any more
+// (the backend is gone, or being deleted and not Ready).
+func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv1alpha1.APIToken) (bool, ctrl.Result, error) {
+	key := currentBackendKey(tok)
+	wasActive := tok.Status.TokenID != "" && tok.Status.Phase == tokensv1alpha1.PhaseActive
+	if tok.Status.TokenID != "" {
+		ref := backendRefFor(key, "")
+		if tok.Status.Backend != nil {
+			ref = *tok.Status.Backend
+		}
+		addPendingDeactivation(tok, tok.Status.TokenID, ref)
+	}
+	res := r.sweepPending(ctx, tok, key, "")
+	for _, k := range res.waiting {
+		if o, err := r.readBackend(ctx, k); err == nil && o.deleting {
+			r.dropPendingOn(tok, k, "its backend "+k.String()+" is being deleted and not Ready")
+		}
+	}
+	hint := fmt.Sprintf(" The finalizer stays until then; to give up, annotate the APIToken %s=true (the backend token may then stay active).", tokensv1alpha1.AnnotationSkipRevoke)
+	switch {
+	case res.err != nil:
+		markDeleting(tok, fmt.Sprintf("Deactivating the tokens of this APIToken failed: %v.", res.err)+hint)
+		if ra := backend.RetryAfter(res.err); ra > 0 {
+			return false, ctrl.Result{RequeueAfter: ra}, nil
+		}
+		return false, ctrl.Result{}, errors.New("deactivating for deletion: " + res.err.Error())
+	case len(tok.Status.PendingDeactivation) > 0:
+		markDeleting(tok, fmt.Sprintf("Waiting for %v to become Ready to deactivate %s.", res.waiting, pendingIDs(tok))+hint)
+		return false, ctrl.Result{}, nil
+	}
+	if wasActive {
+		r.event(tok, corev1.EventTypeNormal, eventRevoked, fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
+	}
+	return true, ctrl.Result{}, nil
+}
+
+// pendingIDs lists status.pendingDeactivation for a message.
+func pendingIDs(tok *tokensv1alpha1.APIToken) []string {
+	ids := make([]string, 0, len(tok.Status.PendingDeactivation))
+	for _, p := range tok.Status.PendingDeactivation {
+		ids = append(ids, p.TokenID)
+	}
+	return ids
+}
+
+// cleanUpSecrets removes (Revoke) or releases (Retain) the Secret, and removes an owned
+// Secret left under a former spec.secretName.
+func (r *APITokenReconciler) cleanUpSecrets(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+	if old := tok.Status.SecretName; old != "" && old != tok.SecretNameOrDefault() {
+		if err := r.deleteOwnedSecret(ctx, tok, old); err != nil {
+			return err
+		}
+	}
+	if tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain && tok.Annotations[tokensv1alpha1.AnnotationSkipRevoke] != "true" {
+		return r.releaseOwnedSecret(ctx, tok)
+	}
+	return r.deleteOwnedSecret(ctx, tok, tok.SecretNameOrDefault())
+}
+
+// retireOldSecret deletes the Secret of a former spec.secretName once the new one holds the
+// token: its dead token would otherwise stay, owned by this APIToken, blocking the name.
+func (r *APITokenReconciler) retireOldSecret(ctx context.Context, tok *tokensv1alpha1.APIToken, old string) error {
+	if old == "" || old == tok.SecretNameOrDefault() {
+		return nil
+	}
+	return r.deleteOwnedSecret(ctx, tok, old)
+}
+
+// annotationRetainedFrom marks a Secret left behind by a deleted APIToken with Retain.
+const annotationRetainedFrom = "tokens.statusops.dev/retained-from"
+
+// releaseOwnedSecret keeps the Secret of an APIToken deleted with deletionPolicy Retain: the
+// backend token stays active, so its only copy of the value stays too. The owner reference
+// and the managed-by label go (garbage collection and this operator leave it alone from
+// now on), and an annotation says where it came from.
+func (r *APITokenReconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+	var secret corev1.Secret
+	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(&secret, tok) {
+		return nil
+	}
+	patch := client.MergeFrom(secret.DeepCopy())
+	refs := secret.OwnerReferences[:0]
+	for _, ref := range secret.OwnerReferences {
+		if ref.UID != tok.UID {
+			refs = append(refs, ref)
+		}
+	}
+	secret.OwnerReferences = refs
+	delete(secret.Labels, tokensv1alpha1.LabelManagedBy)
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	secret.Annotations[annotationRetainedFrom] = tok.Namespace + "/" + tok.Name + " (" + string(tok.UID) + ")"
+	if err := r.Patch(ctx, &secret, patch); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("releasing Secret %s: %w", secret.Name, err)
+	}
+	return nil
+}
+func (r *APITokenReconciler) deleteOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken, name string) error {
+	var secret corev1.Secret
+	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: name}, &secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(&secret, tok) {
+		return nil
+	}
+	if err := r.Delete(ctx, &secret, client.Preconditions{UID: &secret.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting Secret %s: %w", secret.Name, err)
+	}
+	return nil
+}

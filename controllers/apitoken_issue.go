@@ -1,0 +1,378 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// DefaultIssuanceBudget and DefaultIssuanceWindow bound how many tokens one APIToken can
+// make the operator create: defence in depth against a backend that answers wrongly or a
+// loop nobody foresaw. Normal use needs one create per spec change or rotation.
+const (
+	DefaultIssuanceBudget = 5
+	DefaultIssuanceWindow = 10 * time.Minute
+)
+
+func (r *APITokenReconciler) issuanceWindow() time.Duration {
+	if r.IssuanceWindow > 0 {
+		return r.IssuanceWindow
+	}
+	return DefaultIssuanceWindow
+}
+
+// issueToken issues a token and puts it in the Secret, replacing the current one if any.
+//
+// Crash and error safety. The operator may be killed, or a step may fail, between any two
+// of these steps:
+//
+//  1. key = UID/serial/request-hash, serial = status.issueSerial+1. Until step 4 nothing
+//     in status that the key depends on changes, so every retry computes the same key.
+//  2. POST /api_tokens with that key (the one backend write). Killed after it: the next pass
+//     sends the same key and the backend replays the same token and value. If the replay is
+//     gone (backend restarted, 24 h passed), a second token is created; the first is an
+//     orphan carrying external_id = UID, which step 5 deactivates. A reply that is not what
+//     was asked (permission, owner, id) is refused: the token is deactivated if it is ours,
+//     and the APIToken fails with BackendMismatch instead of asking again.
+//  3. Write the Secret. Refused or failed: the new token is in no Secret, so it is recorded
+//     in status.pendingDeactivation and deactivated before the pass returns, and the serial
+//     advances so that the next try cannot replay a deactivated token.
+//  4. Status takes the new token; the replaced one moves to status.pendingDeactivation.
+//  5. Deactivate every active token of this APIToken other than the new one: the listed
+//     ones, and any orphan of an interrupted pass. Entries leave the list only when their
+//     backend confirms. Failed: the list stays in status and the next pass finishes it.
+//  6. The deferred status patch. Killed before it: the Secret holds a token status does not
+//     name, so the next pass issues again with the same key and replays steps 2-5.
+//
+// So whatever the kill point or failure, the end state is one active token with
+// external_id = UID, the one named in status and held in the Secret, plus only the tokens
+// status lists as pending deactivation.
+func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision) (ctrl.Result, error) {
+	req := createRequestFor(tok)
+	serial := tok.Status.IssueSerial + 1
+	newRef := backendRefFor(in.backend.key, in.backend.uid)
+	created, err := in.backend.client.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
+	if err != nil {
+		return r.createFailed(ctx, tok, in, serial, err)
+	}
+	if !created.Replayed {
+		tok.Status.RecentIssues = recordIssue(tok.Status.RecentIssues, in.now, r.issuanceWindow())
+	}
+	if problem := r.checkCreated(ctx, tok, in.backend.key, req, created); problem != "" {
+		return r.refuseCreated(ctx, tok, in, serial, created, newRef, problem)
+	}
+	logf.FromContext(ctx).V(1).Info("Issued backend token", "tokenID", created.ID, "serial", serial, "replayed", created.Replayed, "why", d.why)
+	if r.AfterCreate != nil {
+		if err := r.AfterCreate(ctx, tok); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	value := []byte(created.Value.Reveal())
+	issued := secretToken{id: created.ID, permission: apiPermission(created.Permission), expiresAt: timePtr(created.ExpiresAt)}
+	if err := r.writeSecret(ctx, tok, in, issued, value); err != nil {
+		tok.Status.IssueSerial = serial
+		addPendingDeactivation(tok, created.ID, newRef)
+		r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID)
+		return r.secretWriteFailed(tok, err)
+	}
+	previous, previousBackend, previousSecret := tok.Status.TokenID, backendRefFor(currentBackendKey(tok), ""), tok.Status.SecretName
+	if tok.Status.Backend != nil {
+		previousBackend = *tok.Status.Backend
+	}
+	adoptIssued(tok, created, string(value), newRef, serial)
+	if previous != "" && previous != created.ID {
+		addPendingDeactivation(tok, previous, previousBackend)
+	}
+	r.expectations.expect(tok.UID, serial, hashToken(value), in.now)
+	if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
+		return res, err
+	}
+	if err := r.retireOldSecret(ctx, tok, previousSecret); err != nil {
+		return ctrl.Result{}, err
+	}
+	markIssued(tok)
+	r.issuedEvent(tok, previous, d)
+	return requeueAt(in.now, expiryOf(tok)), nil
+}
+
+// createRequestFor is the create request the spec asks for.
+func createRequestFor(tok *tokensv1alpha1.APIToken) backend.CreateRequest {
+	req := backend.CreateRequest{
+		Name:        tok.Namespace + "/" + tok.Name,
+		Permission:  backendPermission(tok.Spec.Permission),
+		Description: tok.Spec.Description,
+		ExternalID:  string(tok.UID),
+		Labels:      backendTokenLabels,
+	}
+	if tok.Spec.ExpiresAt != nil {
+		t := tok.Spec.ExpiresAt.UTC()
+		req.ExpiresAt = &t
+	}
+	return req
+}
+
+// adoptIssued makes the new token, now held by the Secret, the current one in status.
+func adoptIssued(tok *tokensv1alpha1.APIToken, created *backend.CreatedToken, value string, ref tokensv1alpha1.BackendStatusReference, serial int64) {
+	st := &tok.Status
+	st.TokenID = created.ID
+	st.TokenHint = tokenHint(value)
+	st.Permission = apiPermission(created.Permission)
+	issuedAt := metav1.NewTime(created.CreatedAt.UTC())
+	st.IssuedAt = &issuedAt
+	st.ExpiresAt = timePtr(created.ExpiresAt)
+	st.RequestedExpiresAt = nil
+	if tok.Spec.ExpiresAt != nil {
+		t := metav1.NewTime(tok.Spec.ExpiresAt.UTC())
+		st.RequestedExpiresAt = &t
+	}
+	st.LastUsedAt = nil
+	st.IssueSerial = serial
+	st.Backend = &ref
+	st.SecretName = tok.SecretNameOrDefault()
+	if v := tok.Annotations[tokensv1alpha1.AnnotationRotateRequestedAt]; v != "" {
+		st.RotationHandled = v
+	}
+}
+
+// finishSweep deactivates what status lists (and any unlisted orphan on the current
+// backend). While something is left, the APIToken is not Ready: the token in the Secret
+// works, but an older one is still alive.
+func (r *APITokenReconciler) finishSweep(ctx context.Context, tok *tokensv1alpha1.APIToken) (ctrl.Result, error) {
+	res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID)
+	if len(tok.Status.PendingDeactivation) == 0 && res.err == nil {
+		return ctrl.Result{}, nil
+	}
+	markProgressing(tok, tokensv1alpha1.ReasonDeactivationPending, pendingMessage(tok, res))
+	if res.err == nil {
+		// Waiting for a backend to become Ready: its registration wakes this APIToken.
+		return ctrl.Result{RequeueAfter: maxRetryDelay}, nil
+	}
+	if ra := backend.RetryAfter(res.err); ra > 0 {
+		return ctrl.Result{RequeueAfter: ra}, nil
+	}
+	return ctrl.Result{}, res.err
+}
+
+// issuedEvent reports a first token, a re-issue or a replacement.
+func (r *APITokenReconciler) issuedEvent(tok *tokensv1alpha1.APIToken, previous string, d decision) {
+	st := tok.Status
+	switch {
+	case previous == "":
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonIssued,
+			fmt.Sprintf("Issued %s token %s (%s) into Secret %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName))
+	case d.reason == eventRevokedOnBackend:
+		r.event(tok, corev1.EventTypeWarning, eventRevokedOnBackend,
+			fmt.Sprintf("Token %s was revoked on the backend; issued %s into Secret %s", previous, st.TokenID, st.SecretName))
+	case d.reason == tokensv1alpha1.ReasonIssued:
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonIssued,
+			fmt.Sprintf("Issued %s token %s (%s) into Secret %s because %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName, d.why))
+	default:
+		r.event(tok, corev1.EventTypeNormal, eventReplaced,
+			fmt.Sprintf("Replaced token %s with %s because %s", previous, st.TokenID, d.why))
+	}
+}
+
+// createFailed handles a failed create. A 2xx whose body cannot be read may have created a
+// token no Secret holds: every active token of this APIToken but the current one goes.
+func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, serial int64, err error) (ctrl.Result, error) {
+	var be *backend.Error
+	if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
+		tok.Status.IssueSerial = serial
+		keep := ""
+		if in.backend.key == currentBackendKey(tok) {
+			keep = tok.Status.TokenID
+		}
+		if _, serr := r.sweepBackend(ctx, tok, in.backend.client, sweepScope{key: in.backend.key, keep: keep}); serr != nil {
+			logf.FromContext(ctx).Info("Deactivating a token from an unreadable create reply failed; retrying", "error", serr.Error())
+			return r.backendFailed(ctx, tok, "cleaning up after an unreadable create reply", serr)
+		}
+	}
+	return r.backendFailed(ctx, tok, "issuing a token", err)
+}
+
+// checkCreated says what is wrong with a create reply, or "". Nothing of the reply but the
+// known enum values is quoted: a hostile backend chooses every byte of it.
+func (r *APITokenReconciler) checkCreated(ctx context.Context, tok *tokensv1alpha1.APIToken, key BackendKey, req backend.CreateRequest, got *backend.CreatedToken) string {
+	switch {
+	case got.ExternalID != string(tok.UID):
+		return "the backend answered with a token that does not carry this APIToken's UID as external_id"
+	case got.Permission != req.Permission:
+		if got.Permission == backend.PermissionReadOnly || got.Permission == backend.PermissionFullAccess {
+			return fmt.Sprintf("the backend issued a %s token although %s was requested", got.Permission, req.Permission)
+		}
+		return fmt.Sprintf("the backend issued a token without a known permission although %s was requested", req.Permission)
+	case got.Status != backend.StatusActive:
+		return "the backend answered with an inactive token"
+	case r.heldByAnother(ctx, tok, key, got.ID):
+		return fmt.Sprintf("the backend answered with token id %s, which another APIToken already holds", got.ID)
+	}
+	return ""
+}
+
+// heldByAnother: another APIToken's status names the same token id on the same backend.
+func (r *APITokenReconciler) heldByAnother(ctx context.Context, tok *tokensv1alpha1.APIToken, key BackendKey, id string) bool {
+	var list tokensv1alpha1.APITokenList
+	if err := r.List(ctx, &list, client.MatchingFields{tokenRefIndex: key.String() + "#" + id}); err != nil {
+		return true // cannot tell: refuse rather than risk two owners
+	}
+	for _, o := range list.Items {
+		if o.UID != tok.UID {
+			return true
+		}
+	}
+	return false
+}
+
+// refuseCreated handles a reply that is not what was asked: the token is deactivated when it
+// is ours (never when it names another owner), the serial advances so no retry replays it,
+// and the APIToken fails until its spec changes.
+func (r *APITokenReconciler) refuseCreated(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, serial int64, created *backend.CreatedToken, ref tokensv1alpha1.BackendStatusReference, problem string) (ctrl.Result, error) {
+	tok.Status.IssueSerial = serial
+	if created.ExternalID == string(tok.UID) && !r.heldByAnother(ctx, tok, in.backend.key, created.ID) {
+		addPendingDeactivation(tok, created.ID, ref)
+	}
+	res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID)
+	msg := fmt.Sprintf("The backend's answer to creating a token was refused: %s. Any token of this APIToken it made was deactivated. Check the backend (%s), then change the APIToken's spec to try again.", problem, in.backend.key)
+	r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.ReasonBackendMismatch, msg)
+	markStalled(tok, tokensv1alpha1.ReasonBackendMismatch, msg)
+	if res.err != nil {
+		return ctrl.Result{}, res.err
+	}
+	return ctrl.Result{}, reconcile.TerminalError(errors.New(problem))
+}
+
+// secretWriteFailed reports a Secret the API server did not take. A refusal (invalid, too
+// large, forbidden, rejected by a webhook) needs a person and carries the server's message;
+// anything else is retried with backoff.
+func (r *APITokenReconciler) secretWriteFailed(tok *tokensv1alpha1.APIToken, err error) (ctrl.Result, error) {
+	msg := fmt.Sprintf("Writing Secret %s failed: %v. The token issued for it was deactivated.", tok.SecretNameOrDefault(), err)
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err) || apierrors.IsRequestEntityTooLargeError(err) {
+		msg += " Fix spec.secretTemplate (or what refuses the Secret), then change the APIToken to retry."
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.ReasonSecretWriteFailed, msg)
+		markStalled(tok, tokensv1alpha1.ReasonSecretWriteFailed, msg)
+		return ctrl.Result{}, reconcile.TerminalError(err)
+	}
+	markProgressing(tok, tokensv1alpha1.ReasonSecretWriteFailed, msg+" Retrying with backoff.")
+	return ctrl.Result{}, fmt.Errorf("writing Secret: %w", err)
+}
+
+// recordIssue appends a creation time and forgets those older than the window.
+func recordIssue(issues []metav1.Time, now time.Time, window time.Duration) []metav1.Time {
+	out := make([]metav1.Time, 0, len(issues)+1)
+	for _, t := range issues {
+		if now.Sub(t.Time) < window {
+			out = append(out, t)
+		}
+	}
+	out = append(out, metav1.NewTime(now.UTC().Truncate(time.Second)))
+	if len(out) > 32 {
+		out = out[len(out)-32:]
+	}
+	return out
+}
+
+func timePtr(t *time.Time) *metav1.Time {
+	if t == nil {
+		return nil
+	}
+	m := metav1.NewTime(t.UTC())
+	return &m
+}
+
+// idempotencyKey is deterministic in the APIToken, the issue serial and the request, so a
+// retried create replays; a changed request gets a new key instead of a 422.
+func idempotencyKey(uid types.UID, serial int64, req backend.CreateRequest) string {
+	body, _ := json.Marshal(req)
+	sum := sha256.Sum256(body)
+	return fmt.Sprintf("%s-%d-%s", uid, serial, hex.EncodeToString(sum[:8]))
+}
+
+// writeSecret creates the Secret, or patches the one this APIToken owns, with the operator's
+// labels and annotations and the keys describing t; value, when set, is the token itself.
+// The cached Secret is never written back: the cache keeps no token value (only its hash),
+// so the write is a merge patch of exactly the fields the operator sets.
+func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, t secretToken, value []byte) error {
+	want := desiredSecretMeta(tok, in.backend.url, t)
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: tok.SecretNameOrDefault(), Namespace: tok.Namespace, Labels: want.labels, Annotations: want.annotations},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{},
+	}
+	for k, v := range want.data {
+		secret.Data[k] = []byte(v)
+	}
+	if value != nil {
+		secret.Data[tokensv1alpha1.SecretKeyToken] = value
+		secret.Annotations[annotationTokenSHA256] = hashToken(value)
+	}
+	if in.secret != nil {
+		secret.OwnerReferences = in.secret.OwnerReferences
+	}
+	if err := controllerutil.SetControllerReference(tok, secret, r.Scheme); err != nil {
+		return fmt.Errorf("setting owner of Secret %s: %w", secret.Name, err)
+	}
+	if in.secret == nil {
+		if err := r.Create(ctx, secret); err != nil {
+			return fmt.Errorf("creating Secret %s: %w", secret.Name, err)
+		}
+		return nil
+	}
+	if err := r.Patch(ctx, secret, client.Merge); err != nil {
+		return fmt.Errorf("updating Secret %s: %w", secret.Name, err)
+	}
+	return nil
+}
+
+// backendFailed reports a failed backend call: transient errors are retried with backoff
+// (or after Retry-After), others need a person.
+func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
+	r.reportOutage(tok, err)
+	if backend.IsTransient(err) || backend.IsUnauthorized(err) {
+		markProgressing(tok, tokensv1alpha1.ReasonBackendError,
+			fmt.Sprintf("The backend failed while %s: %v. Retrying with backoff.", doing, err))
+		if ra := backend.RetryAfter(err); ra > 0 {
+			logf.FromContext(ctx).V(1).Info("Backend asked to retry later", "after", ra.String(), "error", err.Error())
+			return ctrl.Result{RequeueAfter: ra}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	msg := fmt.Sprintf("The backend refused %s: %v. Fix the request or the backend, then change the APIToken to retry.", doing, err)
+	r.event(tok, corev1.EventTypeWarning, eventFailed, msg)
+	markStalled(tok, tokensv1alpha1.ReasonBackendRejected, msg)
+	return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s: %w", doing, err))
+}
+
+// reportOutage asks for a re-check of the backend when a call failed as if it were down
+// (no answer, 5xx, or a credential that stopped working); not for 429 or 409, which are the
+// backend working as designed.
+func (r *APITokenReconciler) reportOutage(tok *tokensv1alpha1.APIToken, err error) {
+	r.reportOutageOn(backendKeyFor(tok), err)
+}
+
+func (r *APITokenReconciler) reportOutageOn(key BackendKey, err error) {
+	var be *backend.Error
+	if !errors.As(err, &be) {
+		return
+	}
+	if (be.Kind == backend.KindTransient && be.StatusCode != http.StatusTooManyRequests) || be.Kind == backend.KindUnauthorized {
+		r.Registry.ReportOutage(key)
+	}
+}
