@@ -161,6 +161,9 @@ func (r *APITokenReconciler) finishSweep(ctx context.Context, tok *tokensv1alpha
 		return ctrl.Result{}, nil
 	}
 	markProgressing(tok, tokensv1alpha1.ReasonDeactivationPending, pendingMessage(tok, res))
+	// The spec has been carried out (the Secret holds a token that answers it); what is left
+	// is cleanup, which Ready=False and Reconciling=True report.
+	tok.Status.ObservedGeneration = tok.Generation
 	if res.err == nil {
 		// Waiting for a backend to become Ready: its registration wakes this APIToken.
 		return ctrl.Result{RequeueAfter: maxRetryDelay}, nil

@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the Pod's namespace).")
 	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
+	flag.IntVar(&o.IssuanceBudget, "issuance-budget", 5, "Most tokens one APIToken may have created within 10 minutes; past it the APIToken is Stalled (IssuanceLimited). Negative: no limit.")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, error, or a number N for verbosity V(N).")
 	flag.StringVar(&logFormat, "log-format", "json", "Log format: json or console.")

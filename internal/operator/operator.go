@@ -48,6 +48,9 @@ type Options struct {
 	NewBackendClient controllers.BackendClientFactory
 	// BackendObserver, when set, is called after every backend request (metrics).
 	BackendObserver func(op string, code int, d time.Duration, err error)
+	// IssuanceBudget is how many tokens one APIToken may have created within 10 minutes;
+	// 0 means the default (controllers.DefaultIssuanceBudget), negative means no limit.
+	IssuanceBudget int
 	// AfterCreate is the crash-test seam of the APIToken controller.
 	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
 	// SkipNameValidation allows several managers in one process (tests).
@@ -56,6 +59,17 @@ type Options struct {
 	Logger *logr.Logger
 	// Setup, when set, is called with the manager before it starts (metrics registration).
 	Setup func(mgr manager.Manager) error
+}
+
+// issuanceBudget maps the option to the reconciler's field (0 there means no limit).
+func issuanceBudget(n int) int {
+	switch {
+	case n == 0:
+		return controllers.DefaultIssuanceBudget
+	case n < 0:
+		return 0
+	}
+	return n
 }
 
 // Scheme has the Kubernetes kinds and the operator's kinds.
@@ -172,6 +186,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		Clock:                   o.Clock,
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 		AfterCreate:             o.AfterCreate,
+		IssuanceBudget:          issuanceBudget(o.IssuanceBudget),
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
