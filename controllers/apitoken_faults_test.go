@@ -23,6 +23,7 @@ import (
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/reliability/faultproxy"
+	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
 // hostileFront sits between the operator and the test's reference backend, on 127.0.0.1. It
@@ -39,7 +40,11 @@ type hostileFront struct {
 }
 
 func newHostileFront(t *testing.T, h *harness) *hostileFront {
-	target, err := url.Parse(strings.TrimSuffix(h.backend.URL, "/api/v3"))
+	return newHostileFrontFor(t, h.backend)
+}
+
+func newHostileFrontFor(t *testing.T, b *servertest.Instance) *hostileFront {
+	target, err := url.Parse(strings.TrimSuffix(b.URL, "/api/v3"))
 	if err != nil {
 		t.Fatal(err)
 	}
