@@ -171,3 +171,28 @@ func TestBackendSwitchRetiresTheOldBackendsToken(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(list).To(HaveLen(1))
 }
+
+// TestSkipRevokeReleasesTheFinalizer: with the backend gone for good, the annotation
+// tokens.statusops.dev/skip-revoke=true lets the APIToken go, with a Warning that its token
+// may stay active; the Deleting message names the way out.
+func TestSkipRevokeReleasesTheFinalizer(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("gone", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	h.backend.Close()
+	g.Expect(h.c.Delete(h.ctx, tok)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		got := h.get(tok.Name)
+		g.Expect(got).NotTo(BeNil())
+		g.Expect(h.readyCondition(got).Reason).To(Equal(tokensv1alpha1.ReasonDeleting))
+		g.Expect(h.readyCondition(got).Message).To(ContainSubstring(tokensv1alpha1.AnnotationSkipRevoke))
+	}).WithTimeout(15 * time.Second).Should(Succeed())
+	g.Eventually(func() error {
+		cur := h.get(tok.Name)
+		cur.Annotations = map[string]string{tokensv1alpha1.AnnotationSkipRevoke: "true"}
+		return h.c.Update(h.ctx, cur)
+	}).Should(Succeed())
+	g.Eventually(func() bool { return h.get(tok.Name) == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
+	g.Expect(h.expectEvent(tok.Name, "RevocationSkipped")).To(ContainSubstring(tok.Status.TokenID))
+	g.Expect(h.secret(tok.Name)).To(BeNil())
+}

@@ -4,10 +4,12 @@
 // broken invariant in a sentence that names the APIToken, the backend token and the rule.
 //
 // The invariants (docs/reliability.md):
-//  1. Each live APIToken in phase Active has exactly one active backend token with
-//     external_id = its UID; that token is status.tokenID; the Secret's value authenticates
-//     as that token (GET /api_tokens/self answers with the same id).
-//  2. A live APIToken in any other phase has no active backend token.
+//  1. No live APIToken has an active backend token (external_id = its UID) that its status
+//     names neither as current (status.tokenID, while Active) nor in
+//     status.pendingDeactivation. An Active one has its current token active, and when
+//     Ready (Issued) exactly that one; the Secret's value authenticates as that token
+//     (GET /api_tokens/self answers with the same id).
+//  2. So a live APIToken in any other phase has no active backend token but listed ones.
 //  3. No active backend token labelled managed-by=apitoken-operator belongs to no live
 //     APIToken, unless its APIToken was deleted with deletionPolicy Retain.
 //  4. Every token value ever seen that is not the current value of a live Active APIToken
@@ -153,18 +155,29 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		if !tok.DeletionTimestamp.IsZero() {
 			continue // being deleted: judged once gone, through DeletedUIDs
 		}
-		if tok.Status.Phase != tokensv1alpha1.PhaseActive {
-			if len(active) != 0 {
-				rep.fail("APIToken %s is %q but has %d active backend token(s): %s", name, tok.Status.Phase, len(active), ids(active))
+		// No active token of an APIToken that its status does not name: the current one
+		// (while Active) and those it lists as pending deactivation.
+		named := map[string]bool{}
+		for _, p := range tok.Status.PendingDeactivation {
+			named[p.TokenID] = true
+		}
+		if tok.Status.Phase == tokensv1alpha1.PhaseActive {
+			named[tok.Status.TokenID] = true
+		}
+		for _, t := range active {
+			if !named[t.ID] {
+				rep.fail("APIToken %s (%q) has active backend token %s that its status names neither as current nor as pending deactivation", name, tok.Status.Phase, t.ID)
 			}
+		}
+		if tok.Status.Phase != tokensv1alpha1.PhaseActive {
 			continue
 		}
 		rep.Active++
-		if len(active) != 1 {
-			rep.fail("APIToken %s has %d active backend tokens with its UID, want exactly 1: %s", name, len(active), ids(active))
+		if c := readyOf(tok); c == tokensv1alpha1.ReasonIssued && len(active) != 1 {
+			rep.fail("APIToken %s is Ready (Issued) with %d active backend tokens with its UID, want exactly 1: %s", name, len(active), ids(active))
 		}
-		if len(active) >= 1 && !containsID(active, tok.Status.TokenID) {
-			rep.fail("APIToken %s names token %q in status, but its active backend token is %s", name, tok.Status.TokenID, ids(active))
+		if !containsID(active, tok.Status.TokenID) {
+			rep.fail("APIToken %s names token %q in status, but its active backend tokens are %s", name, tok.Status.TokenID, ids(active))
 		}
 		sec := secretByName[types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}]
 		if sec == nil {
@@ -248,6 +261,16 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		rep.WritesPerToken = float64(w.Creates+w.Deactivations+w.Other) / float64(rep.APITokens+len(in.DeletedUIDs))
 	}
 	return rep, nil
+}
+
+// readyOf is the reason of the Ready condition, or "".
+func readyOf(tok *tokensv1alpha1.APIToken) string {
+	for _, c := range tok.Status.Conditions {
+		if c.Type == tokensv1alpha1.ConditionReady {
+			return c.Reason
+		}
+	}
+	return ""
 }
 
 // collectTexts adds the Events (both APIs) and the APITokens' statuses.
