@@ -34,18 +34,31 @@ import (
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
 
-// One API server for the package; every test gets its own namespace, backend and manager.
-var env *testenv.Env
+// One API server for the package, started by the first test that needs it (so the pure
+// tests, e.g. TestDecide, run on a machine without control-plane binaries); every test
+// gets its own namespace, backend and manager.
+var (
+	env      *testenv.Env
+	envOnce  sync.Once
+	envError error
+)
+
+// ensureEnv starts the shared API server once.
+func ensureEnv(t *testing.T) {
+	t.Helper()
+	envOnce.Do(func() { env, envError = testenv.StartEnv() })
+	if envError != nil {
+		t.Fatalf("starting envtest: %v", envError)
+	}
+}
 
 func TestMain(m *testing.M) {
-	var err error
-	env, err = testenv.StartEnv()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "starting envtest:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	_ = env.Stop()
+	if env != nil {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+	}
 	os.Exit(code)
 }
 
@@ -72,6 +85,7 @@ var nsCounter atomic.Int64
 
 func newHarness(t *testing.T, mutate ...func(*operator.Options)) *harness {
 	t.Helper()
+	ensureEnv(t)
 	g := NewWithT(t)
 	h := &harness{t: t, ctx: context.Background(), c: env.Client, logs: &syncBuffer{}, values: map[string]bool{}}
 	h.ns = fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
