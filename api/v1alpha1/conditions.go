@@ -21,8 +21,6 @@ const (
 	ReasonIssued = "Issued"
 	// ReasonDeactivated: spec.active is false and the backend token has been deactivated.
 	ReasonDeactivated = "Deactivated"
-	// ReasonPending: the token is being issued or replaced.
-	ReasonPending = "Pending"
 	// ReasonBackendNotReady: the referenced backend exists but is not Ready; the token
 	// waits and proceeds when the backend becomes Ready.
 	ReasonBackendNotReady = "BackendNotReady"
