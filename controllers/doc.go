@@ -1,0 +1,56 @@
+// Package controllers holds the reconcilers of APIToken, StatusBackend and
+// ClusterStatusBackend, and the in-memory machinery they share. A two-minute map:
+//
+// # APIToken reconciler (apitoken_*.go)
+//
+// Each pass gathers its inputs (apitoken_gather.go: the APIToken, its Secret from the cache,
+// the backend object, the backend's last inventory, the clock), asks the pure function
+// decide (apitoken_checks.go) what to do, and carries out that one action: issue
+// (apitoken_issue.go), deactivate or sweep (apitoken_sweep.go), delete (apitoken_delete.go).
+// Status is written once per pass, in a deferred merge patch, only when it changed; the
+// setters are in apitoken_status.go. Its event sources:
+//
+//   - APITokens: spec, annotation, label and deletion changes (status writes do not wake it);
+//   - managed Secrets (Owns), and a metadata-only watch of other Secrets, so a token in
+//     SecretConflict proceeds as soon as the foreign Secret goes;
+//   - StatusBackend and ClusterStatusBackend objects whose Ready condition or spec changed,
+//     and Namespaces whose labels changed (allowedNamespaces, fullAccessNamespaces);
+//   - the backend registry's channel (a backend became usable) and the inventory's channel
+//     (a token's last use or liveness on the backend changed).
+//
+// # Backend registry (backend_registry.go)
+//
+// The backend reconcilers check each backend's credential (GET /api_tokens/self, which must
+// be the backend's admin token) and put a ready client in the registry; only a registered
+// backend is called by the APIToken reconciler. A (re)registration wakes exactly the
+// APITokens of that backend. When a call fails as if the backend were down, the APIToken
+// reconciler reports an outage: the backend is re-checked at once and, while down,
+// unregistered, so its tokens wait quietly instead of each retrying; the next successful
+// check wakes them all at once. The registry also caps the requests in flight per backend,
+// so one slow or hostile backend cannot hold every worker.
+//
+// # Inventory (inventory.go)
+//
+// Once per sync interval, one list call per registered backend reads every active token the
+// operator manages there. It feeds status.lastUsedAt, finds tokens revoked by hand (then
+// confirmed with a GET on the token itself, since a list walk can miss one), and finds active
+// tokens of an APIToken that its status does not name, which the next pass deactivates. It
+// wakes only the APITokens whose view changed.
+//
+// # Write expectations (expectations.go)
+//
+// The cache lags behind the operator's own writes. After a pass wrote a Secret and a new
+// issue serial, the next pass waits (briefly, and at most expectationTimeout) until the cache
+// shows them, instead of issuing again from a stale copy. Memory only: after a restart the
+// caches start from a fresh list.
+//
+// # Where safety comes from
+//
+// Every token to retire is first recorded in status.pendingDeactivation with the backend
+// that holds it, and leaves the list only once that backend no longer lists it active. A
+// token is deactivated only when its own backend lists it with this APIToken's UID as
+// external_id. The create call's idempotency key depends only on what status says before the
+// Secret holds the value, so a retry after a crash replays the create instead of issuing a
+// second token. Cached Secrets keep only metadata and the token's hash (secret_cache.go), so
+// the operator's heap holds no token value and a tenant's large Secrets cost it nothing.
+package controllers
