@@ -44,6 +44,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(self.Permission).To(Equal(backend.PermissionFullAccess))
 	g.Expect(self.LastUsedAt).NotTo(BeNil())
+	g.Expect(self.IsAdmin()).To(BeTrue(), "the bootstrap credential has the admin role")
 
 	exp := time.Now().Add(48 * time.Hour).Truncate(time.Second).UTC()
 	req := backend.CreateRequest{
@@ -64,6 +65,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(created.ExternalID).To(Equal("uid-1"))
 	g.Expect(created.Labels).To(Equal(req.Labels))
 	g.Expect(created.ExpiresAt.Equal(exp)).To(BeTrue())
+	g.Expect(created.IsAdmin()).To(BeFalse())
 
 	replay, err := c.CreateToken(ctx, "key-1", req)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -104,6 +106,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	_, err = ro.CreateToken(ctx, "", req)
 	g.Expect(backend.IsForbidden(err)).To(BeTrue(), "%v", err)
 	g.Expect(err.Error()).To(Equal("backend create: 403 Forbidden: token is read-only"))
+	g.Expect(backend.IsAdminRequired(err)).To(BeFalse(), "read-only is another refusal")
 	roSelf, err := ro.Self(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(roSelf.ID).To(Equal(created.ID))
@@ -125,6 +128,63 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(backend.IsNotFound(err)).To(BeTrue())
 	_, err = c.GetToken(ctx, "")
 	g.Expect(kindOf(err)).To(Equal(backend.KindInvalid))
+}
+
+// TestClientAdminRole shows that a full_access token made through the API is
+// no admin: it reads itself but every token management call is refused.
+func TestClientAdminRole(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv := servertest.Start(t)
+	victim := srv.IssueToken(t, backend.CreateRequest{Name: "victim", Permission: backend.PermissionReadOnly})
+	fa := srv.IssueToken(t, backend.CreateRequest{Name: "workload", Permission: backend.PermissionFullAccess})
+	c := srv.ClientFor(t, fa.Value)
+
+	self, err := c.Self(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(self.Permission).To(Equal(backend.PermissionFullAccess))
+	g.Expect(self.IsAdmin()).To(BeFalse())
+	g.Expect(self.Role).To(BeEmpty())
+
+	calls := map[string]func() error{
+		"list": func() error { _, err := c.ListTokens(ctx, backend.ListOptions{}); return err },
+		"get":  func() error { _, err := c.GetToken(ctx, victim.ID); return err },
+		"deactivate": func() error {
+			_, err := c.DeactivateToken(ctx, victim.ID)
+			return err
+		},
+		"create": func() error {
+			_, err := c.CreateToken(ctx, "", backend.CreateRequest{Name: "x", Permission: backend.PermissionFullAccess})
+			return err
+		},
+	}
+	for name, call := range calls {
+		err := call()
+		g.Expect(backend.IsForbidden(err)).To(BeTrue(), "%s: %v", name, err)
+		g.Expect(backend.IsAdminRequired(err)).To(BeTrue(), "%s: %v", name, err)
+	}
+	got, err := srv.Client(t).GetToken(ctx, victim.ID)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.Status).To(Equal(backend.StatusActive))
+}
+
+func TestIsAdminRequired(t *testing.T) {
+	cases := map[string]struct {
+		err  error
+		want bool
+	}{
+		"403 admin role": {&backend.Error{Kind: backend.KindForbidden, StatusCode: 403, Message: "token management needs the admin role"}, true},
+		"wrapped":        {fmt.Errorf("listing: %w", &backend.Error{Kind: backend.KindForbidden, StatusCode: 403, Message: "token management needs the admin role"}), true},
+		"403 read-only":  {&backend.Error{Kind: backend.KindForbidden, StatusCode: 403, Message: "token is read-only"}, false},
+		"401":            {&backend.Error{Kind: backend.KindUnauthorized, StatusCode: 401, Message: "needs the admin role"}, false},
+		"plain error":    {errors.New("token management needs the admin role"), false},
+		"nil":            {nil, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			NewWithT(t).Expect(backend.IsAdminRequired(tc.err)).To(Equal(tc.want))
+		})
+	}
 }
 
 func TestClientIdempotencyInFlightIsConflict(t *testing.T) {

@@ -93,6 +93,17 @@ func IsUnauthorized(err error) bool { k, _ := kindOf(err); return k == KindUnaut
 // IsForbidden reports a 403: the credential lacks the permission.
 func IsForbidden(err error) bool { k, _ := kindOf(err); return k == KindForbidden }
 
+// adminRoleMessage is what the protocol's 403 says when the credential lacks the admin role.
+const adminRoleMessage = "admin role"
+
+// IsAdminRequired reports a 403 because the credential is not an admin: token
+// management needs the admin role, so the operator can tell the user to use
+// the backend's admin credential rather than any full_access token.
+func IsAdminRequired(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == KindForbidden && strings.Contains(e.Message, adminRoleMessage)
+}
+
 // IsConflict reports a 409: the same idempotency key is still in flight.
 func IsConflict(err error) bool { k, _ := kindOf(err); return k == KindConflict }
 

@@ -45,7 +45,17 @@ type Token struct {
 	// ExternalID links the token to its owner (the APIToken uid); empty if none.
 	ExternalID string
 	Labels     map[string]string
+	// Role is RoleAdmin for a credential that may manage tokens, empty otherwise.
+	Role string
 }
+
+// RoleAdmin is the role that token management needs. The backend gives it only
+// to credentials made outside the API, so no issued token ever has it.
+const RoleAdmin = "admin"
+
+// IsAdmin reports whether the token may manage tokens (list, get, create,
+// deactivate); the operator's own credential needs it.
+func (t *Token) IsAdmin() bool { return t.Role == RoleAdmin }
 
 // CreateRequest is the body of POST /api_tokens.
 type CreateRequest struct {

@@ -16,6 +16,7 @@ const (
 	permFullAccess = "full_access"
 	statusActive   = "active"
 	statusInactive = "inactive"
+	roleAdmin      = "admin"
 
 	maxNameLen        = 200
 	maxDescriptionLen = 1000

@@ -22,6 +22,7 @@ func TestDecodeCreateRequest(t *testing.T) {
 		{name: "empty body", body: ``, status: 400, contains: "empty"},
 		{name: "not an object", body: `[1]`, status: 400, contains: "JSON object"},
 		{name: "unknown field", body: `{"name":"a","permission":"read_only","admin":true}`, status: 400, contains: `unknown field "admin"`},
+		{name: "role cannot be requested", body: `{"name":"a","permission":"full_access","role":"admin"}`, status: 400, contains: `unknown field "role"`},
 		{name: "wrong type name", body: `{"name":5,"permission":"read_only"}`, status: 400, contains: `field "name" must be a string, got number`},
 		{name: "wrong type labels", body: `{"name":"a","permission":"read_only","labels":{"k":1}}`, status: 400, contains: `labels`},
 		{name: "wrong type expires_at", body: `{"name":"a","permission":"read_only","expires_at":1}`, status: 400, contains: `expires_at`},

@@ -170,7 +170,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type route struct {
 	// methods maps allowed methods to handlers (HEAD is implied by GET).
 	methods map[string]http.HandlerFunc
-	// management routes need full_access even for reads.
+	// management routes need the admin role, even for reads.
 	management bool
 }
 
@@ -216,9 +216,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusNotFound, "not found")
 		return
 	}
-	if rt.management && caller.Permission != permFullAccess {
+	if rt.management && !caller.isAdmin() {
+		// Without this any full_access token, e.g. one handed to a workload,
+		// could list and deactivate every tenant's tokens.
 		s.counters.forbidden.Add(1)
-		s.writeError(w, http.StatusForbidden, "token management requires a full_access token")
+		s.writeError(w, http.StatusForbidden, "token management needs the admin role")
 		return
 	}
 	method := r.Method
@@ -336,6 +338,7 @@ type tokenJSON struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
 	Token         string            `json:"token,omitempty"`
 }
 
@@ -362,6 +365,10 @@ func toTokenJSON(r tokenRecord, now time.Time) tokenJSON {
 	}
 	if j.Labels == nil {
 		j.Labels = map[string]string{}
+	}
+	if r.Role != "" {
+		role := r.Role
+		j.Role = &role
 	}
 	return j
 }

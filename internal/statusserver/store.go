@@ -43,8 +43,14 @@ type tokenRecord struct {
 	Last4         string            `json:"last4"`
 	ExternalID    string            `json:"external_id,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
-	Seq           uint64            `json:"seq"`
+	// Role is roleAdmin for the bootstrap or imported admin credential, empty
+	// otherwise. The API can never set it: only the admin manages tokens.
+	Role string `json:"role,omitempty"`
+	Seq  uint64 `json:"seq"`
 }
+
+// isAdmin reports whether the token may manage tokens.
+func (r *tokenRecord) isAdmin() bool { return r.Role == roleAdmin }
 
 // active reports whether the token authenticates at now.
 func (r *tokenRecord) active(now time.Time) bool {
@@ -146,10 +152,16 @@ func (s *Store) load() error {
 			s.seq = binary.BigEndian.Uint64(v)
 		}
 		s.adminID = string(meta.Get(keyAdminID))
+		var migrated []tokenRecord
 		err := tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var r tokenRecord
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decoding token %s: %w", k, err)
+			}
+			if r.ID == s.adminID && r.Role == "" {
+				// Stores written before roles existed only recorded the admin's id.
+				r.Role = roleAdmin
+				migrated = append(migrated, r)
 			}
 			t := &storedToken{rec: r}
 			if r.LastUsedAt != nil {
@@ -162,6 +174,12 @@ func (s *Store) load() error {
 		})
 		if err != nil {
 			return err
+		}
+		for i := range migrated {
+			// Written after the walk: bbolt forbids changing a bucket inside ForEach.
+			if err := putJSON(tx, bucketTokens, migrated[i].ID, &migrated[i]); err != nil {
+				return err
+			}
 		}
 		sort.Slice(s.order, func(i, j int) bool { return s.order[i].rec.Seq < s.order[j].rec.Seq })
 		return tx.Bucket(bucketBoards).ForEach(func(k, v []byte) error {
@@ -224,6 +242,9 @@ func (s *Store) insertToken(value string, p tokenParams, now time.Time, admin bo
 		ExternalID:  p.ExternalID,
 		Labels:      p.Labels,
 	}
+	if admin {
+		r.Role = roleAdmin
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		var err error
 		if r.Seq, err = s.nextSeq(tx); err != nil {
@@ -259,16 +280,16 @@ func (s *Store) createToken(p tokenParams, now time.Time) (tokenRecord, string, 
 	return r, value, err
 }
 
-// CreateAdminToken issues a full_access token and records it as the bootstrap
-// admin. The value is returned once; only its hash is stored.
+// CreateAdminToken issues a full_access token with the admin role and records
+// it as the bootstrap admin. The value is returned once; only its hash is stored.
 func (s *Store) CreateAdminToken(name string, now time.Time) (id, value string, err error) {
 	value = newTokenValue()
 	r, err := s.insertToken(value, tokenParams{Name: name, Permission: permFullAccess}, now, true)
 	return r.ID, value, err
 }
 
-// ImportAdminToken registers a caller-chosen value as a full_access admin
-// token unless a token with that value already exists. It reports whether it
+// ImportAdminToken registers a caller-chosen value as a full_access token with
+// the admin role unless a token with that value already exists. It reports whether it
 // created one.
 func (s *Store) ImportAdminToken(name, value string, now time.Time) (created bool, err error) {
 	if err := validateImportedValue(value); err != nil {

@@ -17,8 +17,9 @@ import (
 
 // fixture is the state the endpoint table works on.
 type fixture struct {
-	readOnly, victim, deactivated tokenObj
-	board, doomedBoard            boardObj
+	// fullAccess is a full_access token made through the API: it has no admin role.
+	readOnly, fullAccess, victim, deactivated tokenObj
+	board, doomedBoard                        boardObj
 }
 
 func newFixture(t *testing.T, tg *target) fixture {
@@ -27,6 +28,7 @@ func newFixture(t *testing.T, tg *target) fixture {
 	s := uniq()
 	f := fixture{
 		readOnly:    tg.createToken(t, map[string]any{"name": "ro-" + s, "permission": "read_only"}),
+		fullAccess:  tg.createToken(t, map[string]any{"name": "fa-" + s, "permission": "full_access"}),
 		victim:      tg.createToken(t, map[string]any{"name": "victim-" + s, "permission": "read_only"}),
 		deactivated: tg.createToken(t, map[string]any{"name": "gone-" + s, "permission": "full_access"}),
 	}
@@ -47,6 +49,7 @@ func TestEndpoints(t *testing.T) {
 	f := newFixture(t, tg)
 	const (
 		admin = "admin"
+		fa    = "full_access"
 		ro    = "read_only"
 		none  = "none"
 		bad   = "unknown"
@@ -54,6 +57,7 @@ func TestEndpoints(t *testing.T) {
 	)
 	callers := map[string]string{
 		admin: tg.admin,
+		fa:    f.fullAccess.Token,
 		ro:    f.readOnly.Token,
 		none:  "",
 		bad:   "sgt_" + strings.Repeat("x", 40),
@@ -77,6 +81,7 @@ func TestEndpoints(t *testing.T) {
 	message := func(want string) func(g *WithT, r reply) {
 		return func(g *WithT, r reply) { g.Expect(r.Env.Message).To(ContainSubstring(want)) }
 	}
+	needsAdmin := message("token management needs the admin role")
 	rows := []row{
 		{method: "GET", path: "/ping", caller: admin, status: 200},
 		{method: "GET", path: "/ping", caller: ro, status: 200},
@@ -93,7 +98,10 @@ func TestEndpoints(t *testing.T) {
 				g.Expect(tok.ExternalID).To(BeNil())
 				g.Expect(tok.LastUsedAt).To(BeNil())
 				g.Expect(tok.DeactivatedAt).To(BeNil())
+				g.Expect(tok.Role).To(BeNil(), "POST /api_tokens never creates an admin token")
 			}},
+		{method: "POST", path: "/api_tokens", caller: fa, body: map[string]any{"name": "x", "permission": "read_only"}, status: 403, check: needsAdmin},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"full_access","role":"admin"}`, status: 400, check: message("role")},
 		{method: "POST", path: "/api_tokens", caller: ro, body: map[string]any{"name": "x", "permission": "read_only"}, status: 403, check: message("token is read-only")},
 		{method: "POST", path: "/api_tokens", caller: none, body: map[string]any{"name": "x", "permission": "read_only"}, status: 401},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","root":true}`, status: 400, check: message("root")},
@@ -108,20 +116,37 @@ func TestEndpoints(t *testing.T) {
 		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200, check: isToken(f.victim.ID)},
 		{method: "HEAD", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200},
 		{method: "GET", path: "/api_tokens/tok_00000000000000000000", caller: admin, status: 404},
-		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: ro, status: 403},
+		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: ro, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: fa, status: 403, check: needsAdmin},
+		{method: "HEAD", path: "/api_tokens/" + f.victim.ID, caller: fa, status: 403},
+		{method: "GET", path: "/api_tokens/tok_00000000000000000000", caller: fa, status: 403, check: needsAdmin},
 
 		{method: "GET", path: "/api_tokens", caller: admin, status: 200, check: isList},
 		{method: "GET", path: "/api_tokens?status=bogus", caller: admin, status: 400},
 		{method: "GET", path: "/api_tokens?page=0", caller: admin, status: 400},
-		{method: "GET", path: "/api_tokens", caller: ro, status: 403},
+		{method: "GET", path: "/api_tokens", caller: ro, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens", caller: fa, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens?external_id=x", caller: fa, status: 403, check: needsAdmin},
 
 		{method: "GET", path: "/api_tokens/self", caller: ro, status: 200, check: isToken(f.readOnly.ID)},
 		{method: "GET", path: "/api_tokens/self", caller: admin, status: 200, check: func(g *WithT, r reply) {
-			g.Expect(decodeToken(g, r.Env.Data, false).Permission).To(Equal("full_access"))
+			tok := decodeToken(g, r.Env.Data, false)
+			g.Expect(tok.Permission).To(Equal("full_access"))
+			g.Expect(tok.Role).To(HaveValue(Equal("admin")))
+		}},
+		{method: "GET", path: "/api_tokens/self", caller: fa, status: 200, check: func(g *WithT, r reply) {
+			tok := decodeToken(g, r.Env.Data, false)
+			g.Expect(tok.ID).To(Equal(f.fullAccess.ID))
+			g.Expect(tok.Role).To(BeNil())
 		}},
 		{method: "GET", path: "/api_tokens/self", caller: gone, status: 401},
 
 		{method: "POST", path: "/api_tokens/" + f.victim.ID + "/deactivate", caller: ro, status: 403, check: message("token is read-only")},
+		{method: "POST", path: "/api_tokens/" + f.victim.ID + "/deactivate", caller: fa, status: 403, check: needsAdmin},
+		{method: "POST", path: "/api_tokens/" + f.fullAccess.ID + "/deactivate", caller: fa, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200, check: func(g *WithT, r reply) {
+			g.Expect(decodeToken(g, r.Env.Data, false).Status).To(Equal("active"), "refused deactivations changed nothing")
+		}},
 		{method: "POST", path: "/api_tokens/" + f.victim.ID + "/deactivate", caller: admin, status: 200, check: func(g *WithT, r reply) {
 			tok := decodeToken(g, r.Env.Data, false)
 			g.Expect(tok.Status).To(Equal("inactive"))
@@ -149,6 +174,9 @@ func TestEndpoints(t *testing.T) {
 		{method: "DELETE", path: "/boards/" + f.doomedBoard.ID, caller: admin, status: 404},
 		{method: "PUT", path: "/boards/" + f.board.ID, caller: admin, body: map[string]any{"name": "x"}, status: 405},
 		{method: "PATCH", path: "/api_tokens/" + f.readOnly.ID, caller: admin, body: map[string]any{"name": "x"}, status: 405},
+		{method: "PATCH", path: "/api_tokens/" + f.readOnly.ID, caller: fa, body: map[string]any{"name": "x"}, status: 403, check: needsAdmin},
+		{method: "GET", path: "/boards", caller: fa, status: 200, check: isList},
+		{method: "POST", path: "/boards", caller: fa, body: map[string]any{"name": "by-full-access"}, status: 201},
 		{method: "GET", path: "/no_such_resource", caller: admin, status: 404},
 	}
 	for _, rw := range rows {

@@ -137,6 +137,7 @@ type tokenObj struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
 	Token         string            `json:"token"`
 }
 
@@ -209,7 +210,7 @@ func expectEnvelope(g *WithT, r reply) {
 }
 
 var tokenKeys = []string{"id", "name", "description", "permission", "status", "expires_at",
-	"last_used_at", "created_at", "deactivated_at", "last4", "external_id", "labels"}
+	"last_used_at", "created_at", "deactivated_at", "last4", "external_id", "labels", "role"}
 
 // decodeToken decodes data as one token object, checking every documented key is present.
 func decodeToken(g *WithT, data json.RawMessage, withValue bool) tokenObj {
@@ -231,6 +232,9 @@ func decodeToken(g *WithT, data json.RawMessage, withValue bool) tokenObj {
 	g.Expect(tok.Permission).To(BeElementOf("read_only", "full_access"))
 	g.Expect(tok.Status).To(BeElementOf("active", "inactive"))
 	g.Expect(tok.Labels).NotTo(BeNil())
+	if tok.Role != nil {
+		g.Expect(*tok.Role).To(Equal("admin"), "role is \"admin\" or null")
+	}
 	if withValue {
 		g.Expect(valuePattern.MatchString(tok.Token)).To(BeTrue(), "value format")
 		g.Expect(tok.Last4).To(Equal(tok.Token[len(tok.Token)-4:]))
