@@ -135,7 +135,7 @@ func (c *HTTPClient) BaseURL() string { return c.base.String() }
 
 // Ping implements Client.
 func (c *HTTPClient) Ping(ctx context.Context) error {
-	return c.do(ctx, "ping", http.MethodGet, "/ping", nil, nil, nil, nil)
+	return c.do(ctx, "ping", http.MethodGet, []string{"ping"}, nil, nil, nil, nil)
 }
 
 // CreateToken implements Client.
@@ -160,7 +160,7 @@ func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req
 		h.Set("Idempotency-Key", idempotencyKey)
 	}
 	var out *CreatedToken
-	err = c.do(ctx, op, http.MethodPost, "/api_tokens", nil, raw, h, func(res *reply) error {
+	err = c.do(ctx, op, http.MethodPost, []string{"api_tokens"}, nil, raw, h, func(res *reply) error {
 		w, err := decodeTokenData(res.env.Data)
 		if err != nil {
 			return err
@@ -186,7 +186,7 @@ func (c *HTTPClient) GetToken(ctx context.Context, id string) (*Token, error) {
 	if err := checkID("get", id); err != nil {
 		return nil, err
 	}
-	return c.tokenCall(ctx, "get", http.MethodGet, "/api_tokens/"+url.PathEscape(id))
+	return c.tokenCall(ctx, "get", http.MethodGet, "api_tokens", id)
 }
 
 // DeactivateToken implements Client.
@@ -194,12 +194,12 @@ func (c *HTTPClient) DeactivateToken(ctx context.Context, id string) (*Token, er
 	if err := checkID("deactivate", id); err != nil {
 		return nil, err
 	}
-	return c.tokenCall(ctx, "deactivate", http.MethodPost, "/api_tokens/"+url.PathEscape(id)+"/deactivate")
+	return c.tokenCall(ctx, "deactivate", http.MethodPost, "api_tokens", id, "deactivate")
 }
 
 // Self implements Client.
 func (c *HTTPClient) Self(ctx context.Context) (*Token, error) {
-	return c.tokenCall(ctx, "self", http.MethodGet, "/api_tokens/self")
+	return c.tokenCall(ctx, "self", http.MethodGet, "api_tokens", "self")
 }
 
 // ListTokens implements Client. It follows next_page until the last page.
@@ -227,7 +227,7 @@ func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token,
 		}
 		q.Set("page", strconv.Itoa(page))
 		next := 0
-		err := c.do(ctx, op, http.MethodGet, "/api_tokens", q, nil, nil, func(res *reply) error {
+		err := c.do(ctx, op, http.MethodGet, []string{"api_tokens"}, q, nil, nil, func(res *reply) error {
 			items, err := decodeTokenList(res.env.Data)
 			if err != nil {
 				return err
@@ -253,9 +253,9 @@ func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token,
 	}
 }
 
-func (c *HTTPClient) tokenCall(ctx context.Context, op, method, path string) (*Token, error) {
+func (c *HTTPClient) tokenCall(ctx context.Context, op, method string, segs ...string) (*Token, error) {
 	var t Token
-	err := c.do(ctx, op, method, path, nil, nil, nil, func(res *reply) error {
+	err := c.do(ctx, op, method, segs, nil, nil, nil, func(res *reply) error {
 		w, err := decodeTokenData(res.env.Data)
 		if err != nil {
 			return err
@@ -269,9 +269,12 @@ func (c *HTTPClient) tokenCall(ctx context.Context, op, method, path string) (*T
 	return &t, nil
 }
 
+// checkID refuses, before sending, an id the protocol cannot hold. "self"
+// fits the charset but names the caller's own token, never another. The id is
+// not quoted: a caller that mixed up fields might have passed a token value.
 func checkID(op, id string) error {
-	if id == "" || id == "self" || id == "." || id == ".." {
-		return newError(op, KindInvalid, 0, "invalid token id %q", id)
+	if !validID(id) || id == "self" {
+		return newError(op, KindInvalid, 0, "token id must be 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
 	}
 	return nil
 }
@@ -286,9 +289,9 @@ type reply struct {
 // do sends one request and hands the envelope of a 2xx reply to decode (may be
 // nil); a decode error becomes a Protocol error. It returns nil or an *Error
 // and reports to the observer exactly once, after decoding.
-func (c *HTTPClient) do(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
+func (c *HTTPClient) do(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
 	start := time.Now()
-	res, err := c.roundTrip(ctx, op, method, path, q, body, h)
+	res, err := c.roundTrip(ctx, op, method, segs, q, body, h)
 	code := 0
 	if res != nil {
 		code = res.code
@@ -309,16 +312,25 @@ func (c *HTTPClient) do(ctx context.Context, op, method, path string, q url.Valu
 	return err
 }
 
-func (c *HTTPClient) roundTrip(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header) (*reply, error) {
+// endpoint is the URL of the API path made of segs below the base URL. Each
+// segment is escaped exactly once: Path holds the plain text and RawPath its
+// escaped form, which url.URL.String sends as is because the two agree.
+func (c *HTTPClient) endpoint(segs []string) url.URL {
+	u := *c.base
+	plain, escaped := c.base.Path, c.base.EscapedPath()
+	for _, s := range segs {
+		plain += "/" + s
+		escaped += "/" + url.PathEscape(s)
+	}
+	u.Path, u.RawPath = plain, escaped
+	return u
+}
+
+func (c *HTTPClient) roundTrip(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header) (*reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	u := *c.base
-	u.Path = c.base.Path + path
-	u.RawPath = ""
-	if c.base.RawPath != "" || strings.Contains(path, "%") {
-		u.RawPath = c.base.EscapedPath() + path
-	}
+	u := c.endpoint(segs)
 	if q != nil {
 		u.RawQuery = q.Encode()
 	}

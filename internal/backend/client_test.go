@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,6 +233,22 @@ func getCall(c *backend.HTTPClient) error {
 	return err
 }
 
+func deactivateCall(c *backend.HTTPClient) error {
+	_, err := c.DeactivateToken(context.Background(), "tok_1")
+	return err
+}
+
+func selfCall(c *backend.HTTPClient) error {
+	_, err := c.Self(context.Background())
+	return err
+}
+
+// withID is goodToken with another id, JSON-quoted.
+func withID(id string) string {
+	q, _ := json.Marshal(id)
+	return strings.Replace(goodToken, `"tok_1"`, string(q), 1)
+}
+
 func listCall(c *backend.HTTPClient) error {
 	_, err := c.ListTokens(context.Background(), backend.ListOptions{})
 	return err
@@ -353,6 +370,26 @@ func TestClientHostileReplies(t *testing.T) {
 			handler: reply(200, "application/json", `{"success":true,"data":[`+goodToken+`],"pagination":{"current_page":1,"per_page":1,"total_pages":9,"total_count":9,"next_page":1}}`),
 			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "does not advance",
 		},
+		"created id with a space": {
+			handler: reply(201, "application/json", `{"success":true,"data":`+strings.TrimSuffix(withID("tok 1"), "}")+`,"token":"sgt_x"}}`),
+			call:    createCall, kind: backend.KindProtocol, status: 201, contains: "id is not",
+		},
+		"get id with a slash": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+withID("../admin")+`}`),
+			call:    getCall, kind: backend.KindProtocol, status: 200, contains: "id is not",
+		},
+		"deactivate id with a percent": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+withID("tok%2F1")+`}`),
+			call:    deactivateCall, kind: backend.KindProtocol, status: 200, contains: "id is not",
+		},
+		"self id not ASCII": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+withID("tök_1")+`}`),
+			call:    selfCall, kind: backend.KindProtocol, status: 200, contains: "id is not",
+		},
+		"list item id too long": {
+			handler: reply(200, "application/json", `{"success":true,"data":[`+goodToken+`,`+withID(strings.Repeat("a", 129))+`]}`),
+			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "item 1: token object id is not",
+		},
 		"list item without id": {
 			handler: reply(200, "application/json", `{"success":true,"data":[{"name":"x","status":"active"}]}`),
 			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "no id",
@@ -391,6 +428,68 @@ func TestClientHostileReplies(t *testing.T) {
 			g.Expect(observed[0]).To(HaveSuffix(fmt.Sprintf(" %d true", tc.status)))
 		})
 	}
+}
+
+// TestClientRefusesBadIDs checks that ids outside the protocol's charset are
+// refused before anything is sent, without quoting them.
+func TestClientRefusesBadIDs(t *testing.T) {
+	var hits atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		reply(200, "application/json", `{"success":true,"data":`+withID(strings.TrimPrefix(r.URL.Path, "/api_tokens/"))+`}`)(w, r)
+	}))
+	defer hs.Close()
+	c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	bad := []string{"", "tok 1", "tok/1", "..", ".", "self", "tok%201", "tök", "tok\n1", strings.Repeat("a", 129), "sgt_SECRETsecret?x=1"}
+	for _, id := range bad {
+		t.Run(id, func(t *testing.T) {
+			g := NewWithT(t)
+			before := hits.Load()
+			_, gerr := c.GetToken(context.Background(), id)
+			_, derr := c.DeactivateToken(context.Background(), id)
+			for _, err := range []error{gerr, derr} {
+				g.Expect(kindOf(err)).To(Equal(backend.KindInvalid), "%v", err)
+				g.Expect(err.(*backend.Error).StatusCode).To(BeZero())
+				if id != "" {
+					g.Expect(err.Error()).NotTo(ContainSubstring(id))
+				}
+			}
+			g.Expect(hits.Load()).To(Equal(before), "nothing was sent")
+		})
+	}
+	g := NewWithT(t)
+	longest := strings.Repeat("a", 128)
+	got, err := c.GetToken(context.Background(), longest)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.ID).To(Equal(longest))
+	_, err = c.GetToken(context.Background(), "Tok_-9")
+	g.Expect(err).NotTo(HaveOccurred())
+}
+
+// TestClientPathOnTheWire checks the exact request URI of each call, with a
+// base path that carries escapes of its own.
+func TestClientPathOnTheWire(t *testing.T) {
+	g := NewWithT(t)
+	var uris []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uris = append(uris, r.Method+" "+r.RequestURI)
+		reply(200, "application/json", `{"success":true,"data":`+goodToken+`}`)(w, r)
+	}))
+	defer hs.Close()
+	c, err := backend.New(backend.Options{BaseURL: hs.URL + "/tenant%2Fa/api%20v3", Token: clientToken})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.GetToken(context.Background(), "tok_1")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.DeactivateToken(context.Background(), "tok_1")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.Self(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(uris).To(Equal([]string{
+		"GET /tenant%2Fa/api%20v3/api_tokens/tok_1",
+		"POST /tenant%2Fa/api%20v3/api_tokens/tok_1/deactivate",
+		"GET /tenant%2Fa/api%20v3/api_tokens/self",
+	}))
 }
 
 func TestClientTransientClassification(t *testing.T) {

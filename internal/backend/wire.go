@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -111,9 +112,21 @@ func decodeTokenList(data json.RawMessage) ([]tokenWire, error) {
 	return ws, nil
 }
 
+// maxIDLen bounds ids; with idPattern it keeps an id safe in a URL path, a
+// label and a log line without escaping.
+const maxIDLen = 128
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+func validID(id string) bool { return idPattern.MatchString(id) }
+
 func (w *tokenWire) check() error {
 	if w.ID == "" {
 		return errors.New("token object has no id")
+	}
+	if !validID(w.ID) {
+		// Not quoted: the reply is untrusted and the field could hold anything.
+		return fmt.Errorf("token object id is not 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
 	}
 	switch w.Status {
 	case StatusActive, StatusInactive:
