@@ -390,6 +390,18 @@ func TestClientHostileReplies(t *testing.T) {
 			handler: reply(200, "application/json", `{"success":true,"data":[`+goodToken+`,`+withID(strings.Repeat("a", 129))+`]}`),
 			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "item 1: token object id is not",
 		},
+		"created_at before 2000": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+strings.Replace(goodToken, "2025-01-01", "1999-12-31", 1)+`}`),
+			call:    getCall, kind: backend.KindProtocol, status: 200, contains: `"created_at" is outside`,
+		},
+		"created_at missing": {
+			handler: reply(200, "application/json", `{"success":true,"data":{"id":"tok_1","status":"active"}}`),
+			call:    selfCall, kind: backend.KindProtocol, status: 200, contains: "no created_at",
+		},
+		"list item expires in the year 9000": {
+			handler: reply(200, "application/json", `{"success":true,"data":[`+strings.Replace(goodToken, `"last4"`, `"expires_at":"9000-01-01T00:00:00Z","last4"`, 1)+`]}`),
+			call:    listCall, kind: backend.KindProtocol, status: 200, contains: `item 0: token object field "expires_at"`,
+		},
 		"list item without id": {
 			handler: reply(200, "application/json", `{"success":true,"data":[{"name":"x","status":"active"}]}`),
 			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "no id",

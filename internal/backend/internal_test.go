@@ -104,3 +104,40 @@ func TestRoundTripEscapesSegmentsOnce(t *testing.T) {
 	g.Expect(uri).To(Equal("/base%2Fdir/api%20v3/api_tokens/tok%201%2Fx%25y"))
 	g.Expect(path).To(Equal("/base/dir/api v3/api_tokens/tok 1/x%y"))
 }
+
+// TestDecodeTokenTimes checks the range every reply timestamp must fall in,
+// at both edges and for each field.
+func TestDecodeTokenTimes(t *testing.T) {
+	const base = `{"id":"tok_1","status":"active","created_at":"2025-01-01T00:00:00Z"`
+	cases := map[string]struct {
+		extra   string // appended fields (a later created_at wins)
+		wantErr string // "" = accepted
+	}{
+		"in range":                     {extra: `,"expires_at":"2030-01-01T00:00:00Z","last_used_at":null`},
+		"lowest":                       {extra: `,"created_at":"2000-01-01T00:00:00Z"`},
+		"highest":                      {extra: `,"expires_at":"8999-12-31T23:59:59.999999999Z"`},
+		"created_at missing":           {extra: `,"created_at":"0001-01-01T00:00:00Z"`, wantErr: "no created_at"},
+		"created_at before 2000":       {extra: `,"created_at":"1999-12-31T23:59:59Z"`, wantErr: `"created_at"`},
+		"created_at before 2000 by tz": {extra: `,"created_at":"2000-01-01T00:30:00+01:00"`, wantErr: `"created_at"`},
+		"created_at 1970":              {extra: `,"created_at":"1970-01-01T00:00:00Z"`, wantErr: `"created_at"`},
+		"expires_at at 9000":           {extra: `,"expires_at":"9000-01-01T00:00:00Z"`, wantErr: `"expires_at"`},
+		"expires_at after 9000":        {extra: `,"expires_at":"9999-12-31T23:59:59Z"`, wantErr: `"expires_at"`},
+		"last_used_at before 2000":     {extra: `,"last_used_at":"0001-01-01T00:00:00Z"`, wantErr: `"last_used_at"`},
+		"deactivated_at after 9000":    {extra: `,"deactivated_at":"9000-01-01T00:00:00Z"`, wantErr: `"deactivated_at"`},
+		"deactivated_at before 2000":   {extra: `,"deactivated_at":"1999-01-01T00:00:00Z"`, wantErr: `"deactivated_at"`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			_, err := decodeTokenData(json.RawMessage(base + tc.extra + "}"))
+			if tc.wantErr == "" {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(err).To(MatchError(ContainSubstring(tc.wantErr)))
+		})
+	}
+	g := NewWithT(t)
+	_, err := decodeTokenData(json.RawMessage(`{"id":"tok_1","status":"active"}`))
+	g.Expect(err).To(MatchError(ContainSubstring("no created_at")))
+}

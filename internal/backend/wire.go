@@ -133,6 +133,37 @@ func (w *tokenWire) check() error {
 	default:
 		return errors.New("token object has an unknown status")
 	}
+	return w.checkTimes()
+}
+
+// Replies with times outside [minReplyTime, maxReplyTime) are protocol errors:
+// such a time is a server bug (a zero value, seconds read as milliseconds), and
+// passing it on would make the operator expire, rotate or never rotate a token
+// at the wrong moment.
+var (
+	minReplyTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxReplyTime = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// checkTimes checks every timestamp of the token object; created_at is required.
+func (w *tokenWire) checkTimes() error {
+	if w.CreatedAt.IsZero() {
+		return errors.New("token object has no created_at")
+	}
+	times := []struct {
+		field string
+		t     *time.Time
+	}{
+		{"created_at", &w.CreatedAt},
+		{"expires_at", w.ExpiresAt},
+		{"last_used_at", w.LastUsedAt},
+		{"deactivated_at", w.DeactivatedAt},
+	}
+	for _, f := range times {
+		if f.t != nil && (f.t.Before(minReplyTime) || !f.t.Before(maxReplyTime)) {
+			return fmt.Errorf("token object field %q is outside 2000-01-01..9000-01-01", f.field)
+		}
+	}
 	return nil
 }
 

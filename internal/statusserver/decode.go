@@ -26,6 +26,10 @@ const (
 	maxLabelValueLen  = 253
 )
 
+// maxExpiresAt is the protocol's bound on reply timestamps; a token that
+// expires later could never be read back by a conforming client.
+var maxExpiresAt = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // apiError is a client error with the status and message to send.
 type apiError struct {
 	Status  int
@@ -160,9 +164,13 @@ func decodeCreateRequest(r io.Reader) (*createTokenRequest, error) {
 	}
 	if req.ExpiresAt != nil {
 		t, err := time.Parse(time.RFC3339, *req.ExpiresAt)
-		if err != nil {
+		switch {
+		case err != nil:
 			problems = append(problems, "expires_at must be an RFC 3339 time")
-		} else {
+		case !t.Before(maxExpiresAt):
+			// Clients treat later times in a reply as a protocol error.
+			problems = append(problems, "expires_at must be before 9000-01-01")
+		default:
 			req.expiresAt = &t
 		}
 	}

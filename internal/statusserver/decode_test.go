@@ -31,6 +31,8 @@ func TestDecodeCreateRequest(t *testing.T) {
 		{name: "empty name", body: `{"name":" ","permission":"read_only"}`, status: 422, contains: "name must not be empty"},
 		{name: "bad permission", body: `{"name":"a","permission":"admin"}`, status: 422, contains: "permission"},
 		{name: "bad expires_at", body: `{"name":"a","permission":"read_only","expires_at":"tomorrow"}`, status: 422, contains: "RFC 3339"},
+		{name: "expires_at in the year 9000", body: `{"name":"a","permission":"read_only","expires_at":"9000-01-01T00:00:00Z"}`, status: 422, contains: "before 9000-01-01"},
+		{name: "expires_at just before 9000", body: `{"name":"a","permission":"read_only","expires_at":"8999-12-31T23:59:59Z"}`},
 		{name: "label key with =", body: `{"name":"a","permission":"read_only","labels":{"a=b":"c"}}`, status: 422, contains: "label keys"},
 		{name: "control chars in name", body: `{"name":"a\u0000b","permission":"read_only"}`, status: 422, contains: "control"},
 		{name: "name too long", body: `{"name":"` + strings.Repeat("x", 201) + `","permission":"read_only"}`, status: 422, contains: "at most"},

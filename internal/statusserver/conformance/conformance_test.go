@@ -111,6 +111,7 @@ func TestEndpoints(t *testing.T) {
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"","permission":"read_only"}`, status: 422},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"root"}`, status: 422},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","expires_at":"next week"}`, status: 422},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","expires_at":"9000-01-01T00:00:00Z"}`, status: 422, check: message("invalid token request")},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"` + strings.Repeat("x", 2<<20) + `"}`, status: 413},
 
 		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200, check: isToken(f.victim.ID)},
