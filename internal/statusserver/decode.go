@@ -19,7 +19,9 @@ const (
 	roleAdmin      = "admin"
 
 	maxNameLen        = 200
-	maxDescriptionLen = 1000
+	// maxDescriptionLen is the protocol's limit, in bytes of UTF-8; the
+	// APIToken CRD validates the same, so an admitted description is never refused here.
+	maxDescriptionLen = 255
 	maxExternalIDLen  = 256
 	maxLabels         = 64
 	maxLabelKeyLen    = 63
@@ -207,8 +209,9 @@ func checkText(field, v string, maxLen int) []string {
 		return []string{field + " must be valid UTF-8"}
 	}
 	for _, r := range v {
-		if r < ' ' && r != '\t' {
-			return []string{field + " must not contain control characters"}
+		// Tab is allowed and DEL is not, as in the CRD's rule for description.
+		if (r < ' ' && r != '\t') || r == 0x7f {
+			return []string{field + " must be one line without control characters"}
 		}
 	}
 	return nil

@@ -35,6 +35,14 @@ func TestDecodeCreateRequest(t *testing.T) {
 		{name: "expires_at just before 9000", body: `{"name":"a","permission":"read_only","expires_at":"8999-12-31T23:59:59Z"}`},
 		{name: "label key with =", body: `{"name":"a","permission":"read_only","labels":{"a=b":"c"}}`, status: 422, contains: "label keys"},
 		{name: "control chars in name", body: `{"name":"a\u0000b","permission":"read_only"}`, status: 422, contains: "control"},
+		{name: "description of 255 ASCII bytes", body: `{"name":"a","permission":"read_only","description":"` + strings.Repeat("d", 255) + `"}`},
+		{name: "description of 255 UTF-8 bytes", body: `{"name":"a","permission":"read_only","description":"` + strings.Repeat("é", 127) + `x"}`},
+		{name: "description with a tab", body: `{"name":"a","permission":"read_only","description":"a\tb"}`},
+		{name: "description of 256 bytes", body: `{"name":"a","permission":"read_only","description":"` + strings.Repeat("d", 256) + `"}`, status: 422, contains: "description must be at most 255 bytes"},
+		{name: "description of 128 runes in 256 bytes", body: `{"name":"a","permission":"read_only","description":"` + strings.Repeat("é", 128) + `"}`, status: 422, contains: "description must be at most 255 bytes"},
+		{name: "description with a newline", body: `{"name":"a","permission":"read_only","description":"a\nb"}`, status: 422, contains: "description must be one line"},
+		{name: "description with DEL", body: `{"name":"a","permission":"read_only","description":"a\u007fb"}`, status: 422, contains: "description must be one line"},
+		{name: "description with NUL", body: `{"name":"a","permission":"read_only","description":"a\u0000b"}`, status: 422, contains: "description must be one line"},
 		{name: "name too long", body: `{"name":"` + strings.Repeat("x", 201) + `","permission":"read_only"}`, status: 422, contains: "at most"},
 	}
 	for _, tc := range cases {

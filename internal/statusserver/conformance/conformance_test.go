@@ -82,6 +82,11 @@ func TestEndpoints(t *testing.T) {
 		return func(g *WithT, r reply) { g.Expect(r.Env.Message).To(ContainSubstring(want)) }
 	}
 	needsAdmin := message("token management needs the admin role")
+	errorsMention := func(field string) func(g *WithT, r reply) {
+		return func(g *WithT, r reply) {
+			g.Expect(r.Env.Message + " " + strings.Join(r.Env.Errors, "; ")).To(ContainSubstring(field))
+		}
+	}
 	rows := []row{
 		{method: "GET", path: "/ping", caller: admin, status: 200},
 		{method: "GET", path: "/ping", caller: ro, status: 200},
@@ -113,6 +118,11 @@ func TestEndpoints(t *testing.T) {
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","expires_at":"next week"}`, status: 422},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","expires_at":"9000-01-01T00:00:00Z"}`, status: 422, check: message("invalid token request")},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"` + strings.Repeat("x", 2<<20) + `"}`, status: 413},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"` + strings.Repeat("é", 128) + `"}`, status: 422, check: errorsMention("description")},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"two\nlines"}`, status: 422, check: errorsMention("description")},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"d-` + uniq() + `","permission":"read_only","description":"` + strings.Repeat("é", 127) + `x"}`, status: 201, check: func(g *WithT, r reply) {
+			g.Expect(decodeToken(g, r.Env.Data, true).Description).To(HaveLen(255))
+		}},
 
 		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200, check: isToken(f.victim.ID)},
 		{method: "HEAD", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200},
