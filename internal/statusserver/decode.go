@@ -18,7 +18,7 @@ const (
 	statusInactive = "inactive"
 	roleAdmin      = "admin"
 
-	maxNameLen        = 200
+	maxNameLen = 200
 	// maxDescriptionLen is the protocol's limit, in bytes of UTF-8; the
 	// APIToken CRD validates the same, so an admitted description is never refused here.
 	maxDescriptionLen = 255
