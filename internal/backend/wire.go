@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -172,7 +173,9 @@ func (w *tokenWire) checkTimes() error {
 func describeJSONError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Errorf("field %q: got JSON %s, want %s", te.Field, te.Value, te.Type)
+		// Value can carry the literal ("number 1e999"); keep only its kind.
+		kind, _, _ := strings.Cut(te.Value, " ")
+		return fmt.Errorf("field %q: got JSON %s, want %s", te.Field, kind, te.Type)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
