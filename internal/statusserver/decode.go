@@ -217,6 +217,26 @@ func checkText(field, v string, maxLen int) []string {
 	return nil
 }
 
+// claimRequest is the body of POST /api_tokens/{id}/claim.
+type claimRequest struct {
+	ExternalID string `json:"external_id"`
+}
+
+func decodeClaimRequest(r io.Reader) (*claimRequest, error) {
+	var req claimRequest
+	if err := decodeStrict(r, &req); err != nil {
+		return nil, err
+	}
+	problems := checkText("external_id", req.ExternalID, maxExternalIDLen)
+	if req.ExternalID == "" {
+		problems = append(problems, "external_id must not be empty")
+	}
+	if len(problems) > 0 {
+		return nil, &apiError{Status: http.StatusUnprocessableEntity, Message: "invalid claim request", Errors: problems}
+	}
+	return &req, nil
+}
+
 // createBoardRequest is the body of POST /boards.
 type createBoardRequest struct {
 	Name string `json:"name"`

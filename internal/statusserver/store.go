@@ -46,7 +46,14 @@ type tokenRecord struct {
 	// Role is roleAdmin for the bootstrap or imported admin credential, empty
 	// otherwise. The API can never set it: only the admin manages tokens.
 	Role string `json:"role,omitempty"`
-	Seq  uint64 `json:"seq"`
+	// LastWriteAt and LastDeniedAt are the usage extension's stamps, kept
+	// like LastUsedAt (in memory, flushed in batches).
+	LastWriteAt  *time.Time `json:"last_write_at,omitempty"`
+	LastDeniedAt *time.Time `json:"last_denied_at,omitempty"`
+	// UpdatedAt is the last stored change (create, deactivate, claim); zero in
+	// records written before it existed. updatedAt adds the stamps and expiry.
+	UpdatedAt time.Time `json:"updated_at,omitempty"`
+	Seq       uint64    `json:"seq"`
 }
 
 // isAdmin reports whether the token may manage tokens.
@@ -57,20 +64,21 @@ func (r *tokenRecord) active(now time.Time) bool {
 	return r.DeactivatedAt == nil && (r.ExpiresAt == nil || now.Before(*r.ExpiresAt))
 }
 
-// storedToken is the in-memory form. lastUsed is atomic so authentication only
-// needs the read lock.
+// storedToken is the in-memory form. The stamps are atomic so authentication
+// only needs the read lock.
 type storedToken struct {
-	rec      tokenRecord // guarded by Store.mu
-	lastUsed atomic.Int64
-	dirty    atomic.Bool
+	rec        tokenRecord // guarded by Store.mu
+	lastUsed   atomic.Int64
+	lastWrite  atomic.Int64
+	lastDenied atomic.Int64
+	dirty      atomic.Bool
 }
 
 func (t *storedToken) snapshot() tokenRecord {
 	r := t.rec
-	if n := t.lastUsed.Load(); n != 0 {
-		lu := time.Unix(0, n).UTC()
-		r.LastUsedAt = &lu
-	}
+	r.LastUsedAt = stampTime(&t.lastUsed)
+	r.LastWriteAt = stampTime(&t.lastWrite)
+	r.LastDeniedAt = stampTime(&t.lastDenied)
 	r.Labels = make(map[string]string, len(t.rec.Labels))
 	for k, v := range t.rec.Labels {
 		r.Labels[k] = v
@@ -164,9 +172,9 @@ func (s *Store) load() error {
 				migrated = append(migrated, r)
 			}
 			t := &storedToken{rec: r}
-			if r.LastUsedAt != nil {
-				t.lastUsed.Store(r.LastUsedAt.UnixNano())
-			}
+			loadStamp(&t.lastUsed, r.LastUsedAt)
+			loadStamp(&t.lastWrite, r.LastWriteAt)
+			loadStamp(&t.lastDenied, r.LastDeniedAt)
 			s.byID[r.ID] = t
 			s.byHash[r.Hash] = t
 			s.order = append(s.order, t)
@@ -241,6 +249,7 @@ func (s *Store) insertToken(value string, p tokenParams, now time.Time, admin bo
 		Last4:       value[len(value)-4:],
 		ExternalID:  p.ExternalID,
 		Labels:      p.Labels,
+		UpdatedAt:   now.UTC(),
 	}
 	if admin {
 		r.Role = roleAdmin
@@ -335,12 +344,7 @@ func (s *Store) authenticate(value string, now time.Time) (tokenRecord, bool) {
 	if !ok || !t.rec.active(now) {
 		return tokenRecord{}, false
 	}
-	t.lastUsed.Store(now.UnixNano())
-	if t.dirty.CompareAndSwap(false, true) {
-		s.dirtyMu.Lock()
-		s.dirty[t.rec.ID] = t
-		s.dirtyMu.Unlock()
-	}
+	s.stamp(t, &t.lastUsed, now)
 	return t.snapshot(), true
 }
 
@@ -418,11 +422,13 @@ func (s *Store) deactivateToken(id string, now time.Time) (tokenRecord, error) {
 	}
 	at := now.UTC()
 	r.DeactivatedAt = &at
+	r.UpdatedAt = at
 	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketTokens, id, &r) }); err != nil {
 		return tokenRecord{}, fmt.Errorf("storing token: %w", err)
 	}
 	s.mu.Lock()
 	t.rec.DeactivatedAt = &at
+	t.rec.UpdatedAt = at
 	s.mu.Unlock()
 	return r, nil
 }

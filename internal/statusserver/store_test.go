@@ -72,3 +72,28 @@ func TestStoreMigratesLegacyAdmin(t *testing.T) {
 		g.Expect(s.Close()).To(Succeed())
 	}
 }
+
+func TestParseFeatures(t *testing.T) {
+	cases := map[string]struct {
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		"empty":   {in: "", want: nil},
+		"two":     {in: "usage, claim", want: []string{FeatureUsage, FeatureClaim}},
+		"commas":  {in: ",updated_since,", want: []string{FeatureUpdatedSince}},
+		"unknown": {in: "usage,bogus", wantErr: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			got, err := ParseFeatures(tc.in)
+			if tc.wantErr {
+				g.Expect(err).To(MatchError(ContainSubstring(`"bogus"`)))
+				return
+			}
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(got).To(Equal(tc.want))
+		})
+	}
+}

@@ -56,6 +56,7 @@ type config struct {
 	latency    time.Duration
 	logger     *slog.Logger
 	createHook func(context.Context)
+	disabled   []string
 }
 
 // WithClock makes the server use clock for expiry, timestamps and idempotency.
@@ -71,6 +72,12 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // is held, e.g. to block on a channel and observe the 409 in-flight answer.
 func WithCreateHook(hook func(context.Context)) Option {
 	return func(c *config) { c.createHook = hook }
+}
+
+// WithoutFeatures switches protocol extensions off (statusserver.FeatureUsage,
+// FeatureClaim, FeatureUpdatedSince), to check behaviour without them.
+func WithoutFeatures(names ...string) Option {
+	return func(c *config) { c.disabled = append(c.disabled, names...) }
 }
 
 // Instance is a running reference server.
@@ -127,11 +134,12 @@ func Start(tb testing.TB, opts ...Option) *Instance {
 func (in *Instance) serve(store *statusserver.Store, ln net.Listener) {
 	in.Store = store
 	in.Server = statusserver.New(statusserver.Options{
-		Store:      store,
-		Clock:      in.cfg.clock,
-		Logger:     in.cfg.logger,
-		Latency:    in.cfg.latency,
-		CreateHook: in.cfg.createHook,
+		Store:            store,
+		Clock:            in.cfg.clock,
+		Logger:           in.cfg.logger,
+		Latency:          in.cfg.latency,
+		CreateHook:       in.cfg.createHook,
+		DisabledFeatures: in.cfg.disabled,
 	})
 	in.addr = ln.Addr().String()
 	in.URL = "http://" + in.addr + statusserver.PathPrefix
