@@ -205,6 +205,10 @@ func TestDecodeTokenTimes(t *testing.T) {
 		"last_used_at before 2000":     {extra: `,"last_used_at":"0001-01-01T00:00:00Z"`, wantErr: `"last_used_at"`},
 		"deactivated_at after 9000":    {extra: `,"deactivated_at":"9000-01-01T00:00:00Z"`, wantErr: `"deactivated_at"`},
 		"deactivated_at before 2000":   {extra: `,"deactivated_at":"1999-01-01T00:00:00Z"`, wantErr: `"deactivated_at"`},
+		"last_write_at before 2000":    {extra: `,"last_write_at":"1999-01-01T00:00:00Z"`, wantErr: `"last_write_at"`},
+		"last_denied_at at 9000":       {extra: `,"last_denied_at":"9000-01-01T00:00:00Z"`, wantErr: `"last_denied_at"`},
+		"updated_at before 2000":       {extra: `,"updated_at":"0001-01-01T00:00:00Z"`, wantErr: `"updated_at"`},
+		"extension fields in range":    {extra: `,"last_write_at":"2026-01-01T00:00:00Z","last_denied_at":null,"updated_at":"2026-01-01T00:00:00Z"`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

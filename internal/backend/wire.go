@@ -42,6 +42,9 @@ type tokenWire struct {
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
 	Role          *string           `json:"role"`
+	LastWriteAt   *time.Time        `json:"last_write_at"`
+	LastDeniedAt  *time.Time        `json:"last_denied_at"`
+	UpdatedAt     *time.Time        `json:"updated_at"`
 	// Token is the value, present only in a create reply.
 	Token string `json:"token"`
 }
@@ -69,6 +72,9 @@ func (w *tokenWire) toToken() Token {
 		DeactivatedAt: w.DeactivatedAt,
 		Last4:         w.Last4,
 		Labels:        w.Labels,
+		LastWriteAt:   w.LastWriteAt,
+		LastDeniedAt:  w.LastDeniedAt,
+		UpdatedAt:     w.UpdatedAt,
 	}
 	if w.ExternalID != nil {
 		t.ExternalID = *w.ExternalID
@@ -159,6 +165,9 @@ func (w *tokenWire) checkTimes() error {
 		{"expires_at", w.ExpiresAt},
 		{"last_used_at", w.LastUsedAt},
 		{"deactivated_at", w.DeactivatedAt},
+		{"last_write_at", w.LastWriteAt},
+		{"last_denied_at", w.LastDeniedAt},
+		{"updated_at", w.UpdatedAt},
 	}
 	for _, f := range times {
 		if f.t != nil && (f.t.Before(minReplyTime) || !f.t.Before(maxReplyTime)) {
@@ -186,4 +195,31 @@ func describeJSONError(err error) error {
 		return errors.New("invalid RFC 3339 time")
 	}
 	return errors.New("invalid JSON")
+}
+
+// pingData is GET /ping's data; Features is absent on a server without extensions.
+type pingData struct {
+	Features []string `json:"features"`
+}
+
+// decodeFeatures keeps the known names, so a newer server's extensions are
+// ignored rather than misread.
+func decodeFeatures(data json.RawMessage) (Features, error) {
+	var p pingData
+	if len(bytes.TrimSpace(data)) == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		return Features{}, nil
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("malformed ping data: %w", describeJSONError(err))
+	}
+	out := Features{}
+	for _, name := range p.Features {
+		switch f := Feature(name); f {
+		case FeatureUsage, FeatureClaim, FeatureUpdatedSince:
+			if !out.Has(f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out, nil
 }
