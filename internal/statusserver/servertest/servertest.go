@@ -84,7 +84,8 @@ func WithoutFeatures(names ...string) Option {
 type Instance struct {
 	// URL is the base URL, ending in /api/v3.
 	URL string
-	// AdminToken is a full_access token value bootstrapped at the first start.
+	// AdminToken is the value of the full_access token with the admin role
+	// bootstrapped at the first start: the only credential that manages tokens.
 	AdminToken string
 	// Server is the handler; its Stats count requests since the last (re)start.
 	Server *statusserver.Server
