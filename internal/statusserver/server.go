@@ -159,7 +159,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.counters.requests.Add(1)
 	rec := &statusRecorder{ResponseWriter: w}
-	if caller, at, ok := s.serve(rec, r); ok && !safeMethod(r.Method) && rec.status < 300 && rec.status >= 200 {
+	if caller, at, ok := s.serve(rec, r); ok && succeededWrite(r.Method, rec.status) {
 		// Stamped after the handler: last_write_at is for writes that succeeded.
 		s.store.stampUsage(caller.ID, false, at)
 	}
@@ -257,6 +257,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, path string, call
 		return
 	}
 	h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
+}
+
+// succeededWrite reports a request the usage extension counts as a write.
+func succeededWrite(method string, status int) bool {
+	return !safeMethod(method) && status >= 200 && status < 300
 }
 
 func safeMethod(m string) bool {
