@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/statusops/apitoken-operator/internal/statusserver"
@@ -33,6 +34,8 @@ func run() error {
 	flag.StringVar(&cfg.TLSKeyFile, "tls-key", "", "TLS private key file (PEM)")
 	flag.DurationVar(&cfg.Latency, "latency", 0, "artificial latency added to every request")
 	flag.TextVar(&logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
+	flag.Func("disable-features", "comma-separated protocol extensions to switch off: "+strings.Join(statusserver.AllFeatures, ", "),
+		func(v string) (err error) { cfg.DisabledFeatures, err = statusserver.ParseFeatures(v); return err })
 	flag.Parse()
 
 	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))

@@ -63,7 +63,7 @@ type HTTPClient struct {
 	observer  func(op string, code int, d time.Duration, err error)
 }
 
-var _ Client = (*HTTPClient)(nil)
+var _ ExtendedClient = (*HTTPClient)(nil)
 
 // New validates o and builds a client. The base URL must be http or https;
 // CABundle must hold at least one PEM certificate when set.
@@ -135,7 +135,52 @@ func (c *HTTPClient) BaseURL() string { return c.base.String() }
 
 // Ping implements Client.
 func (c *HTTPClient) Ping(ctx context.Context) error {
-	return c.do(ctx, "ping", http.MethodGet, "/ping", nil, nil, nil, nil)
+	return c.do(ctx, "ping", http.MethodGet, []string{"ping"}, nil, nil, nil, nil)
+}
+
+// Features implements ExtendedClient: it reads data.features of GET /ping.
+func (c *HTTPClient) Features(ctx context.Context) (Features, error) {
+	var out Features
+	err := c.do(ctx, "ping", http.MethodGet, []string{"ping"}, nil, nil, nil, func(res *reply) error {
+		var err error
+		out, err = decodeFeatures(res.env.Data)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ClaimToken implements ExtendedClient (POST /api_tokens/{id}/claim).
+func (c *HTTPClient) ClaimToken(ctx context.Context, id, externalID string) (*Token, error) {
+	const op = "claim"
+	if err := checkID(op, id); err != nil {
+		return nil, err
+	}
+	if externalID == "" {
+		return nil, newError(op, KindInvalid, 0, "external_id is required")
+	}
+	raw, err := json.Marshal(map[string]string{"external_id": externalID})
+	if err != nil {
+		return nil, newError(op, KindInvalid, 0, "encoding request: %v", err)
+	}
+	var t Token
+	err = c.do(ctx, op, http.MethodPost, []string{"api_tokens", id, "claim"}, nil, raw, nil, func(res *reply) error {
+		w, err := decodeTokenData(res.env.Data)
+		if err != nil {
+			return err
+		}
+		if w.ExternalID == nil || *w.ExternalID != externalID {
+			return errors.New("claimed token does not carry the external_id")
+		}
+		t = w.toToken()
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
 }
 
 // CreateToken implements Client.
@@ -160,7 +205,7 @@ func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req
 		h.Set("Idempotency-Key", idempotencyKey)
 	}
 	var out *CreatedToken
-	err = c.do(ctx, op, http.MethodPost, "/api_tokens", nil, raw, h, func(res *reply) error {
+	err = c.do(ctx, op, http.MethodPost, []string{"api_tokens"}, nil, raw, h, func(res *reply) error {
 		w, err := decodeTokenData(res.env.Data)
 		if err != nil {
 			return err
@@ -186,7 +231,7 @@ func (c *HTTPClient) GetToken(ctx context.Context, id string) (*Token, error) {
 	if err := checkID("get", id); err != nil {
 		return nil, err
 	}
-	return c.tokenCall(ctx, "get", http.MethodGet, "/api_tokens/"+url.PathEscape(id))
+	return c.tokenCall(ctx, "get", http.MethodGet, "api_tokens", id)
 }
 
 // DeactivateToken implements Client.
@@ -194,17 +239,25 @@ func (c *HTTPClient) DeactivateToken(ctx context.Context, id string) (*Token, er
 	if err := checkID("deactivate", id); err != nil {
 		return nil, err
 	}
-	return c.tokenCall(ctx, "deactivate", http.MethodPost, "/api_tokens/"+url.PathEscape(id)+"/deactivate")
+	return c.tokenCall(ctx, "deactivate", http.MethodPost, "api_tokens", id, "deactivate")
 }
 
 // Self implements Client.
 func (c *HTTPClient) Self(ctx context.Context) (*Token, error) {
-	return c.tokenCall(ctx, "self", http.MethodGet, "/api_tokens/self")
+	return c.tokenCall(ctx, "self", http.MethodGet, "api_tokens", "self")
 }
 
-// ListTokens implements Client. It follows next_page until the last page.
+// ListTokens implements Client. It follows next_page until the last page;
+// with opts.UpdatedSince it walks by cursor instead (see listUpdated).
 func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token, error) {
-	const op = "list"
+	q := listQuery(opts)
+	if !opts.UpdatedSince.IsZero() {
+		return c.listUpdated(ctx, q, opts.UpdatedSince)
+	}
+	return c.listPaged(ctx, q)
+}
+
+func listQuery(opts ListOptions) url.Values {
 	q := url.Values{}
 	if opts.ExternalID != "" {
 		q.Set("external_id", opts.ExternalID)
@@ -220,6 +273,12 @@ func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token,
 		perPage = 100
 	}
 	q.Set("per_page", strconv.Itoa(perPage))
+	return q
+}
+
+// listPaged follows page numbers: the newest-first list.
+func (c *HTTPClient) listPaged(ctx context.Context, q url.Values) ([]Token, error) {
+	const op = "list"
 	var out []Token
 	for page, n := 1, 0; ; n++ {
 		if n >= maxListPages {
@@ -227,7 +286,7 @@ func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token,
 		}
 		q.Set("page", strconv.Itoa(page))
 		next := 0
-		err := c.do(ctx, op, http.MethodGet, "/api_tokens", q, nil, nil, func(res *reply) error {
+		err := c.do(ctx, op, http.MethodGet, []string{"api_tokens"}, q, nil, nil, func(res *reply) error {
 			items, err := decodeTokenList(res.env.Data)
 			if err != nil {
 				return err
@@ -253,9 +312,89 @@ func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token,
 	}
 }
 
-func (c *HTTPClient) tokenCall(ctx context.Context, op, method, path string) (*Token, error) {
+// listUpdated walks the updated_since list by cursor: each page asks for the
+// tokens after the last (updated_at, id) seen, so a token that changes
+// mid-walk comes again instead of shifting page offsets and making the walk
+// skip another. It keeps the last copy of each token, in ascending order, and
+// refuses a reply that does not follow that order (a server ignoring
+// updated_since would otherwise send the newest-first list forever).
+func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.Time) ([]Token, error) {
+	const op = "list"
+	cur := updatedKey{at: since}
+	q.Set("updated_since", since.UTC().Format(time.RFC3339Nano))
+	var (
+		all  []Token
+		last = map[string]int{} // id -> index of its latest copy in all
+	)
+	for n := 0; ; n++ {
+		if n >= maxListPages {
+			return nil, newError(op, KindProtocol, 0, "more than %d pages", maxListPages)
+		}
+		more := false
+		err := c.do(ctx, op, http.MethodGet, []string{"api_tokens"}, q, nil, nil, func(res *reply) error {
+			items, err := decodeTokenList(res.env.Data)
+			if err != nil {
+				return err
+			}
+			for i := range items {
+				k, err := cur.next(&items[i], i)
+				if err != nil {
+					return err
+				}
+				cur = k
+				if j, dup := last[items[i].ID]; dup {
+					all[j].ID = "" // superseded by the newer copy
+				}
+				last[items[i].ID] = len(all)
+				all = append(all, items[i].toToken())
+			}
+			more = res.env.Pagination != nil && res.env.Pagination.NextPage != nil
+			if more && len(items) == 0 {
+				return errors.New("next_page on an empty page")
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if !more {
+			break
+		}
+		q.Set("updated_since", cur.at.UTC().Format(time.RFC3339Nano))
+		q.Set("after_id", cur.id)
+		q.Del("page")
+	}
+	out := all[:0]
+	for _, t := range all {
+		if t.ID != "" {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// updatedKey is a position in the (updated_at, id) order.
+type updatedKey struct {
+	at time.Time
+	id string
+}
+
+// next checks that item i of a page follows k, with an id after k's on a tie
+// (k.id is empty at the start, where updated_at may equal updated_since).
+func (k updatedKey) next(w *tokenWire, i int) (updatedKey, error) {
+	if w.UpdatedAt == nil {
+		return k, fmt.Errorf("item %d: updated_since list item has no updated_at", i)
+	}
+	at := *w.UpdatedAt
+	if at.Before(k.at) || (at.Equal(k.at) && k.id != "" && w.ID <= k.id) {
+		return k, fmt.Errorf("item %d: updated_since list is not in ascending (updated_at, id) order", i)
+	}
+	return updatedKey{at: at, id: w.ID}, nil
+}
+
+func (c *HTTPClient) tokenCall(ctx context.Context, op, method string, segs ...string) (*Token, error) {
 	var t Token
-	err := c.do(ctx, op, method, path, nil, nil, nil, func(res *reply) error {
+	err := c.do(ctx, op, method, segs, nil, nil, nil, func(res *reply) error {
 		w, err := decodeTokenData(res.env.Data)
 		if err != nil {
 			return err
@@ -269,9 +408,12 @@ func (c *HTTPClient) tokenCall(ctx context.Context, op, method, path string) (*T
 	return &t, nil
 }
 
+// checkID refuses, before sending, an id the protocol cannot hold. "self"
+// fits the charset but names the caller's own token, never another. The id is
+// not quoted: a caller that mixed up fields might have passed a token value.
 func checkID(op, id string) error {
-	if id == "" || id == "self" || id == "." || id == ".." {
-		return newError(op, KindInvalid, 0, "invalid token id %q", id)
+	if !validID(id) || id == "self" {
+		return newError(op, KindInvalid, 0, "token id must be 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
 	}
 	return nil
 }
@@ -286,9 +428,9 @@ type reply struct {
 // do sends one request and hands the envelope of a 2xx reply to decode (may be
 // nil); a decode error becomes a Protocol error. It returns nil or an *Error
 // and reports to the observer exactly once, after decoding.
-func (c *HTTPClient) do(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
+func (c *HTTPClient) do(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
 	start := time.Now()
-	res, err := c.roundTrip(ctx, op, method, path, q, body, h)
+	res, err := c.roundTrip(ctx, op, method, segs, q, body, h)
 	code := 0
 	if res != nil {
 		code = res.code
@@ -309,16 +451,25 @@ func (c *HTTPClient) do(ctx context.Context, op, method, path string, q url.Valu
 	return err
 }
 
-func (c *HTTPClient) roundTrip(ctx context.Context, op, method, path string, q url.Values, body []byte, h http.Header) (*reply, error) {
+// endpoint is the URL of the API path made of segs below the base URL. Each
+// segment is escaped exactly once: Path holds the plain text and RawPath its
+// escaped form, which url.URL.String sends as is because the two agree.
+func (c *HTTPClient) endpoint(segs []string) url.URL {
+	u := *c.base
+	plain, escaped := c.base.Path, c.base.EscapedPath()
+	for _, s := range segs {
+		plain += "/" + s
+		escaped += "/" + url.PathEscape(s)
+	}
+	u.Path, u.RawPath = plain, escaped
+	return u
+}
+
+func (c *HTTPClient) roundTrip(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header) (*reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	u := *c.base
-	u.Path = c.base.Path + path
-	u.RawPath = ""
-	if c.base.RawPath != "" || strings.Contains(path, "%") {
-		u.RawPath = c.base.EscapedPath() + path
-	}
+	u := c.endpoint(segs)
 	if q != nil {
 		u.RawQuery = q.Encode()
 	}
@@ -375,6 +526,10 @@ func (c *HTTPClient) roundTrip(ctx context.Context, op, method, path string, q u
 // error envelope when there is one.
 func (c *HTTPClient) statusError(op string, resp *http.Response, data []byte) *Error {
 	e := &Error{Op: op, Kind: kindForStatus(resp.StatusCode), StatusCode: resp.StatusCode}
+	if op == "claim" && resp.StatusCode == http.StatusConflict {
+		// A claim's 409 means another owner, not a request in flight: retrying cannot help.
+		e.Kind = KindClaimed
+	}
 	e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	var env envelope
 	if isJSON(resp.Header.Get("Content-Type")) && json.Unmarshal(data, &env) == nil && env.Message != "" {

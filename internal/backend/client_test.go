@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(self.Permission).To(Equal(backend.PermissionFullAccess))
 	g.Expect(self.LastUsedAt).NotTo(BeNil())
+	g.Expect(self.IsAdmin()).To(BeTrue(), "the bootstrap credential has the admin role")
 
 	exp := time.Now().Add(48 * time.Hour).Truncate(time.Second).UTC()
 	req := backend.CreateRequest{
@@ -64,6 +66,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(created.ExternalID).To(Equal("uid-1"))
 	g.Expect(created.Labels).To(Equal(req.Labels))
 	g.Expect(created.ExpiresAt.Equal(exp)).To(BeTrue())
+	g.Expect(created.IsAdmin()).To(BeFalse())
 
 	replay, err := c.CreateToken(ctx, "key-1", req)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -104,6 +107,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	_, err = ro.CreateToken(ctx, "", req)
 	g.Expect(backend.IsForbidden(err)).To(BeTrue(), "%v", err)
 	g.Expect(err.Error()).To(Equal("backend create: 403 Forbidden: token is read-only"))
+	g.Expect(backend.IsAdminRequired(err)).To(BeFalse(), "read-only is another refusal")
 	roSelf, err := ro.Self(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(roSelf.ID).To(Equal(created.ID))
@@ -125,6 +129,63 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(backend.IsNotFound(err)).To(BeTrue())
 	_, err = c.GetToken(ctx, "")
 	g.Expect(kindOf(err)).To(Equal(backend.KindInvalid))
+}
+
+// TestClientAdminRole shows that a full_access token made through the API is
+// no admin: it reads itself but every token management call is refused.
+func TestClientAdminRole(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	srv := servertest.Start(t)
+	victim := srv.IssueToken(t, backend.CreateRequest{Name: "victim", Permission: backend.PermissionReadOnly})
+	fa := srv.IssueToken(t, backend.CreateRequest{Name: "workload", Permission: backend.PermissionFullAccess})
+	c := srv.ClientFor(t, fa.Value)
+
+	self, err := c.Self(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(self.Permission).To(Equal(backend.PermissionFullAccess))
+	g.Expect(self.IsAdmin()).To(BeFalse())
+	g.Expect(self.Role).To(BeEmpty())
+
+	calls := map[string]func() error{
+		"list": func() error { _, err := c.ListTokens(ctx, backend.ListOptions{}); return err },
+		"get":  func() error { _, err := c.GetToken(ctx, victim.ID); return err },
+		"deactivate": func() error {
+			_, err := c.DeactivateToken(ctx, victim.ID)
+			return err
+		},
+		"create": func() error {
+			_, err := c.CreateToken(ctx, "", backend.CreateRequest{Name: "x", Permission: backend.PermissionFullAccess})
+			return err
+		},
+	}
+	for name, call := range calls {
+		err := call()
+		g.Expect(backend.IsForbidden(err)).To(BeTrue(), "%s: %v", name, err)
+		g.Expect(backend.IsAdminRequired(err)).To(BeTrue(), "%s: %v", name, err)
+	}
+	got, err := srv.Client(t).GetToken(ctx, victim.ID)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.Status).To(Equal(backend.StatusActive))
+}
+
+func TestIsAdminRequired(t *testing.T) {
+	cases := map[string]struct {
+		err  error
+		want bool
+	}{
+		"403 admin role": {&backend.Error{Kind: backend.KindForbidden, StatusCode: 403, Message: "token management needs the admin role"}, true},
+		"wrapped":        {fmt.Errorf("listing: %w", &backend.Error{Kind: backend.KindForbidden, StatusCode: 403, Message: "token management needs the admin role"}), true},
+		"403 read-only":  {&backend.Error{Kind: backend.KindForbidden, StatusCode: 403, Message: "token is read-only"}, false},
+		"401":            {&backend.Error{Kind: backend.KindUnauthorized, StatusCode: 401, Message: "needs the admin role"}, false},
+		"plain error":    {errors.New("token management needs the admin role"), false},
+		"nil":            {nil, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			NewWithT(t).Expect(backend.IsAdminRequired(tc.err)).To(Equal(tc.want))
+		})
+	}
 }
 
 func TestClientIdempotencyInFlightIsConflict(t *testing.T) {
@@ -170,6 +231,22 @@ func createCall(c *backend.HTTPClient) error {
 func getCall(c *backend.HTTPClient) error {
 	_, err := c.GetToken(context.Background(), "tok_1")
 	return err
+}
+
+func deactivateCall(c *backend.HTTPClient) error {
+	_, err := c.DeactivateToken(context.Background(), "tok_1")
+	return err
+}
+
+func selfCall(c *backend.HTTPClient) error {
+	_, err := c.Self(context.Background())
+	return err
+}
+
+// withID is goodToken with another id, JSON-quoted.
+func withID(id string) string {
+	q, _ := json.Marshal(id)
+	return strings.Replace(goodToken, `"tok_1"`, string(q), 1)
 }
 
 func listCall(c *backend.HTTPClient) error {
@@ -293,6 +370,38 @@ func TestClientHostileReplies(t *testing.T) {
 			handler: reply(200, "application/json", `{"success":true,"data":[`+goodToken+`],"pagination":{"current_page":1,"per_page":1,"total_pages":9,"total_count":9,"next_page":1}}`),
 			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "does not advance",
 		},
+		"created id with a space": {
+			handler: reply(201, "application/json", `{"success":true,"data":`+strings.TrimSuffix(withID("tok 1"), "}")+`,"token":"sgt_x"}}`),
+			call:    createCall, kind: backend.KindProtocol, status: 201, contains: "id is not",
+		},
+		"get id with a slash": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+withID("../admin")+`}`),
+			call:    getCall, kind: backend.KindProtocol, status: 200, contains: "id is not",
+		},
+		"deactivate id with a percent": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+withID("tok%2F1")+`}`),
+			call:    deactivateCall, kind: backend.KindProtocol, status: 200, contains: "id is not",
+		},
+		"self id not ASCII": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+withID("tök_1")+`}`),
+			call:    selfCall, kind: backend.KindProtocol, status: 200, contains: "id is not",
+		},
+		"list item id too long": {
+			handler: reply(200, "application/json", `{"success":true,"data":[`+goodToken+`,`+withID(strings.Repeat("a", 129))+`]}`),
+			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "item 1: token object id is not",
+		},
+		"created_at before 2000": {
+			handler: reply(200, "application/json", `{"success":true,"data":`+strings.Replace(goodToken, "2025-01-01", "1999-12-31", 1)+`}`),
+			call:    getCall, kind: backend.KindProtocol, status: 200, contains: `"created_at" is outside`,
+		},
+		"created_at missing": {
+			handler: reply(200, "application/json", `{"success":true,"data":{"id":"tok_1","status":"active"}}`),
+			call:    selfCall, kind: backend.KindProtocol, status: 200, contains: "no created_at",
+		},
+		"list item expires in the year 9000": {
+			handler: reply(200, "application/json", `{"success":true,"data":[`+strings.Replace(goodToken, `"last4"`, `"expires_at":"9000-01-01T00:00:00Z","last4"`, 1)+`]}`),
+			call:    listCall, kind: backend.KindProtocol, status: 200, contains: `item 0: token object field "expires_at"`,
+		},
 		"list item without id": {
 			handler: reply(200, "application/json", `{"success":true,"data":[{"name":"x","status":"active"}]}`),
 			call:    listCall, kind: backend.KindProtocol, status: 200, contains: "no id",
@@ -331,6 +440,68 @@ func TestClientHostileReplies(t *testing.T) {
 			g.Expect(observed[0]).To(HaveSuffix(fmt.Sprintf(" %d true", tc.status)))
 		})
 	}
+}
+
+// TestClientRefusesBadIDs checks that ids outside the protocol's charset are
+// refused before anything is sent, without quoting them.
+func TestClientRefusesBadIDs(t *testing.T) {
+	var hits atomic.Int64
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		reply(200, "application/json", `{"success":true,"data":`+withID(strings.TrimPrefix(r.URL.Path, "/api_tokens/"))+`}`)(w, r)
+	}))
+	defer hs.Close()
+	c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	bad := []string{"", "tok 1", "tok/1", "..", ".", "self", "tok%201", "tök", "tok\n1", strings.Repeat("a", 129), "sgt_SECRETsecret?x=1"}
+	for _, id := range bad {
+		t.Run(id, func(t *testing.T) {
+			g := NewWithT(t)
+			before := hits.Load()
+			_, gerr := c.GetToken(context.Background(), id)
+			_, derr := c.DeactivateToken(context.Background(), id)
+			for _, err := range []error{gerr, derr} {
+				g.Expect(kindOf(err)).To(Equal(backend.KindInvalid), "%v", err)
+				g.Expect(err.(*backend.Error).StatusCode).To(BeZero())
+				if id != "" {
+					g.Expect(err.Error()).NotTo(ContainSubstring(id))
+				}
+			}
+			g.Expect(hits.Load()).To(Equal(before), "nothing was sent")
+		})
+	}
+	g := NewWithT(t)
+	longest := strings.Repeat("a", 128)
+	got, err := c.GetToken(context.Background(), longest)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.ID).To(Equal(longest))
+	_, err = c.GetToken(context.Background(), "Tok_-9")
+	g.Expect(err).NotTo(HaveOccurred())
+}
+
+// TestClientPathOnTheWire checks the exact request URI of each call, with a
+// base path that carries escapes of its own.
+func TestClientPathOnTheWire(t *testing.T) {
+	g := NewWithT(t)
+	var uris []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		uris = append(uris, r.Method+" "+r.RequestURI)
+		reply(200, "application/json", `{"success":true,"data":`+goodToken+`}`)(w, r)
+	}))
+	defer hs.Close()
+	c, err := backend.New(backend.Options{BaseURL: hs.URL + "/tenant%2Fa/api%20v3", Token: clientToken})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.GetToken(context.Background(), "tok_1")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.DeactivateToken(context.Background(), "tok_1")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = c.Self(context.Background())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(uris).To(Equal([]string{
+		"GET /tenant%2Fa/api%20v3/api_tokens/tok_1",
+		"POST /tenant%2Fa/api%20v3/api_tokens/tok_1/deactivate",
+		"GET /tenant%2Fa/api%20v3/api_tokens/self",
+	}))
 }
 
 func TestClientTransientClassification(t *testing.T) {

@@ -25,6 +25,9 @@ const (
 	// KindConflict is a 409: a request with the same Idempotency-Key is in flight.
 	// It is also transient: retrying later gets the replayed reply.
 	KindConflict ErrorKind = "Conflict"
+	// KindClaimed is a 409 to a claim: another external_id holds the token.
+	// Unlike KindConflict it is final, so it is not transient.
+	KindClaimed ErrorKind = "Claimed"
 	// KindInvalid is a 4xx the server will keep refusing (400, 413, 422, ...).
 	KindInvalid ErrorKind = "Invalid"
 	// KindTransient covers connection errors, timeouts, 408, 429 and 5xx.
@@ -38,7 +41,7 @@ const (
 // holds a token value or the Authorization header, even if the server echoed them.
 type Error struct {
 	Kind ErrorKind
-	// Op is the client operation: create, get, list, deactivate, ping, self.
+	// Op is the client operation: create, get, list, deactivate, claim, ping, self.
 	Op string
 	// StatusCode is the HTTP status, 0 when no response arrived.
 	StatusCode int
@@ -92,6 +95,20 @@ func IsUnauthorized(err error) bool { k, _ := kindOf(err); return k == KindUnaut
 
 // IsForbidden reports a 403: the credential lacks the permission.
 func IsForbidden(err error) bool { k, _ := kindOf(err); return k == KindForbidden }
+
+// adminRoleMessage is what the protocol's 403 says when the credential lacks the admin role.
+const adminRoleMessage = "admin role"
+
+// IsAdminRequired reports a 403 because the credential is not an admin: token
+// management needs the admin role, so the operator can tell the user to use
+// the backend's admin credential rather than any full_access token.
+func IsAdminRequired(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == KindForbidden && strings.Contains(e.Message, adminRoleMessage)
+}
+
+// IsClaimed reports a claim refused because the token carries another external_id.
+func IsClaimed(err error) bool { k, _ := kindOf(err); return k == KindClaimed }
 
 // IsConflict reports a 409: the same idempotency key is still in flight.
 func IsConflict(err error) bool { k, _ := kindOf(err); return k == KindConflict }

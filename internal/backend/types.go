@@ -45,7 +45,25 @@ type Token struct {
 	// ExternalID links the token to its owner (the APIToken uid); empty if none.
 	ExternalID string
 	Labels     map[string]string
+	// Role is RoleAdmin for a credential that may manage tokens, empty otherwise.
+	Role string
+	// LastWriteAt and LastDeniedAt come with FeatureUsage: the last successful
+	// write and the last refusal because the token is read-only. Nil when the
+	// server lacks the feature or it never happened.
+	LastWriteAt  *time.Time
+	LastDeniedAt *time.Time
+	// UpdatedAt comes with FeatureUpdatedSince: the last change of status,
+	// usage stamps or external_id. Nil when the server lacks the feature.
+	UpdatedAt *time.Time
 }
+
+// RoleAdmin is the role that token management needs. The backend gives it only
+// to credentials made outside the API, so no issued token ever has it.
+const RoleAdmin = "admin"
+
+// IsAdmin reports whether the token may manage tokens (list, get, create,
+// deactivate); the operator's own credential needs it.
+func (t *Token) IsAdmin() bool { return t.Role == RoleAdmin }
 
 // CreateRequest is the body of POST /api_tokens.
 type CreateRequest struct {
@@ -77,6 +95,36 @@ type ListOptions struct {
 	// PerPage is the page size requested from the server (1..100, default 100);
 	// ListTokens follows every page regardless.
 	PerPage int
+	// UpdatedSince, when set, lists only tokens with updated_at at or after it,
+	// ordered by (updated_at, id) ascending instead of newest first. Use it only
+	// when Features lists FeatureUpdatedSince.
+	UpdatedSince time.Time
+}
+
+// Feature names a protocol extension a server lists in GET /ping.
+type Feature string
+
+const (
+	// FeatureUsage adds Token.LastWriteAt and Token.LastDeniedAt.
+	FeatureUsage Feature = "usage"
+	// FeatureClaim adds ClaimToken.
+	FeatureClaim Feature = "claim"
+	// FeatureUpdatedSince adds Token.UpdatedAt and ListOptions.UpdatedSince.
+	FeatureUpdatedSince Feature = "updated_since"
+)
+
+// Features is the set of extensions a server implements; the operator uses
+// one only when it is listed, so it keeps working against a plain server.
+type Features []Feature
+
+// Has reports whether f is listed.
+func (fs Features) Has(f Feature) bool {
+	for _, x := range fs {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 // Client is what the operator needs from a status backend. *HTTPClient
@@ -95,4 +143,16 @@ type Client interface {
 	DeactivateToken(ctx context.Context, id string) (*Token, error)
 	// Self returns the token object of the client's own credential.
 	Self(ctx context.Context) (*Token, error)
+}
+
+// ExtendedClient adds the protocol extensions. It is separate from Client so
+// existing substitutes of Client keep compiling; *HTTPClient implements both.
+type ExtendedClient interface {
+	Client
+	// Features returns the extensions the server lists in GET /ping (only the
+	// ones this client knows); empty for a server without extensions.
+	Features(ctx context.Context) (Features, error)
+	// ClaimToken sets the token's external_id if it is unset or already
+	// externalID; IsClaimed(err) when another value holds it.
+	ClaimToken(ctx context.Context, id, externalID string) (*Token, error)
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strings"
 	"time"
 )
 
@@ -39,6 +41,10 @@ type tokenWire struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
+	LastWriteAt   *time.Time        `json:"last_write_at"`
+	LastDeniedAt  *time.Time        `json:"last_denied_at"`
+	UpdatedAt     *time.Time        `json:"updated_at"`
 	// Token is the value, present only in a create reply.
 	Token string `json:"token"`
 }
@@ -66,9 +72,15 @@ func (w *tokenWire) toToken() Token {
 		DeactivatedAt: w.DeactivatedAt,
 		Last4:         w.Last4,
 		Labels:        w.Labels,
+		LastWriteAt:   w.LastWriteAt,
+		LastDeniedAt:  w.LastDeniedAt,
+		UpdatedAt:     w.UpdatedAt,
 	}
 	if w.ExternalID != nil {
 		t.ExternalID = *w.ExternalID
+	}
+	if w.Role != nil {
+		t.Role = *w.Role
 	}
 	return t
 }
@@ -107,14 +119,60 @@ func decodeTokenList(data json.RawMessage) ([]tokenWire, error) {
 	return ws, nil
 }
 
+// maxIDLen bounds ids; with idPattern it keeps an id safe in a URL path, a
+// label and a log line without escaping.
+const maxIDLen = 128
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
+
+func validID(id string) bool { return idPattern.MatchString(id) }
+
 func (w *tokenWire) check() error {
 	if w.ID == "" {
 		return errors.New("token object has no id")
+	}
+	if !validID(w.ID) {
+		// Not quoted: the reply is untrusted and the field could hold anything.
+		return fmt.Errorf("token object id is not 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
 	}
 	switch w.Status {
 	case StatusActive, StatusInactive:
 	default:
 		return errors.New("token object has an unknown status")
+	}
+	return w.checkTimes()
+}
+
+// Replies with times outside [minReplyTime, maxReplyTime) are protocol errors:
+// such a time is a server bug (a zero value, seconds read as milliseconds), and
+// passing it on would make the operator expire, rotate or never rotate a token
+// at the wrong moment.
+var (
+	minReplyTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxReplyTime = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// checkTimes checks every timestamp of the token object; created_at is required.
+func (w *tokenWire) checkTimes() error {
+	if w.CreatedAt.IsZero() {
+		return errors.New("token object has no created_at")
+	}
+	times := []struct {
+		field string
+		t     *time.Time
+	}{
+		{"created_at", &w.CreatedAt},
+		{"expires_at", w.ExpiresAt},
+		{"last_used_at", w.LastUsedAt},
+		{"deactivated_at", w.DeactivatedAt},
+		{"last_write_at", w.LastWriteAt},
+		{"last_denied_at", w.LastDeniedAt},
+		{"updated_at", w.UpdatedAt},
+	}
+	for _, f := range times {
+		if f.t != nil && (f.t.Before(minReplyTime) || !f.t.Before(maxReplyTime)) {
+			return fmt.Errorf("token object field %q is outside 2000-01-01..9000-01-01", f.field)
+		}
 	}
 	return nil
 }
@@ -124,7 +182,9 @@ func (w *tokenWire) check() error {
 func describeJSONError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Errorf("field %q: got JSON %s, want %s", te.Field, te.Value, te.Type)
+		// Value can carry the literal ("number 1e999"); keep only its kind.
+		kind, _, _ := strings.Cut(te.Value, " ")
+		return fmt.Errorf("field %q: got JSON %s, want %s", te.Field, kind, te.Type)
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) {
@@ -135,4 +195,31 @@ func describeJSONError(err error) error {
 		return errors.New("invalid RFC 3339 time")
 	}
 	return errors.New("invalid JSON")
+}
+
+// pingData is GET /ping's data; Features is absent on a server without extensions.
+type pingData struct {
+	Features []string `json:"features"`
+}
+
+// decodeFeatures keeps the known names, so a newer server's extensions are
+// ignored rather than misread.
+func decodeFeatures(data json.RawMessage) (Features, error) {
+	var p pingData
+	if len(bytes.TrimSpace(data)) == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		return Features{}, nil
+	}
+	if err := json.Unmarshal(data, &p); err != nil {
+		return nil, fmt.Errorf("malformed ping data: %w", describeJSONError(err))
+	}
+	out := Features{}
+	for _, name := range p.Features {
+		switch f := Feature(name); f {
+		case FeatureUsage, FeatureClaim, FeatureUpdatedSince:
+			if !out.Has(f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out, nil
 }

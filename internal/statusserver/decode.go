@@ -16,14 +16,21 @@ const (
 	permFullAccess = "full_access"
 	statusActive   = "active"
 	statusInactive = "inactive"
+	roleAdmin      = "admin"
 
-	maxNameLen        = 200
-	maxDescriptionLen = 1000
+	maxNameLen = 200
+	// maxDescriptionLen is the protocol's limit, in bytes of UTF-8; the
+	// APIToken CRD validates the same, so an admitted description is never refused here.
+	maxDescriptionLen = 255
 	maxExternalIDLen  = 256
 	maxLabels         = 64
 	maxLabelKeyLen    = 63
 	maxLabelValueLen  = 253
 )
+
+// maxExpiresAt is the protocol's bound on reply timestamps; a token that
+// expires later could never be read back by a conforming client.
+var maxExpiresAt = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // apiError is a client error with the status and message to send.
 type apiError struct {
@@ -159,9 +166,13 @@ func decodeCreateRequest(r io.Reader) (*createTokenRequest, error) {
 	}
 	if req.ExpiresAt != nil {
 		t, err := time.Parse(time.RFC3339, *req.ExpiresAt)
-		if err != nil {
+		switch {
+		case err != nil:
 			problems = append(problems, "expires_at must be an RFC 3339 time")
-		} else {
+		case !t.Before(maxExpiresAt):
+			// Clients treat later times in a reply as a protocol error.
+			problems = append(problems, "expires_at must be before 9000-01-01")
+		default:
 			req.expiresAt = &t
 		}
 	}
@@ -198,11 +209,32 @@ func checkText(field, v string, maxLen int) []string {
 		return []string{field + " must be valid UTF-8"}
 	}
 	for _, r := range v {
-		if r < ' ' && r != '\t' {
-			return []string{field + " must not contain control characters"}
+		// Tab is allowed and DEL is not, as in the CRD's rule for description.
+		if (r < ' ' && r != '\t') || r == 0x7f {
+			return []string{field + " must be one line without control characters"}
 		}
 	}
 	return nil
+}
+
+// claimRequest is the body of POST /api_tokens/{id}/claim.
+type claimRequest struct {
+	ExternalID string `json:"external_id"`
+}
+
+func decodeClaimRequest(r io.Reader) (*claimRequest, error) {
+	var req claimRequest
+	if err := decodeStrict(r, &req); err != nil {
+		return nil, err
+	}
+	problems := checkText("external_id", req.ExternalID, maxExternalIDLen)
+	if req.ExternalID == "" {
+		problems = append(problems, "external_id must not be empty")
+	}
+	if len(problems) > 0 {
+		return nil, &apiError{Status: http.StatusUnprocessableEntity, Message: "invalid claim request", Errors: problems}
+	}
+	return &req, nil
 }
 
 // createBoardRequest is the body of POST /boards.

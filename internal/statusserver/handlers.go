@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const (
@@ -14,14 +15,20 @@ const (
 	maxIdemKeyLen  = 255
 )
 
+// pingJSON is GET /ping's data: features lists the extensions switched on.
+type pingJSON struct {
+	Message  string   `json:"message"`
+	Features []string `json:"features"`
+}
+
 func (s *Server) handlePing(w http.ResponseWriter, _ *http.Request) {
 	s.counters.pingCalls.Add(1)
-	s.writeData(w, http.StatusOK, map[string]string{"message": "pong"}, nil)
+	s.writeData(w, http.StatusOK, pingJSON{Message: "pong", Features: s.features.list()}, nil)
 }
 
 func (s *Server) handleSelf(w http.ResponseWriter, r *http.Request) {
 	s.counters.selfCalls.Add(1)
-	s.writeData(w, http.StatusOK, toTokenJSON(callerFrom(r.Context()), s.clock()), nil)
+	s.writeData(w, http.StatusOK, s.tokenJSON(callerFrom(r.Context()), s.clock()), nil)
 }
 
 func (s *Server) handleGetToken(w http.ResponseWriter, _ *http.Request, id string) {
@@ -31,7 +38,7 @@ func (s *Server) handleGetToken(w http.ResponseWriter, _ *http.Request, id strin
 		s.writeError(w, http.StatusNotFound, "token not found")
 		return
 	}
-	s.writeData(w, http.StatusOK, toTokenJSON(t, s.clock()), nil)
+	s.writeData(w, http.StatusOK, s.tokenJSON(t, s.clock()), nil)
 }
 
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
@@ -63,13 +70,44 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Labels[k] = v
 	}
+	cursor, byUpdate, err := s.parseUpdatedCursor(q)
+	if err != nil {
+		s.writeAPIError(w, r, err)
+		return
+	}
 	now := s.clock()
-	recs, total := s.store.listTokens(f, now, page, perPage)
+	var recs []tokenRecord
+	var total int
+	if byUpdate {
+		recs, total = s.store.listUpdated(f, cursor, now, page, perPage)
+	} else {
+		recs, total = s.store.listTokens(f, now, page, perPage)
+	}
 	out := make([]tokenJSON, 0, len(recs))
 	for _, rec := range recs {
-		out = append(out, toTokenJSON(rec, now))
+		out = append(out, s.tokenJSON(rec, now))
 	}
 	s.writeData(w, http.StatusOK, out, paging(page, perPage, total))
+}
+
+// parseUpdatedCursor reads updated_since (RFC 3339) and after_id; byUpdate
+// reports that the list is ordered by (updated_at, id) rather than newest first.
+func (s *Server) parseUpdatedCursor(q url.Values) (c updatedCursor, byUpdate bool, err error) {
+	since, after := q.Get("updated_since"), q.Get("after_id")
+	if since == "" && after == "" {
+		return c, false, nil
+	}
+	if !s.features[FeatureUpdatedSince] {
+		return c, false, badRequest("updated_since is not supported by this server")
+	}
+	if since == "" {
+		return c, false, badRequest("after_id needs updated_since")
+	}
+	if c.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+		return c, false, badRequest("updated_since must be an RFC 3339 time")
+	}
+	c.AfterID = after
+	return c, true, nil
 }
 
 // parsePaging reads page (default 1) and per_page (default 25, at most 100).
@@ -150,7 +188,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.counters.tokensCreated.Add(1)
-	j := toTokenJSON(rec, now)
+	j := s.tokenJSON(rec, now)
 	j.Token = value
 	body := encodeJSON(successEnvelope{Success: true, Data: j})
 	if cacheKey != "" {
@@ -171,7 +209,26 @@ func (s *Server) handleDeactivate(w http.ResponseWriter, r *http.Request, id str
 		return
 	}
 	s.counters.deactivations.Add(1)
-	s.writeData(w, http.StatusOK, toTokenJSON(rec, s.clock()), nil)
+	s.writeData(w, http.StatusOK, s.tokenJSON(rec, s.clock()), nil)
+}
+
+func (s *Server) handleClaim(w http.ResponseWriter, r *http.Request, id string) {
+	req, err := decodeClaimRequest(r.Body)
+	if err != nil {
+		s.writeAPIError(w, r, err)
+		return
+	}
+	rec, err := s.store.claimToken(id, req.ExternalID, s.clock())
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.writeError(w, http.StatusNotFound, "token not found")
+	case errors.Is(err, errClaimed):
+		s.writeError(w, http.StatusConflict, "token is claimed by another external_id")
+	case err != nil:
+		s.writeAPIError(w, r, err)
+	default:
+		s.writeData(w, http.StatusOK, s.tokenJSON(rec, s.clock()), nil)
+	}
 }
 
 func toBoardJSON(b boardRecord) boardJSON {

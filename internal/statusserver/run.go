@@ -36,6 +36,8 @@ type Config struct {
 	Stdout io.Writer
 	// Clock is the time source; default time.Now.
 	Clock func() time.Time
+	// DisabledFeatures switches protocol extensions off (see AllFeatures).
+	DisabledFeatures []string
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully and flushes
@@ -72,7 +74,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           New(Options{Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Latency: cfg.Latency}),
+		Handler: New(Options{Store: store, Clock: cfg.Clock, Logger: cfg.Logger, Latency: cfg.Latency,
+			DisabledFeatures: cfg.DisabledFeatures}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30*time.Second + cfg.Latency,

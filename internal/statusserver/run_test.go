@@ -78,6 +78,20 @@ func ping(t *testing.T, base, token string) error {
 	return c.Ping(context.Background())
 }
 
+// isAdmin reads the credential's own token object and reports its role.
+func isAdmin(t *testing.T, base, token string) bool {
+	t.Helper()
+	c, err := backend.New(backend.Options{BaseURL: base, Token: backend.SecretValue(token)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := c.Self(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return self.IsAdmin()
+}
+
 func TestRunBootstrapsAdminToken(t *testing.T) {
 	valueLine := regexp.MustCompile(`admin token \(shown once\): (sgt_\S+)`)
 
@@ -90,6 +104,7 @@ func TestRunBootstrapsAdminToken(t *testing.T) {
 		g.Expect(m).To(HaveLen(2))
 		value = m[1]
 		g.Expect(ping(t, base, value)).To(Succeed())
+		g.Expect(isAdmin(t, base, value)).To(BeTrue())
 		stop()
 
 		base, out, _ = startRun(t, statusserver.Config{DataPath: data})
@@ -127,6 +142,7 @@ func TestRunBootstrapsAdminToken(t *testing.T) {
 		self, err := c.Self(context.Background())
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(self.Permission).To(Equal(backend.PermissionFullAccess))
+		g.Expect(self.IsAdmin()).To(BeTrue(), "an imported credential has the admin role")
 	})
 }
 

@@ -39,6 +39,9 @@ type Options struct {
 	// before the token is stored. Tests use it to hold the in-flight window
 	// open deterministically.
 	CreateHook func(ctx context.Context)
+	// DisabledFeatures switches protocol extensions off (see AllFeatures), so
+	// the server behaves like one that never had them; default: all on.
+	DisabledFeatures []string
 }
 
 // Stats are request counters since the server was built, for tests that
@@ -83,6 +86,7 @@ type Server struct {
 	maxBody  int64
 	latency  time.Duration
 	hook     func(ctx context.Context)
+	features featureSet
 	idem     idempotencyCache
 	counters counters
 }
@@ -90,12 +94,13 @@ type Server struct {
 // New builds a server over o.Store.
 func New(o Options) *Server {
 	s := &Server{
-		store:   o.Store,
-		clock:   o.Clock,
-		log:     o.Logger,
-		maxBody: o.MaxBodyBytes,
-		latency: o.Latency,
-		hook:    o.CreateHook,
+		store:    o.Store,
+		clock:    o.Clock,
+		log:      o.Logger,
+		maxBody:  o.MaxBodyBytes,
+		latency:  o.Latency,
+		hook:     o.CreateHook,
+		features: enabledFeatures(o.DisabledFeatures),
 	}
 	if s.clock == nil {
 		s.clock = time.Now
@@ -154,7 +159,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s.counters.requests.Add(1)
 	rec := &statusRecorder{ResponseWriter: w}
-	s.serve(rec, r)
+	if caller, at, ok := s.serve(rec, r); ok && succeededWrite(r.Method, rec.status) {
+		// Stamped after the handler: last_write_at is for writes that succeeded.
+		s.store.stampUsage(caller.ID, false, at)
+	}
 	path := r.URL.Path
 	if len(path) > 200 {
 		path = path[:200]
@@ -170,26 +178,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 type route struct {
 	// methods maps allowed methods to handlers (HEAD is implied by GET).
 	methods map[string]http.HandlerFunc
-	// management routes need full_access even for reads.
+	// management routes need the admin role, even for reads.
 	management bool
 }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+// serve handles one request and returns the authenticated caller (ok false
+// when there is none) and the time it authenticated at.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) (caller tokenRecord, at time.Time, ok bool) {
 	if s.latency > 0 {
 		t := time.NewTimer(s.latency)
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			return
+			return tokenRecord{}, time.Time{}, false
 		}
 	}
-	path, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
-	if !ok || (path != "" && path[0] != '/') {
+	path, found := strings.CutPrefix(r.URL.Path, PathPrefix)
+	if !found || (path != "" && path[0] != '/') {
 		s.writeError(w, http.StatusNotFound, "not found")
-		return
+		return tokenRecord{}, time.Time{}, false
 	}
-	caller, status := s.authenticate(r)
+	at = s.clock()
+	caller, status := s.authenticate(r, at)
 	if status != 0 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="status-backend"`)
 		s.counters.unauthorized.Add(1)
@@ -198,14 +209,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			msg = "missing bearer token"
 		}
 		s.writeError(w, http.StatusUnauthorized, msg)
-		return
+		return tokenRecord{}, time.Time{}, false
 	}
+	s.route(w, r, path, caller, at)
+	return caller, at, true
+}
+
+// route enforces permissions and runs the handler for an authenticated caller.
+func (s *Server) route(w http.ResponseWriter, r *http.Request, path string, caller tokenRecord, at time.Time) {
 	if !safeMethod(r.Method) {
 		s.counters.writeRequests.Add(1)
 		// Read-only enforcement comes before routing, so a read-only token
 		// gets 403 on every non-read method, never 404 or 405.
 		if caller.Permission != permFullAccess {
 			s.counters.forbidden.Add(1)
+			s.store.stampUsage(caller.ID, true, at)
 			s.writeError(w, http.StatusForbidden, "token is read-only")
 			return
 		}
@@ -216,9 +234,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, http.StatusNotFound, "not found")
 		return
 	}
-	if rt.management && caller.Permission != permFullAccess {
+	if rt.management && !caller.isAdmin() {
+		// Without this any full_access token, e.g. one handed to a workload,
+		// could list and deactivate every tenant's tokens.
 		s.counters.forbidden.Add(1)
-		s.writeError(w, http.StatusForbidden, "token management requires a full_access token")
+		s.writeError(w, http.StatusForbidden, "token management needs the admin role")
 		return
 	}
 	method := r.Method
@@ -237,6 +257,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
+}
+
+// succeededWrite reports a request the usage extension counts as a write.
+func succeededWrite(method string, status int) bool {
+	return !safeMethod(method) && status >= 200 && status < 300
 }
 
 func safeMethod(m string) bool {
@@ -276,6 +301,11 @@ func (s *Server) resolve(path string) (route, bool) {
 		return route{management: true, methods: map[string]http.HandlerFunc{
 			http.MethodGet: func(w http.ResponseWriter, r *http.Request) { s.handleGetToken(w, r, id) },
 		}}, true
+	case len(seg) == 3 && seg[0] == "api_tokens" && seg[1] != "" && seg[2] == "claim" && s.features[FeatureClaim]:
+		id := seg[1]
+		return route{management: true, methods: map[string]http.HandlerFunc{
+			http.MethodPost: func(w http.ResponseWriter, r *http.Request) { s.handleClaim(w, r, id) },
+		}}, true
 	case len(seg) == 3 && seg[0] == "api_tokens" && seg[1] != "" && seg[2] == "deactivate":
 		id := seg[1]
 		return route{management: true, methods: map[string]http.HandlerFunc{
@@ -304,7 +334,7 @@ func callerFrom(ctx context.Context) tokenRecord {
 }
 
 // authenticate returns the caller, or status 1 (no credential) / 2 (bad credential).
-func (s *Server) authenticate(r *http.Request) (tokenRecord, int) {
+func (s *Server) authenticate(r *http.Request, now time.Time) (tokenRecord, int) {
 	h := r.Header.Get("Authorization")
 	scheme, value, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "bearer") {
@@ -314,7 +344,7 @@ func (s *Server) authenticate(r *http.Request) (tokenRecord, int) {
 	if value == "" {
 		return tokenRecord{}, 1
 	}
-	t, ok := s.store.authenticate(value, s.clock())
+	t, ok := s.store.authenticate(value, now)
 	if !ok {
 		return tokenRecord{}, 2
 	}
@@ -336,10 +366,38 @@ type tokenJSON struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
 	Token         string            `json:"token,omitempty"`
+	// The extensions' fields: a nil pointer leaves its keys out entirely, as
+	// a server without the feature would.
+	*usageJSON
+	*updatedJSON
 }
 
-func toTokenJSON(r tokenRecord, now time.Time) tokenJSON {
+// usageJSON holds the usage extension's fields.
+type usageJSON struct {
+	LastWriteAt  *time.Time `json:"last_write_at"`
+	LastDeniedAt *time.Time `json:"last_denied_at"`
+}
+
+// updatedJSON holds the updated_since extension's field.
+type updatedJSON struct {
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// tokenJSON is the token object as this server's features shape it.
+func (s *Server) tokenJSON(r tokenRecord, now time.Time) tokenJSON {
+	j := baseTokenJSON(r, now)
+	if s.features[FeatureUsage] {
+		j.usageJSON = &usageJSON{LastWriteAt: r.LastWriteAt, LastDeniedAt: r.LastDeniedAt}
+	}
+	if s.features[FeatureUpdatedSince] {
+		j.updatedJSON = &updatedJSON{UpdatedAt: r.updatedAt(now)}
+	}
+	return j
+}
+
+func baseTokenJSON(r tokenRecord, now time.Time) tokenJSON {
 	j := tokenJSON{
 		ID:            r.ID,
 		Name:          r.Name,
@@ -362,6 +420,10 @@ func toTokenJSON(r tokenRecord, now time.Time) tokenJSON {
 	}
 	if j.Labels == nil {
 		j.Labels = map[string]string{}
+	}
+	if r.Role != "" {
+		role := r.Role
+		j.Role = &role
 	}
 	return j
 }

@@ -43,28 +43,42 @@ type tokenRecord struct {
 	Last4         string            `json:"last4"`
 	ExternalID    string            `json:"external_id,omitempty"`
 	Labels        map[string]string `json:"labels,omitempty"`
-	Seq           uint64            `json:"seq"`
+	// Role is roleAdmin for the bootstrap or imported admin credential, empty
+	// otherwise. The API can never set it: only the admin manages tokens.
+	Role string `json:"role,omitempty"`
+	// LastWriteAt and LastDeniedAt are the usage extension's stamps, kept
+	// like LastUsedAt (in memory, flushed in batches).
+	LastWriteAt  *time.Time `json:"last_write_at,omitempty"`
+	LastDeniedAt *time.Time `json:"last_denied_at,omitempty"`
+	// UpdatedAt is the last stored change (create, deactivate, claim); zero in
+	// records written before it existed. updatedAt adds the stamps and expiry.
+	UpdatedAt time.Time `json:"updated_at,omitempty"`
+	Seq       uint64    `json:"seq"`
 }
+
+// isAdmin reports whether the token may manage tokens.
+func (r *tokenRecord) isAdmin() bool { return r.Role == roleAdmin }
 
 // active reports whether the token authenticates at now.
 func (r *tokenRecord) active(now time.Time) bool {
 	return r.DeactivatedAt == nil && (r.ExpiresAt == nil || now.Before(*r.ExpiresAt))
 }
 
-// storedToken is the in-memory form. lastUsed is atomic so authentication only
-// needs the read lock.
+// storedToken is the in-memory form. The stamps are atomic so authentication
+// only needs the read lock.
 type storedToken struct {
-	rec      tokenRecord // guarded by Store.mu
-	lastUsed atomic.Int64
-	dirty    atomic.Bool
+	rec        tokenRecord // guarded by Store.mu
+	lastUsed   atomic.Int64
+	lastWrite  atomic.Int64
+	lastDenied atomic.Int64
+	dirty      atomic.Bool
 }
 
 func (t *storedToken) snapshot() tokenRecord {
 	r := t.rec
-	if n := t.lastUsed.Load(); n != 0 {
-		lu := time.Unix(0, n).UTC()
-		r.LastUsedAt = &lu
-	}
+	r.LastUsedAt = stampTime(&t.lastUsed)
+	r.LastWriteAt = stampTime(&t.lastWrite)
+	r.LastDeniedAt = stampTime(&t.lastDenied)
 	r.Labels = make(map[string]string, len(t.rec.Labels))
 	for k, v := range t.rec.Labels {
 		r.Labels[k] = v
@@ -146,15 +160,21 @@ func (s *Store) load() error {
 			s.seq = binary.BigEndian.Uint64(v)
 		}
 		s.adminID = string(meta.Get(keyAdminID))
+		var migrated []tokenRecord
 		err := tx.Bucket(bucketTokens).ForEach(func(k, v []byte) error {
 			var r tokenRecord
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("decoding token %s: %w", k, err)
 			}
-			t := &storedToken{rec: r}
-			if r.LastUsedAt != nil {
-				t.lastUsed.Store(r.LastUsedAt.UnixNano())
+			if r.ID == s.adminID && r.Role == "" {
+				// Stores written before roles existed only recorded the admin's id.
+				r.Role = roleAdmin
+				migrated = append(migrated, r)
 			}
+			t := &storedToken{rec: r}
+			loadStamp(&t.lastUsed, r.LastUsedAt)
+			loadStamp(&t.lastWrite, r.LastWriteAt)
+			loadStamp(&t.lastDenied, r.LastDeniedAt)
 			s.byID[r.ID] = t
 			s.byHash[r.Hash] = t
 			s.order = append(s.order, t)
@@ -162,6 +182,12 @@ func (s *Store) load() error {
 		})
 		if err != nil {
 			return err
+		}
+		for i := range migrated {
+			// Written after the walk: bbolt forbids changing a bucket inside ForEach.
+			if err := putJSON(tx, bucketTokens, migrated[i].ID, &migrated[i]); err != nil {
+				return err
+			}
 		}
 		sort.Slice(s.order, func(i, j int) bool { return s.order[i].rec.Seq < s.order[j].rec.Seq })
 		return tx.Bucket(bucketBoards).ForEach(func(k, v []byte) error {
@@ -223,6 +249,10 @@ func (s *Store) insertToken(value string, p tokenParams, now time.Time, admin bo
 		Last4:       value[len(value)-4:],
 		ExternalID:  p.ExternalID,
 		Labels:      p.Labels,
+		UpdatedAt:   now.UTC(),
+	}
+	if admin {
+		r.Role = roleAdmin
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		var err error
@@ -259,16 +289,16 @@ func (s *Store) createToken(p tokenParams, now time.Time) (tokenRecord, string, 
 	return r, value, err
 }
 
-// CreateAdminToken issues a full_access token and records it as the bootstrap
-// admin. The value is returned once; only its hash is stored.
+// CreateAdminToken issues a full_access token with the admin role and records
+// it as the bootstrap admin. The value is returned once; only its hash is stored.
 func (s *Store) CreateAdminToken(name string, now time.Time) (id, value string, err error) {
 	value = newTokenValue()
 	r, err := s.insertToken(value, tokenParams{Name: name, Permission: permFullAccess}, now, true)
 	return r.ID, value, err
 }
 
-// ImportAdminToken registers a caller-chosen value as a full_access admin
-// token unless a token with that value already exists. It reports whether it
+// ImportAdminToken registers a caller-chosen value as a full_access token with
+// the admin role unless a token with that value already exists. It reports whether it
 // created one.
 func (s *Store) ImportAdminToken(name, value string, now time.Time) (created bool, err error) {
 	if err := validateImportedValue(value); err != nil {
@@ -314,12 +344,7 @@ func (s *Store) authenticate(value string, now time.Time) (tokenRecord, bool) {
 	if !ok || !t.rec.active(now) {
 		return tokenRecord{}, false
 	}
-	t.lastUsed.Store(now.UnixNano())
-	if t.dirty.CompareAndSwap(false, true) {
-		s.dirtyMu.Lock()
-		s.dirty[t.rec.ID] = t
-		s.dirtyMu.Unlock()
-	}
+	s.stamp(t, &t.lastUsed, now)
 	return t.snapshot(), true
 }
 
@@ -397,11 +422,13 @@ func (s *Store) deactivateToken(id string, now time.Time) (tokenRecord, error) {
 	}
 	at := now.UTC()
 	r.DeactivatedAt = &at
+	r.UpdatedAt = at
 	if err := s.db.Update(func(tx *bolt.Tx) error { return putJSON(tx, bucketTokens, id, &r) }); err != nil {
 		return tokenRecord{}, fmt.Errorf("storing token: %w", err)
 	}
 	s.mu.Lock()
 	t.rec.DeactivatedAt = &at
+	t.rec.UpdatedAt = at
 	s.mu.Unlock()
 	return r, nil
 }

@@ -17,8 +17,9 @@ import (
 
 // fixture is the state the endpoint table works on.
 type fixture struct {
-	readOnly, victim, deactivated tokenObj
-	board, doomedBoard            boardObj
+	// fullAccess is a full_access token made through the API: it has no admin role.
+	readOnly, fullAccess, victim, deactivated tokenObj
+	board, doomedBoard                        boardObj
 }
 
 func newFixture(t *testing.T, tg *target) fixture {
@@ -27,6 +28,7 @@ func newFixture(t *testing.T, tg *target) fixture {
 	s := uniq()
 	f := fixture{
 		readOnly:    tg.createToken(t, map[string]any{"name": "ro-" + s, "permission": "read_only"}),
+		fullAccess:  tg.createToken(t, map[string]any{"name": "fa-" + s, "permission": "full_access"}),
 		victim:      tg.createToken(t, map[string]any{"name": "victim-" + s, "permission": "read_only"}),
 		deactivated: tg.createToken(t, map[string]any{"name": "gone-" + s, "permission": "full_access"}),
 	}
@@ -47,6 +49,7 @@ func TestEndpoints(t *testing.T) {
 	f := newFixture(t, tg)
 	const (
 		admin = "admin"
+		fa    = "full_access"
 		ro    = "read_only"
 		none  = "none"
 		bad   = "unknown"
@@ -54,6 +57,7 @@ func TestEndpoints(t *testing.T) {
 	)
 	callers := map[string]string{
 		admin: tg.admin,
+		fa:    f.fullAccess.Token,
 		ro:    f.readOnly.Token,
 		none:  "",
 		bad:   "sgt_" + strings.Repeat("x", 40),
@@ -66,7 +70,7 @@ func TestEndpoints(t *testing.T) {
 		check                func(g *WithT, r reply)
 	}
 	isToken := func(id string) func(g *WithT, r reply) {
-		return func(g *WithT, r reply) { g.Expect(decodeToken(g, r.Env.Data, false).ID).To(Equal(id)) }
+		return func(g *WithT, r reply) { g.Expect(tg.decodeToken(g, r.Env.Data, false).ID).To(Equal(id)) }
 	}
 	isList := func(g *WithT, r reply) {
 		g.Expect(r.Env.Pagination).NotTo(BeNil())
@@ -76,6 +80,12 @@ func TestEndpoints(t *testing.T) {
 	}
 	message := func(want string) func(g *WithT, r reply) {
 		return func(g *WithT, r reply) { g.Expect(r.Env.Message).To(ContainSubstring(want)) }
+	}
+	needsAdmin := message("token management needs the admin role")
+	errorsMention := func(field string) func(g *WithT, r reply) {
+		return func(g *WithT, r reply) {
+			g.Expect(r.Env.Message + " " + strings.Join(r.Env.Errors, "; ")).To(ContainSubstring(field))
+		}
 	}
 	rows := []row{
 		{method: "GET", path: "/ping", caller: admin, status: 200},
@@ -87,13 +97,16 @@ func TestEndpoints(t *testing.T) {
 
 		{method: "POST", path: "/api_tokens", caller: admin, body: map[string]any{"name": "made-" + uniq(), "permission": "read_only", "labels": map[string]string{"a": "b"}}, status: 201,
 			check: func(g *WithT, r reply) {
-				tok := decodeToken(g, r.Env.Data, true)
+				tok := tg.decodeToken(g, r.Env.Data, true)
 				g.Expect(tok.Status).To(Equal("active"))
 				g.Expect(tok.Labels).To(Equal(map[string]string{"a": "b"}))
 				g.Expect(tok.ExternalID).To(BeNil())
 				g.Expect(tok.LastUsedAt).To(BeNil())
 				g.Expect(tok.DeactivatedAt).To(BeNil())
+				g.Expect(tok.Role).To(BeNil(), "POST /api_tokens never creates an admin token")
 			}},
+		{method: "POST", path: "/api_tokens", caller: fa, body: map[string]any{"name": "x", "permission": "read_only"}, status: 403, check: needsAdmin},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"full_access","role":"admin"}`, status: 400, check: message("role")},
 		{method: "POST", path: "/api_tokens", caller: ro, body: map[string]any{"name": "x", "permission": "read_only"}, status: 403, check: message("token is read-only")},
 		{method: "POST", path: "/api_tokens", caller: none, body: map[string]any{"name": "x", "permission": "read_only"}, status: 401},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","root":true}`, status: 400, check: message("root")},
@@ -103,27 +116,50 @@ func TestEndpoints(t *testing.T) {
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"","permission":"read_only"}`, status: 422},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"root"}`, status: 422},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","expires_at":"next week"}`, status: 422},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","expires_at":"9000-01-01T00:00:00Z"}`, status: 422, check: message("invalid token request")},
 		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"` + strings.Repeat("x", 2<<20) + `"}`, status: 413},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"` + strings.Repeat("é", 128) + `"}`, status: 422, check: errorsMention("description")},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"x","permission":"read_only","description":"two\nlines"}`, status: 422, check: errorsMention("description")},
+		{method: "POST", path: "/api_tokens", caller: admin, body: `{"name":"d-` + uniq() + `","permission":"read_only","description":"` + strings.Repeat("é", 127) + `x"}`, status: 201, check: func(g *WithT, r reply) {
+			g.Expect(tg.decodeToken(g, r.Env.Data, true).Description).To(HaveLen(255))
+		}},
 
 		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200, check: isToken(f.victim.ID)},
 		{method: "HEAD", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200},
 		{method: "GET", path: "/api_tokens/tok_00000000000000000000", caller: admin, status: 404},
-		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: ro, status: 403},
+		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: ro, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: fa, status: 403, check: needsAdmin},
+		{method: "HEAD", path: "/api_tokens/" + f.victim.ID, caller: fa, status: 403},
+		{method: "GET", path: "/api_tokens/tok_00000000000000000000", caller: fa, status: 403, check: needsAdmin},
 
 		{method: "GET", path: "/api_tokens", caller: admin, status: 200, check: isList},
 		{method: "GET", path: "/api_tokens?status=bogus", caller: admin, status: 400},
 		{method: "GET", path: "/api_tokens?page=0", caller: admin, status: 400},
-		{method: "GET", path: "/api_tokens", caller: ro, status: 403},
+		{method: "GET", path: "/api_tokens", caller: ro, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens", caller: fa, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens?external_id=x", caller: fa, status: 403, check: needsAdmin},
 
 		{method: "GET", path: "/api_tokens/self", caller: ro, status: 200, check: isToken(f.readOnly.ID)},
 		{method: "GET", path: "/api_tokens/self", caller: admin, status: 200, check: func(g *WithT, r reply) {
-			g.Expect(decodeToken(g, r.Env.Data, false).Permission).To(Equal("full_access"))
+			tok := tg.decodeToken(g, r.Env.Data, false)
+			g.Expect(tok.Permission).To(Equal("full_access"))
+			g.Expect(tok.Role).To(HaveValue(Equal("admin")))
+		}},
+		{method: "GET", path: "/api_tokens/self", caller: fa, status: 200, check: func(g *WithT, r reply) {
+			tok := tg.decodeToken(g, r.Env.Data, false)
+			g.Expect(tok.ID).To(Equal(f.fullAccess.ID))
+			g.Expect(tok.Role).To(BeNil())
 		}},
 		{method: "GET", path: "/api_tokens/self", caller: gone, status: 401},
 
 		{method: "POST", path: "/api_tokens/" + f.victim.ID + "/deactivate", caller: ro, status: 403, check: message("token is read-only")},
+		{method: "POST", path: "/api_tokens/" + f.victim.ID + "/deactivate", caller: fa, status: 403, check: needsAdmin},
+		{method: "POST", path: "/api_tokens/" + f.fullAccess.ID + "/deactivate", caller: fa, status: 403, check: needsAdmin},
+		{method: "GET", path: "/api_tokens/" + f.victim.ID, caller: admin, status: 200, check: func(g *WithT, r reply) {
+			g.Expect(tg.decodeToken(g, r.Env.Data, false).Status).To(Equal("active"), "refused deactivations changed nothing")
+		}},
 		{method: "POST", path: "/api_tokens/" + f.victim.ID + "/deactivate", caller: admin, status: 200, check: func(g *WithT, r reply) {
-			tok := decodeToken(g, r.Env.Data, false)
+			tok := tg.decodeToken(g, r.Env.Data, false)
 			g.Expect(tok.Status).To(Equal("inactive"))
 			g.Expect(tok.DeactivatedAt).NotTo(BeNil())
 		}},
@@ -149,6 +185,9 @@ func TestEndpoints(t *testing.T) {
 		{method: "DELETE", path: "/boards/" + f.doomedBoard.ID, caller: admin, status: 404},
 		{method: "PUT", path: "/boards/" + f.board.ID, caller: admin, body: map[string]any{"name": "x"}, status: 405},
 		{method: "PATCH", path: "/api_tokens/" + f.readOnly.ID, caller: admin, body: map[string]any{"name": "x"}, status: 405},
+		{method: "PATCH", path: "/api_tokens/" + f.readOnly.ID, caller: fa, body: map[string]any{"name": "x"}, status: 403, check: needsAdmin},
+		{method: "GET", path: "/boards", caller: fa, status: 200, check: isList},
+		{method: "POST", path: "/boards", caller: fa, body: map[string]any{"name": "by-full-access"}, status: 201},
 		{method: "GET", path: "/no_such_resource", caller: admin, status: 404},
 	}
 	for _, rw := range rows {
@@ -213,19 +252,19 @@ func TestIdempotency(t *testing.T) {
 		first := tg.do(t, http.MethodPost, "/api_tokens", tg.admin, body, "Idempotency-Key", key)
 		g.Expect(first.Status).To(Equal(http.StatusCreated))
 		g.Expect(first.Header.Get("Idempotent-Replayed")).To(BeEmpty())
-		tok := decodeToken(g, first.Env.Data, true)
+		tok := tg.decodeToken(g, first.Env.Data, true)
 		// The same JSON with other whitespace and key order is the same body.
 		again := tg.do(t, http.MethodPost, "/api_tokens", tg.admin,
 			fmt.Sprintf(`{ "labels": {"y":"2","x":"1"}, "permission": "read_only", "name": %q }`, body["name"]), "Idempotency-Key", key)
 		g.Expect(again.Status).To(Equal(http.StatusCreated), "%s", again.Raw)
 		g.Expect(again.Header.Get("Idempotent-Replayed")).To(Equal("true"))
-		replayed := decodeToken(g, again.Env.Data, true)
+		replayed := tg.decodeToken(g, again.Env.Data, true)
 		g.Expect(replayed.ID).To(Equal(tok.ID))
 		g.Expect(replayed.Token).To(Equal(tok.Token))
 
 		other := tg.do(t, http.MethodPost, "/api_tokens", tg.admin, body, "Idempotency-Key", key+"-other")
 		g.Expect(other.Status).To(Equal(http.StatusCreated))
-		g.Expect(decodeToken(g, other.Env.Data, true).ID).NotTo(Equal(tok.ID))
+		g.Expect(tg.decodeToken(g, other.Env.Data, true).ID).NotTo(Equal(tok.ID))
 		if tg.inst != nil {
 			g.Expect(tg.inst.Server.Stats().Replays).To(Equal(int64(1)))
 		}
@@ -277,7 +316,7 @@ func TestIdempotency(t *testing.T) {
 			g.Expect(s).To(BeElementOf(http.StatusCreated, http.StatusConflict))
 		}
 		list := tg.do(t, http.MethodGet, "/api_tokens?external_id="+url.QueryEscape(ext), tg.admin, nil)
-		g.Expect(decodeTokens(g, list.Env.Data)).To(HaveLen(1))
+		g.Expect(tg.decodeTokens(g, list.Env.Data)).To(HaveLen(1))
 	})
 }
 
@@ -299,9 +338,9 @@ func TestExpiry(t *testing.T) {
 	g.Expect(got.Status).To(Equal("inactive"))
 	g.Expect(got.DeactivatedAt).To(BeNil())
 	inactive := tg.do(t, http.MethodGet, "/api_tokens?status=inactive", tg.admin, nil)
-	g.Expect(decodeTokens(g, inactive.Env.Data)).To(ContainElement(HaveField("ID", tok.ID)))
+	g.Expect(tg.decodeTokens(g, inactive.Env.Data)).To(ContainElement(HaveField("ID", tok.ID)))
 	active := tg.do(t, http.MethodGet, "/api_tokens?status=active", tg.admin, nil)
-	g.Expect(decodeTokens(g, active.Env.Data)).NotTo(ContainElement(HaveField("ID", tok.ID)))
+	g.Expect(tg.decodeTokens(g, active.Env.Data)).NotTo(ContainElement(HaveField("ID", tok.ID)))
 
 	r := tg.do(t, http.MethodPost, "/api_tokens", tg.admin, map[string]any{"name": "past", "permission": "read_only", "expires_at": tg.now().Add(-time.Minute).Format(time.RFC3339)})
 	g.Expect(r.Status).To(Equal(http.StatusUnprocessableEntity))
@@ -328,7 +367,7 @@ func TestPagination(t *testing.T) {
 		p := r.Env.Pagination
 		g.Expect(p).NotTo(BeNil())
 		g.Expect(*p).To(MatchFields(page, 100, 3, 250))
-		items := decodeTokens(g, r.Env.Data)
+		items := tg.decodeTokens(g, r.Env.Data)
 		listed = append(listed, items...)
 		if page < 3 {
 			g.Expect(items).To(HaveLen(100))
@@ -354,21 +393,21 @@ func TestPagination(t *testing.T) {
 
 	r := tg.do(t, http.MethodGet, "/api_tokens?per_page=500&label="+url.QueryEscape("run="+run), tg.admin, nil)
 	g.Expect(r.Env.Pagination.PerPage).To(BeNumerically("<=", 100))
-	g.Expect(decodeTokens(g, r.Env.Data)).To(HaveLen(r.Env.Pagination.PerPage))
+	g.Expect(tg.decodeTokens(g, r.Env.Data)).To(HaveLen(r.Env.Pagination.PerPage))
 
 	r = tg.do(t, http.MethodGet, "/api_tokens?label="+url.QueryEscape("run="+run)+"&label=parity%3Dodd&per_page=100", tg.admin, nil)
 	g.Expect(r.Env.Pagination.TotalCount).To(Equal(125))
-	for _, tok := range decodeTokens(g, r.Env.Data) {
+	for _, tok := range tg.decodeTokens(g, r.Env.Data) {
 		g.Expect(tok.Labels).To(HaveKeyWithValue("parity", "odd"))
 	}
 	r = tg.do(t, http.MethodGet, "/api_tokens?external_id="+url.QueryEscape(run+"-7"), tg.admin, nil)
-	got := decodeTokens(g, r.Env.Data)
+	got := tg.decodeTokens(g, r.Env.Data)
 	g.Expect(got).To(HaveLen(1))
 	g.Expect(got[0].ID).To(Equal(created[7]))
 
 	r = tg.do(t, http.MethodGet, "/api_tokens?page=99&label="+url.QueryEscape("run="+run), tg.admin, nil)
 	g.Expect(r.Status).To(Equal(http.StatusOK))
-	g.Expect(decodeTokens(g, r.Env.Data)).To(BeEmpty())
+	g.Expect(tg.decodeTokens(g, r.Env.Data)).To(BeEmpty())
 }
 
 // MatchFields matches a pagination block on page, per_page, total_pages and total_count.
@@ -411,7 +450,7 @@ func TestConcurrentCreates(t *testing.T) {
 	g.Expect(distinct).To(HaveLen(100))
 	r := tg.do(t, http.MethodGet, "/api_tokens?per_page=100&label="+url.QueryEscape("batch="+batch), tg.admin, nil)
 	g.Expect(r.Env.Pagination.TotalCount).To(Equal(100))
-	for _, tok := range decodeTokens(g, r.Env.Data) {
+	for _, tok := range tg.decodeTokens(g, r.Env.Data) {
 		g.Expect(distinct).To(HaveKey(tok.ID))
 	}
 }
@@ -441,7 +480,7 @@ func TestLastUsedAt(t *testing.T) {
 	g.Expect(second.After(*first)).To(BeTrue())
 
 	self := tg.do(t, http.MethodGet, "/api_tokens/self", tok.Token, nil)
-	g.Expect(decodeToken(g, self.Env.Data, false).LastUsedAt).NotTo(BeNil())
+	g.Expect(tg.decodeToken(g, self.Env.Data, false).LastUsedAt).NotTo(BeNil())
 }
 
 // TestRestartKeepsData restarts the reference server on its data file.
@@ -474,7 +513,7 @@ func TestRestartKeepsData(t *testing.T) {
 	// Ids keep being unique and newest-first ordering survives the restart.
 	after := tg.createToken(t, map[string]any{"name": "after-restart", "permission": "read_only"})
 	list := tg.do(t, http.MethodGet, "/api_tokens?per_page=1", tg.admin, nil)
-	g.Expect(decodeTokens(g, list.Env.Data)[0].ID).To(Equal(after.ID))
+	g.Expect(tg.decodeTokens(g, list.Env.Data)[0].ID).To(Equal(after.ID))
 }
 
 // TestDataFileHoldsNoTokenValues greps the bbolt file for every issued value.

@@ -17,6 +17,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/statusops/apitoken-operator/internal/statusserver"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
@@ -34,6 +35,8 @@ type target struct {
 	clock    *servertest.Clock    // nil for an external server
 	gate     *gate
 	http     *http.Client
+	// features are the extensions the server lists in GET /ping.
+	features map[string]bool
 }
 
 // gate holds creates inside the server's idempotency window when armed.
@@ -65,9 +68,13 @@ func (g *gate) hook(context.Context) {
 	<-release
 }
 
-func newTarget(t *testing.T) *target {
+// newTarget starts the in-process server with the named extensions switched
+// off, or uses the external one as it is (then disabled must be empty: the
+// suite cannot switch another server's features).
+func newTarget(t *testing.T, disabled ...string) *target {
 	t.Helper()
 	tg := &target{http: &http.Client{Timeout: 30 * time.Second}}
+	defer tg.readFeatures(t)
 	if base := os.Getenv("CONFORMANCE_BASE_URL"); base != "" {
 		tg.base = strings.TrimRight(base, "/")
 		tg.admin = os.Getenv("CONFORMANCE_ADMIN_TOKEN")
@@ -75,13 +82,50 @@ func newTarget(t *testing.T) *target {
 		if tg.admin == "" {
 			t.Fatal("CONFORMANCE_ADMIN_TOKEN is required with CONFORMANCE_BASE_URL")
 		}
+		if len(disabled) > 0 {
+			t.Skipf("external server: cannot switch off %v", disabled)
+		}
 		return tg
 	}
 	tg.clock = servertest.NewClock(time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC))
 	tg.gate = &gate{}
-	tg.inst = servertest.Start(t, servertest.WithClock(tg.clock.Now), servertest.WithCreateHook(tg.gate.hook))
+	tg.inst = servertest.Start(t, servertest.WithClock(tg.clock.Now), servertest.WithCreateHook(tg.gate.hook),
+		servertest.WithoutFeatures(disabled...))
 	tg.base, tg.admin = tg.inst.URL, tg.inst.AdminToken
 	return tg
+}
+
+// readFeatures reads data.features from GET /ping: an array of names, absent
+// on a server without extensions.
+func (tg *target) readFeatures(t *testing.T) {
+	t.Helper()
+	if t.Skipped() {
+		return
+	}
+	g := NewWithT(t)
+	r := tg.do(t, http.MethodGet, "/ping", tg.admin, nil)
+	g.Expect(r.Status).To(Equal(http.StatusOK), "%s", r.Raw)
+	var data struct {
+		Features *[]string `json:"features"`
+	}
+	g.Expect(json.Unmarshal(r.Env.Data, &data)).To(Succeed(), "ping data: %s", r.Env.Data)
+	tg.features = map[string]bool{}
+	if data.Features != nil {
+		for _, f := range *data.Features {
+			tg.features[f] = true
+		}
+	}
+}
+
+// has reports whether the server lists the extension.
+func (tg *target) has(feature string) bool { return tg.features[feature] }
+
+// needsFeature skips a check of an extension the server does not list.
+func (tg *target) needsFeature(t *testing.T, feature string) {
+	t.Helper()
+	if !tg.has(feature) {
+		t.Skipf("server does not list the %q feature", feature)
+	}
 }
 
 func (tg *target) needsInProcess(t *testing.T, why string) {
@@ -137,7 +181,12 @@ type tokenObj struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
 	Token         string            `json:"token"`
+	// Extension fields: present exactly when the feature is listed.
+	LastWriteAt  *time.Time `json:"last_write_at"`
+	LastDeniedAt *time.Time `json:"last_denied_at"`
+	UpdatedAt    *time.Time `json:"updated_at"`
 }
 
 type boardObj struct {
@@ -209,14 +258,30 @@ func expectEnvelope(g *WithT, r reply) {
 }
 
 var tokenKeys = []string{"id", "name", "description", "permission", "status", "expires_at",
-	"last_used_at", "created_at", "deactivated_at", "last4", "external_id", "labels"}
+	"last_used_at", "created_at", "deactivated_at", "last4", "external_id", "labels", "role"}
 
-// decodeToken decodes data as one token object, checking every documented key is present.
-func decodeToken(g *WithT, data json.RawMessage, withValue bool) tokenObj {
+// featureKeys are the token object's keys that come with each extension.
+var featureKeys = map[string][]string{
+	statusserver.FeatureUsage:        {"last_write_at", "last_denied_at"},
+	statusserver.FeatureUpdatedSince: {"updated_at"},
+}
+
+// decodeToken decodes data as one token object, checking every documented key
+// is present, and the extensions' keys exactly when the server lists them.
+func (tg *target) decodeToken(g *WithT, data json.RawMessage, withValue bool) tokenObj {
 	var keys map[string]json.RawMessage
 	g.Expect(json.Unmarshal(data, &keys)).To(Succeed(), "token object: %s", data)
 	for _, k := range tokenKeys {
 		g.Expect(keys).To(HaveKey(k), "token object lacks %q: %s", k, data)
+	}
+	for feature, fk := range featureKeys {
+		for _, k := range fk {
+			if tg.has(feature) {
+				g.Expect(keys).To(HaveKey(k), "token object lacks %q of feature %q: %s", k, feature, data)
+			} else {
+				g.Expect(keys).NotTo(HaveKey(k), "token object has %q without feature %q: %s", k, feature, data)
+			}
+		}
 	}
 	if withValue {
 		g.Expect(keys).To(HaveKey("token"))
@@ -231,6 +296,13 @@ func decodeToken(g *WithT, data json.RawMessage, withValue bool) tokenObj {
 	g.Expect(tok.Permission).To(BeElementOf("read_only", "full_access"))
 	g.Expect(tok.Status).To(BeElementOf("active", "inactive"))
 	g.Expect(tok.Labels).NotTo(BeNil())
+	if tg.has(statusserver.FeatureUpdatedSince) {
+		g.Expect(tok.UpdatedAt).NotTo(BeNil(), "updated_at is never null")
+		g.Expect(tok.UpdatedAt.Before(tok.CreatedAt)).To(BeFalse(), "updated_at before created_at")
+	}
+	if tok.Role != nil {
+		g.Expect(*tok.Role).To(Equal("admin"), "role is \"admin\" or null")
+	}
 	if withValue {
 		g.Expect(valuePattern.MatchString(tok.Token)).To(BeTrue(), "value format")
 		g.Expect(tok.Last4).To(Equal(tok.Token[len(tok.Token)-4:]))
@@ -238,12 +310,12 @@ func decodeToken(g *WithT, data json.RawMessage, withValue bool) tokenObj {
 	return tok
 }
 
-func decodeTokens(g *WithT, data json.RawMessage) []tokenObj {
+func (tg *target) decodeTokens(g *WithT, data json.RawMessage) []tokenObj {
 	var items []json.RawMessage
 	g.Expect(json.Unmarshal(data, &items)).To(Succeed(), "token list: %s", data)
 	out := make([]tokenObj, 0, len(items))
 	for _, it := range items {
-		out = append(out, decodeToken(g, it, false))
+		out = append(out, tg.decodeToken(g, it, false))
 	}
 	return out
 }
@@ -255,7 +327,7 @@ func (tg *target) createToken(t *testing.T, body map[string]any, headers ...stri
 	r := tg.do(t, http.MethodPost, "/api_tokens", tg.admin, body, headers...)
 	g.Expect(r.Status).To(Equal(http.StatusCreated), "%s", r.Raw)
 	expectEnvelope(g, r)
-	return decodeToken(g, r.Env.Data, true)
+	return tg.decodeToken(g, r.Env.Data, true)
 }
 
 func (tg *target) getToken(t *testing.T, id string) tokenObj {
@@ -263,7 +335,7 @@ func (tg *target) getToken(t *testing.T, id string) tokenObj {
 	g := NewWithT(t)
 	r := tg.do(t, http.MethodGet, "/api_tokens/"+id, tg.admin, nil)
 	g.Expect(r.Status).To(Equal(http.StatusOK), "%s", r.Raw)
-	return decodeToken(g, r.Env.Data, false)
+	return tg.decodeToken(g, r.Env.Data, false)
 }
 
 // uniq is a fresh suffix, so runs against an external server do not collide.

@@ -56,6 +56,7 @@ type config struct {
 	latency    time.Duration
 	logger     *slog.Logger
 	createHook func(context.Context)
+	disabled   []string
 }
 
 // WithClock makes the server use clock for expiry, timestamps and idempotency.
@@ -73,11 +74,18 @@ func WithCreateHook(hook func(context.Context)) Option {
 	return func(c *config) { c.createHook = hook }
 }
 
+// WithoutFeatures switches protocol extensions off (statusserver.FeatureUsage,
+// FeatureClaim, FeatureUpdatedSince), to check behaviour without them.
+func WithoutFeatures(names ...string) Option {
+	return func(c *config) { c.disabled = append(c.disabled, names...) }
+}
+
 // Instance is a running reference server.
 type Instance struct {
 	// URL is the base URL, ending in /api/v3.
 	URL string
-	// AdminToken is a full_access token value bootstrapped at the first start.
+	// AdminToken is the value of the full_access token with the admin role
+	// bootstrapped at the first start: the only credential that manages tokens.
 	AdminToken string
 	// Server is the handler; its Stats count requests since the last (re)start.
 	Server *statusserver.Server
@@ -127,11 +135,12 @@ func Start(tb testing.TB, opts ...Option) *Instance {
 func (in *Instance) serve(store *statusserver.Store, ln net.Listener) {
 	in.Store = store
 	in.Server = statusserver.New(statusserver.Options{
-		Store:      store,
-		Clock:      in.cfg.clock,
-		Logger:     in.cfg.logger,
-		Latency:    in.cfg.latency,
-		CreateHook: in.cfg.createHook,
+		Store:            store,
+		Clock:            in.cfg.clock,
+		Logger:           in.cfg.logger,
+		Latency:          in.cfg.latency,
+		CreateHook:       in.cfg.createHook,
+		DisabledFeatures: in.cfg.disabled,
 	})
 	in.addr = ln.Addr().String()
 	in.URL = "http://" + in.addr + statusserver.PathPrefix
