@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,11 +64,19 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 		addPendingDeactivation(tok, tok.Status.TokenID, ref)
 	}
 	res := r.sweepPending(ctx, tok, key, "")
-	for _, k := range res.waiting {
-		if o, err := r.readBackend(ctx, k); err == nil && o.deleting {
-			r.dropPendingOn(tok, k, "its backend "+k.String()+" is being deleted and not Ready")
-		}
+	if _, _, registered := r.Registry.Get(key); !registered && !slices.Contains(res.waiting, key) && !r.backendGone(ctx, key) {
+		// A token of an interrupted create may exist that only this backend can revoke: wait
+		// for it, as for a listed one.
+		res.waiting = append(res.waiting, key)
 	}
+	res.waiting = slices.DeleteFunc(res.waiting, func(k BackendKey) bool {
+		o, err := r.readBackend(ctx, k)
+		if err != nil || !o.deleting {
+			return false
+		}
+		r.dropPendingOn(tok, k, "its backend "+k.String()+" is being deleted and not Ready")
+		return true
+	})
 	hint := fmt.Sprintf(" The finalizer stays until then; to give up, annotate the APIToken %s=true (the backend token may then stay active).", tokensv1alpha1.AnnotationSkipRevoke)
 	switch {
 	case res.err != nil:
@@ -76,7 +85,7 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 			return false, ctrl.Result{RequeueAfter: ra}, nil
 		}
 		return false, ctrl.Result{}, errors.New("deactivating for deletion: " + res.err.Error())
-	case len(tok.Status.PendingDeactivation) > 0:
+	case len(tok.Status.PendingDeactivation) > 0 || len(res.waiting) > 0:
 		markDeleting(tok, fmt.Sprintf("Waiting for %v to become Ready to deactivate %s.", res.waiting, pendingIDs(tok))+hint)
 		return false, ctrl.Result{}, nil
 	}
