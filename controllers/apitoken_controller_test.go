@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -472,7 +473,7 @@ func TestWritesAreCounted(t *testing.T) {
 	h.writes.reset()
 	before := h.backend.Server.Stats()
 	for i := 0; i < n; i++ {
-		h.create(h.newToken("bulk-"+itoa(i), tokensv1alpha1.PermissionReadOnly))
+		h.create(h.newToken("bulk-"+strconv.Itoa(i), tokensv1alpha1.PermissionReadOnly))
 	}
 	g.Eventually(func() int {
 		var list tokensv1alpha1.APITokenList
@@ -515,14 +516,6 @@ func TestWritesAreCounted(t *testing.T) {
 	g.Expect(h.writes.total("/apitokens") + h.writes.total("/secrets")).To(BeZero())
 }
 
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i < 10 {
-		return digits[i : i+1]
-	}
-	return itoa(i/10) + digits[i%10:i%10+1]
-}
-
 // TestTransientBackendErrorIsRetried: a backend that goes away after being checked makes
 // the issue fail transiently (Reconciling, kstatus InProgress); the failure triggers a
 // re-check of the backend, and its recovery wakes the token at once.
@@ -545,10 +538,10 @@ func TestTransientBackendErrorIsRetried(t *testing.T) {
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	g.Eventually(func() string { return h.readyCondition(h.get(tok.Name)).Reason }).WithTimeout(15*time.Second).
 		Should(Equal(tokensv1alpha1.ReasonBackendNotReady), "the outage was noticed by the backend re-check")
+	// A token waiting for its backend has no retry scheduled (BackendNotReady returns no
+	// requeue): only the backend's re-registration can wake it, so reaching Issued at all
+	// shows the recovery woke it, whatever the machine's speed.
 	h.backend.Restart(t)
-	start := time.Now()
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	t.Logf("issued %s after the backend came back", time.Since(start).Round(10*time.Millisecond))
-	g.Expect(time.Since(start)).To(BeNumerically("<", 12*time.Second), "woken by the backend's recovery, not by its own backoff")
 	g.Expect(h.activeBackendTokens(got.UID)).To(HaveLen(1))
 }

@@ -26,13 +26,13 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 	}
 	switch {
 	case tok.Annotations[tokensv1alpha1.AnnotationSkipRevoke] == "true":
-		r.event(tok, corev1.EventTypeWarning, eventRevocationSkipped, fmt.Sprintf(
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRevocationSkipped, fmt.Sprintf(
 			"Deleted without deactivating (annotation %s): token %s on %s, and any token listed in status.pendingDeactivation, may still be active. Deactivate them in the backend by hand.",
 			tokensv1alpha1.AnnotationSkipRevoke, tok.Status.TokenID, currentBackendKey(tok)))
 	case tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain:
 		// Retain never blocks on the backend: the sweep of the other tokens is best effort.
 		if res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID); res.err != nil || len(res.waiting) > 0 {
-			r.event(tok, corev1.EventTypeWarning, eventRetained, fmt.Sprintf("Token %s was left active (deletionPolicy Retain); older tokens of this APIToken could not all be deactivated on %s.", tok.Status.TokenID, currentBackendKey(tok)))
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRetained, fmt.Sprintf("Token %s was left active (deletionPolicy Retain); older tokens of this APIToken could not all be deactivated on %s.", tok.Status.TokenID, currentBackendKey(tok)))
 		}
 	default:
 		if done, res, err := r.revokeForDeletion(ctx, tok); !done {
@@ -90,7 +90,7 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 		return false, ctrl.Result{}, nil
 	}
 	if wasActive {
-		r.event(tok, corev1.EventTypeNormal, eventRevoked, fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventRevoked, fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
 	}
 	return true, ctrl.Result{}, nil
 }

@@ -205,7 +205,7 @@ func removePendingOn(tok *tokensv1alpha1.APIToken, key BackendKey, keep string) 
 func (r *APITokenReconciler) dropPendingOn(tok *tokensv1alpha1.APIToken, key BackendKey, why string) {
 	for _, p := range tok.Status.PendingDeactivation {
 		if keyOfRef(p.Backend) == key {
-			r.event(tok, corev1.EventTypeWarning, eventDeactivationAbandoned,
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventDeactivationAbandoned,
 				fmt.Sprintf("Token %s could not be deactivated because %s; it may still be active on that service until it expires", p.TokenID, why))
 		}
 	}
