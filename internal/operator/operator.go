@@ -4,11 +4,11 @@ package operator
 
 import (
 	"context"
-
 	"fmt"
-	"github.com/go-logr/logr"
 	"strings"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -95,7 +96,10 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		// object and are never read here.
 		DefaultTransform: trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: managed},
+			// Anyone who may create a Secret can give it the managed-by label: the cache
+			// keeps only what the operator reads and a hash of the token, so such Secrets
+			// cost bounded memory and no token value sits in the operator's heap.
+			&corev1.Secret{}: {Label: managed, Transform: chainTransforms(trimForCache, controllers.TrimManagedSecret)},
 		},
 	}
 	if len(o.WatchNamespaces) > 0 {
@@ -263,6 +267,20 @@ func trimForCache(obj any) (any, error) {
 		}
 	}
 	return obj, nil
+}
+
+// chainTransforms applies the transforms in order. A ByObject transform replaces the
+// DefaultTransform rather than adding to it, hence the chain.
+func chainTransforms(fs ...toolscache.TransformFunc) toolscache.TransformFunc {
+	return func(obj any) (any, error) {
+		for _, f := range fs {
+			var err error
+			if obj, err = f(obj); err != nil {
+				return nil, err
+			}
+		}
+		return obj, nil
+	}
 }
 
 // trimSecretMetadata keeps of every Secret's metadata only what the operator reads: name,
