@@ -5,12 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/statusops/apitoken-operator/internal/metrics"
@@ -41,12 +38,17 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 600, "Burst of queries to the Kubernetes API server.")
 	flag.Parse()
 
-	level, err := parseLevel(logLevel)
+	level, err := operator.ParseLogLevel(logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	ctrl.SetLogger(zap.New(zap.Level(level), zap.UseDevMode(logFormat == "console")))
+	// Every logger of the process (controller-runtime's, klog's, client-go's) is capped at
+	// operator.MaxVerbosity, whatever --log-level says: above it client-go logs Secret bodies.
+	if err := operator.SetGlobalLoggers(operator.NewLogger(level, logFormat == "console", nil), level); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	if soft := operator.SetMemoryLimitFromCgroup(); soft > 0 {
 		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
 	}
@@ -64,20 +66,4 @@ func main() {
 		ctrl.Log.Error(err, "Manager stopped")
 		os.Exit(1)
 	}
-}
-
-func parseLevel(s string) (zapcore.Level, error) {
-	switch s {
-	case "debug":
-		return zapcore.Level(-5), nil
-	case "info":
-		return zapcore.InfoLevel, nil
-	case "error":
-		return zapcore.ErrorLevel, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("--log-level must be debug, info, error or a verbosity number, not %q", s)
-	}
-	return zapcore.Level(-n), nil
 }

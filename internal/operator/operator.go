@@ -213,11 +213,6 @@ func SplitNamespaces(s string) []string {
 	return out
 }
 
-// MaxVerbosity is the most verbose level the manager logs at. client-go logs request and
-// response bodies (which for a Secret include the token) at V(8) and headers at V(7), so
-// nothing above V(5) is ever written, whatever the configured level.
-const MaxVerbosity = 5
-
 // CapVerbosity drops every log line above V(max).
 func CapVerbosity(l logr.Logger, max int) logr.Logger {
 	return logr.New(&cappedSink{LogSink: l.GetSink(), max: max})
