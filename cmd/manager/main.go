@@ -23,7 +23,11 @@ func main() {
 		qps        float64
 		burst      int
 	)
-	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	secureMetrics := flag.Bool("metrics-secure", true, "Serve metrics over HTTPS to authenticated and authorized clients only (a bearer token allowed to get the non-resource URL /metrics); false serves plain HTTP to anyone.")
+	flag.StringVar(&o.MetricsCertDir, "metrics-cert-path", "", "Directory holding the metrics server's certificate and key; empty generates a self-signed certificate.")
+	flag.StringVar(&o.MetricsCertName, "metrics-cert-name", "tls.crt", "File name of the metrics server's certificate in --metrics-cert-path.")
+	flag.StringVar(&o.MetricsKeyName, "metrics-cert-key", "tls.key", "File name of the metrics server's key in --metrics-cert-path.")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "0", "Address of the net/http/pprof endpoints, for profiling; \"0\" disables them.")
 	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
@@ -52,6 +56,7 @@ func main() {
 	if soft := operator.SetMemoryLimitFromCgroup(); soft > 0 {
 		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
 	}
+	o.InsecureMetrics = !*secureMetrics
 	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
 	o.BackendObserver = metrics.NewBackendObserver()
 	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }

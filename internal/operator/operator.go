@@ -3,8 +3,12 @@
 package operator
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -33,6 +38,14 @@ import (
 // Options configure the manager. Zero values take the defaults of cmd/manager's flags.
 type Options struct {
 	MetricsAddr string
+	// InsecureMetrics serves metrics over plain HTTP to anyone who can reach the port. The
+	// default is HTTPS where only a bearer token allowed to get /metrics (a TokenReview and a
+	// SubjectAccessReview) may read them: the series carry token ids and namespaces. make dev
+	// and the bench scrape plainly.
+	InsecureMetrics bool
+	// MetricsCertDir holds the metrics server's certificate (MetricsCertName, MetricsKeyName;
+	// default tls.crt and tls.key); empty means a self-signed one generated at start.
+	MetricsCertDir, MetricsCertName, MetricsKeyName string
 	// PprofAddr serves net/http/pprof when set ("0" or empty: off).
 	PprofAddr               string
 	HealthAddr              string
@@ -113,12 +126,16 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		logger = *o.Logger
 	}
 	logger = CapVerbosity(logger, MaxVerbosity)
+	metricsOpts, err := metricsServerOptions(o)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Logger:                        logger,
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Scheme:                        scheme,
 		Cache:                         cacheOpts,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.HealthAddr,
 		PprofBindAddress:              o.PprofAddr,
 		LeaderElection:                o.LeaderElection,
@@ -191,6 +208,36 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		}
 	}
 	return mgr, nil
+}
+
+// metricsServerOptions serves metrics as the kubebuilder scaffold does: HTTPS with
+// controller-runtime's authentication and authorization filter unless InsecureMetrics.
+func metricsServerOptions(o Options) (metricsserver.Options, error) {
+	m := metricsserver.Options{BindAddress: o.MetricsAddr}
+	if o.InsecureMetrics {
+		return m, nil
+	}
+	m.SecureServing = true
+	m.FilterProvider = filters.WithAuthenticationAndAuthorization
+	// HTTP/2 is off, as in the scaffold: its stream handling had denial-of-service bugs
+	// (CVE-2023-44487, CVE-2023-39325) and a scraper needs only HTTP/1.1.
+	m.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	if o.MetricsCertDir == "" {
+		// controller-runtime looks for certificates in a default directory under /tmp
+		// before it generates a self-signed one; a directory of our own that never has
+		// any makes "no cert flags" mean self-signed, whatever /tmp holds.
+		m.CertDir = filepath.Join(os.TempDir(), "apitoken-operator-no-metrics-certs")
+		return m, nil
+	}
+	m.CertDir, m.CertName, m.KeyName = o.MetricsCertDir, o.MetricsCertName, o.MetricsKeyName
+	for _, f := range []string{cmp.Or(m.CertName, "tls.crt"), cmp.Or(m.KeyName, "tls.key")} {
+		// Without the files controller-runtime silently falls back to a self-signed
+		// certificate; a configured certificate that is missing is an error instead.
+		if _, err := os.Stat(filepath.Join(m.CertDir, f)); err != nil {
+			return m, fmt.Errorf("metrics certificate: %w", err)
+		}
+	}
+	return m, nil
 }
 
 // Run builds the manager and runs it until ctx ends.
