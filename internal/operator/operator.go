@@ -326,13 +326,33 @@ func chainTransforms(fs ...toolscache.TransformFunc) toolscache.TransformFunc {
 }
 
 // trimSecretMetadata keeps of every Secret's metadata only what the operator reads: name,
-// namespace, labels and owner references. Annotations can be large (and, for a Secret applied
-// with kubectl, carry its data); they are dropped.
+// namespace, the managed-by label and the controller owner reference. Anyone who may create
+// a Secret can give it labels, annotations and owner references up to the object size limit,
+// and this cache holds every Secret in the cluster: the rest is dropped.
 func trimSecretMetadata(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
 		m.SetAnnotations(nil)
 		m.SetFinalizers(nil)
+		m.SetLabels(managedByLabelOnly(m.GetLabels()))
+		m.SetOwnerReferences(controllerRefOnly(m.GetOwnerReferences()))
 	}
 	return obj, nil
+}
+
+// managedByLabelOnly keeps the managed-by label, which tells a foreign Secret from ours.
+func managedByLabelOnly(l map[string]string) map[string]string {
+	v, ok := l[tokensv1alpha1.LabelManagedBy]
+	if !ok {
+		return nil
+	}
+	return map[string]string{tokensv1alpha1.LabelManagedBy: v}
+}
+
+// controllerRefOnly keeps the controller owner reference, the one metav1.IsControlledBy reads.
+func controllerRefOnly(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	if ref := metav1.GetControllerOfNoCopy(&metav1.ObjectMeta{OwnerReferences: refs}); ref != nil {
+		return []metav1.OwnerReference{*ref}
+	}
+	return nil
 }

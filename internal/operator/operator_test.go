@@ -2,7 +2,9 @@ package operator
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -10,8 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
 
 // TestCapVerbosity: client-go logs Secret bodies at V(8); the cap must drop them even when
@@ -66,13 +71,28 @@ func TestCacheTransformsDropLargeMetadata(t *testing.T) {
 	g.Expect(got.Annotations).To(Equal(map[string]string{"keep": "me"}))
 	g.Expect(got.Labels).To(HaveKey("a"))
 
-	out, err = trimSecretMetadata(&metav1.PartialObjectMetadata{ObjectMeta: *secret.ObjectMeta.DeepCopy()})
+	// The metadata cache holds every Secret in the cluster: only the managed-by label and the
+	// controller reference stay, however many labels and owners a tenant adds.
+	hostile := secret.ObjectMeta.DeepCopy()
+	hostile.Labels = map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}
+	for i := range 1000 {
+		hostile.Labels[fmt.Sprintf("l%04d", i)] = strings.Repeat("v", 63)
+		hostile.OwnerReferences = append(hostile.OwnerReferences, metav1.OwnerReference{Name: fmt.Sprintf("o%d", i)})
+	}
+	hostile.OwnerReferences = append(hostile.OwnerReferences, metav1.OwnerReference{Name: "owner", Controller: ptr.To(true)})
+	out, err = trimSecretMetadata(&metav1.PartialObjectMetadata{ObjectMeta: *hostile})
 	g.Expect(err).NotTo(HaveOccurred())
 	meta := out.(*metav1.PartialObjectMetadata)
 	g.Expect(meta.Annotations).To(BeNil())
 	g.Expect(meta.ManagedFields).To(BeNil())
-	g.Expect(meta.Labels).To(HaveKey("a"))
-	g.Expect(meta.OwnerReferences).To(HaveLen(1))
+	g.Expect(meta.Labels).To(Equal(map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}))
+	g.Expect(meta.OwnerReferences).To(Equal([]metav1.OwnerReference{{Name: "owner", Controller: ptr.To(true)}}))
+
+	out, err = trimSecretMetadata(&metav1.PartialObjectMetadata{ObjectMeta: *secret.ObjectMeta.DeepCopy()})
+	g.Expect(err).NotTo(HaveOccurred())
+	meta = out.(*metav1.PartialObjectMetadata)
+	g.Expect(meta.Labels).To(BeNil(), "a foreign Secret keeps no label")
+	g.Expect(meta.OwnerReferences).To(BeNil(), "nor a non-controller owner")
 }
 
 // TestNewLoggerClampsTheCore: the zap core under the logger, which client-go reaches
