@@ -3,6 +3,7 @@ package operator
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	certutil "k8s.io/client-go/util/cert"
 	"sigs.k8s.io/yaml"
 
 	"github.com/statusops/apitoken-operator/internal/testenv"
@@ -139,6 +141,26 @@ func TestMetricsRequireAuthorization(t *testing.T) {
 			g.Expect(code).To(Equal(http.StatusOK))
 			g.Expect(body).To(ContainSubstring("controller_runtime_"))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+
+	t.Run("the given certificate", func(t *testing.T) {
+		g := NewWithT(t)
+		dir := t.TempDir()
+		certPEM, keyPEM, err := certutil.GenerateSelfSignedCertKey("metrics.example", []net.IP{{127, 0, 0, 1}}, nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(os.WriteFile(filepath.Join(dir, "serving.crt"), certPEM, 0o600)).To(Succeed())
+		g.Expect(os.WriteFile(filepath.Join(dir, "serving.key"), keyPEM, 0o600)).To(Succeed())
+		addr := freeAddr(t)
+		startTestManager(t, env, Options{MetricsAddr: addr, MetricsCertDir: dir, MetricsCertName: "serving.crt", MetricsKeyName: "serving.key"})
+		pool := x509.NewCertPool()
+		g.Expect(pool.AppendCertsFromPEM(certPEM)).To(BeTrue())
+		// Verified against the given certificate only: a self-signed fallback would fail.
+		strict := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		g.Eventually(func() (int, error) {
+			code, _, err := get(strict, "https://"+addr+"/metrics", scraper)
+			return code, err
+		}).
+			WithTimeout(30 * time.Second).Should(Equal(http.StatusOK))
 	})
 
 	t.Run("a missing certificate is an error", func(t *testing.T) {
