@@ -144,7 +144,8 @@ func run(n int, latency time.Duration, conc, qps, burst, expiryN, unrelated int,
 			CredentialsSecretRef: tokensv1alpha1.CredentialsSecretReference{Name: "backend-admin", Namespace: "bench", Key: "token"}}}}); err != nil {
 		return err
 	}
-	args := []string{"--watch-namespaces=bench,bench-expiry", "--log-level=info", "--max-concurrent-reconciles=" + strconv.Itoa(conc)}
+	// --metrics-secure=false: the bench scrapes the manager's metrics plainly, on loopback.
+	args := []string{"--watch-namespaces=bench,bench-expiry", "--log-level=info", "--metrics-secure=false", "--max-concurrent-reconciles=" + strconv.Itoa(conc)}
 	if qps > 0 {
 		args = append(args, "--kube-api-qps="+strconv.Itoa(qps))
 	}
