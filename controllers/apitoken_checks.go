@@ -111,7 +111,6 @@ type decision struct {
 	requeueAt time.Time
 }
 
-
 // decide is the whole policy of the APIToken controller, in order of precedence.
 func decide(in tokenInputs) decision {
 	tok := in.token
@@ -401,12 +400,11 @@ func formatTime(t *metav1.Time) string {
 }
 
 // secretTokenHash is the SHA-256 of the token a Secret holds: computed from the value on a
-// live read, or kept by the cache transform (which drops the value itself).
+// live read, or kept by the cache transform (which drops the value itself); "" when the
+// Secret holds no token.
 func secretTokenHash(s *corev1.Secret) string {
-	if h, ok := cachedTokenHash(s); ok {
-		return h
-	}
-	return hashToken(s.Data[tokensv1alpha1.SecretKeyToken])
+	h, _ := CachedTokenHash(s)
+	return h
 }
 
 // tokenHint is the last four characters of the value the operator received; a backend's

@@ -136,7 +136,9 @@ const annotationRetainedFrom = "tokens.statusops.dev/retained-from"
 // now on), and an annotation says where it came from.
 func (r *APITokenReconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
 	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
+	// Live, not cached: the patch is computed from it, and the cache may have cut its
+	// owner references or metadata.
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
