@@ -112,6 +112,12 @@ const (
 	// EventDeactivationAbandoned (Warning): a token to deactivate is on a backend object that
 	// no longer exists; it may stay active until it expires.
 	EventDeactivationAbandoned = "DeactivationAbandoned"
+	// EventPredecessorRetired: a replaced token was deactivated; the note says why (grace
+	// over, unused, superseded by a newer replacement, revoked).
+	EventPredecessorRetired = "PredecessorRetired"
+	// EventPredecessorStillInUse (Warning): a replaced token was still used when its grace
+	// period ended and was retired anyway; a consumer never picked up the new value.
+	EventPredecessorStillInUse = "PredecessorStillInUse"
 	// EventRetained (Warning): deletionPolicy Retain left tokens active that could not all be
 	// checked.
 	EventRetained = "Retained"
@@ -128,6 +134,9 @@ const (
 	LabelAPIToken = "tokens.statusops.dev/apitoken"
 	// AnnotationRotateRequestedAt: setting it to a new value replaces the token once.
 	AnnotationRotateRequestedAt = "tokens.statusops.dev/rotate-requested-at"
+	// AnnotationRevokeRequestedAt: setting it to a new value (a leaked token) issues a new
+	// token and deactivates every older one at once, with no overlap.
+	AnnotationRevokeRequestedAt = "tokens.statusops.dev/revoke-requested-at"
 	// AnnotationSkipRevoke set to "true" on an APIToken lets it be deleted without deactivating
 	// its backend token: the way out when a backend is gone for good. An Event says the backend
 	// token may still be active.
