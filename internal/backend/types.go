@@ -14,9 +14,13 @@ type Permission string
 const (
 	// PermissionReadOnly allows GET, HEAD and OPTIONS on every resource.
 	PermissionReadOnly Permission = "read_only"
-	// PermissionFullAccess allows every method, including token management.
+	// PermissionFullAccess allows every method; token management also needs RoleAdmin.
 	PermissionFullAccess Permission = "full_access"
 )
+
+// RoleAdmin is the role of a token that may manage tokens (the backend's bootstrap
+// credential, or one an administrator made outside the API).
+const RoleAdmin = "admin"
 
 // TokenStatus is the lifecycle state the backend reports for a token.
 type TokenStatus string
@@ -45,6 +49,8 @@ type Token struct {
 	// ExternalID links the token to its owner (the APIToken uid); empty if none.
 	ExternalID string
 	Labels     map[string]string
+	// Role is "admin" for a credential that may manage tokens, empty otherwise.
+	Role string
 }
 
 // CreateRequest is the body of POST /api_tokens.

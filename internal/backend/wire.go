@@ -39,6 +39,7 @@ type tokenWire struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
 	// Token is the value, present only in a create reply.
 	Token string `json:"token"`
 }
@@ -69,6 +70,9 @@ func (w *tokenWire) toToken() Token {
 	}
 	if w.ExternalID != nil {
 		t.ExternalID = *w.ExternalID
+	}
+	if w.Role != nil {
+		t.Role = *w.Role
 	}
 	return t
 }

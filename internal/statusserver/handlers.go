@@ -21,7 +21,13 @@ func (s *Server) handlePing(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) handleSelf(w http.ResponseWriter, r *http.Request) {
 	s.counters.selfCalls.Add(1)
-	s.writeData(w, http.StatusOK, toTokenJSON(callerFrom(r.Context()), s.clock()), nil)
+	caller := callerFrom(r.Context())
+	j := toTokenJSON(caller, s.clock())
+	if s.store.IsAdmin(caller.ID) {
+		role := "admin"
+		j.Role = &role
+	}
+	s.writeData(w, http.StatusOK, j, nil)
 }
 
 func (s *Server) handleGetToken(w http.ResponseWriter, _ *http.Request, id string) {
