@@ -40,6 +40,9 @@ func TestClusterStatusBackendReadiness(t *testing.T) {
 	h := newHarness(t)
 	readOnly := h.backend.IssueToken(t, backend.CreateRequest{Name: "ro-admin", Permission: backend.PermissionReadOnly})
 	h.createAdminSecret(h.ns, "ro-admin", readOnly.Value.Reveal())
+	// A full_access token is not an admin: token management needs the admin role.
+	fullAccess := h.backend.IssueToken(t, backend.CreateRequest{Name: "fa-not-admin", Permission: backend.PermissionFullAccess})
+	h.createAdminSecret(h.ns, "fa-not-admin", fullAccess.Value.Reveal())
 	h.createAdminSecret(h.ns, "revoked-admin", "sgt_thisTokenDoesNotExistOnTheBackend0000000")
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "wrong-key"}, StringData: map[string]string{"password": h.backend.AdminToken}}
 	NewWithT(t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
@@ -57,7 +60,8 @@ func TestClusterStatusBackendReadiness(t *testing.T) {
 	}{
 		{"missing-secret", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "absent" }, tokensv1alpha1.ReasonCredentialsNotFound, "does not exist"},
 		{"wrong-key", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "wrong-key" }, tokensv1alpha1.ReasonCredentialsNotFound, "has no key \"token\""},
-		{"read-only", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "ro-admin" }, tokensv1alpha1.ReasonCredentialsInvalid, "needs a full_access token"},
+		{"read-only", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "ro-admin" }, tokensv1alpha1.ReasonCredentialsInvalid, "needs the admin role"},
+		{"full-access-not-admin", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "fa-not-admin" }, tokensv1alpha1.ReasonCredentialsInvalid, "needs the admin role of the backend"},
 		{"unknown-token", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.CredentialsSecretRef.Name = "revoked-admin" }, tokensv1alpha1.ReasonCredentialsInvalid, "rejected the token"},
 		{"unreachable", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.URL = "http://127.0.0.1:1/api/v3" }, tokensv1alpha1.ReasonBackendUnreachable, "could not be reached"},
 		{"not-a-backend", func(b *tokensv1alpha1.ClusterStatusBackend) { b.Spec.URL = html.URL + "/api/v3" }, tokensv1alpha1.ReasonBackendUnreachable, "does not answer as a status backend"},
@@ -73,6 +77,7 @@ func TestClusterStatusBackendReadiness(t *testing.T) {
 			g.Expect(cond.Message).To(ContainSubstring(tc.message))
 			g.Expect(cond.Message).NotTo(ContainSubstring(h.backend.AdminToken))
 			g.Expect(cond.Message).NotTo(ContainSubstring(readOnly.Value.Reveal()))
+			g.Expect(cond.Message).NotTo(ContainSubstring(fullAccess.Value.Reveal()))
 		})
 	}
 
