@@ -63,6 +63,9 @@ type APITokenReconciler struct {
 	// SecretMetadata is the metadata-only cache of all Secrets (see StatusBackendReconciler).
 	// It lets a token in SecretConflict proceed as soon as the foreign Secret is removed.
 	SecretMetadata cache.Cache
+	// NamespacedBackendsDisabled is set by --namespaced-backends=false: StatusBackends are not
+	// reconciled, and an APIToken referring to one waits with a message saying so.
+	NamespacedBackendsDisabled bool
 	// AfterCreate is a test seam: when set, it runs after the backend create succeeded and
 	// before the Secret is written; an error aborts the pass there, as a crash would.
 	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
@@ -378,6 +381,11 @@ func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha
 // backendFailed reports a failed backend call: transient errors are retried with backoff
 // (or after Retry-After), others need a person.
 func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
+	if IsBackendBusy(err) {
+		// The backend's in-flight cap is reached (a bulkhead, not an outage): come back soon
+		// without holding a worker, changing a condition or reporting an outage.
+		return ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+	}
 	r.reportOutage(tok, err)
 	if backend.IsTransient(err) || backend.IsUnauthorized(err) {
 		markProgressing(tok, tokensv1alpha1.ReasonBackendError,
@@ -599,6 +607,10 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 	var conditions []metav1.Condition
 	switch be.key.Kind {
 	case tokensv1alpha1.BackendKindStatusBackend:
+		if r.NamespacedBackendsDisabled {
+			be.found, be.message = true, fmt.Sprintf("%s cannot be used: this installation turns namespaced StatusBackends off (--namespaced-backends=false). Point spec.backendRef at a ClusterStatusBackend.", be.key)
+			return be, nil
+		}
 		var obj tokensv1alpha1.StatusBackend
 		if err := r.Get(ctx, types.NamespacedName{Namespace: be.key.Namespace, Name: be.key.Name}, &obj); err != nil {
 			if apierrors.IsNotFound(err) {

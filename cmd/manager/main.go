@@ -25,6 +25,7 @@ func main() {
 		logFormat  string
 		qps        float64
 		burst      int
+		namespaced bool
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "0", "Address of the net/http/pprof endpoints, for profiling; \"0\" disables them.")
@@ -34,6 +35,8 @@ func main() {
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the Pod's namespace).")
 	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
+	flag.IntVar(&o.MaxInFlightPerBackend, "max-inflight-per-backend", 4, "Requests in flight to one backend at most; APITokens beyond it requeue shortly, so a hanging backend holds only this many workers. Negative: no cap.")
+	flag.BoolVar(&namespaced, "namespaced-backends", true, "Reconcile namespaced StatusBackends. Off allows only ClusterStatusBackends: a StatusBackend's URL is chosen by a tenant and called from the operator's network.")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, error, or a number N for verbosity V(N).")
 	flag.StringVar(&logFormat, "log-format", "json", "Log format: json or console.")
@@ -51,6 +54,7 @@ func main() {
 		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
 	}
 	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
+	o.DisableNamespacedBackends = !namespaced
 	o.BackendObserver = metrics.NewBackendObserver()
 	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }
 
