@@ -248,7 +248,8 @@ func backendErrorCategory(err error) string {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
 	case errors.As(err, &tlsVerify), errors.As(err, &tlsRecord), errors.As(err, &tlsAlert),
-		strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"):
+		strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"),
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return "TLS handshake failed"
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed by the server"
