@@ -73,6 +73,10 @@ type APITokenReconciler struct {
 	expectations writeExpectations
 }
 
+// errBusyPass is how backendFailed tells Reconcile that the pass was refused by the
+// backend's in-flight cap (IsBackendBusy).
+var errBusyPass = errors.New("backend busy: pass refused by the in-flight cap")
+
 // cacheLagRequeue is how soon a pass whose cache lags behind our own writes runs again.
 const cacheLagRequeue = 100 * time.Millisecond
 
@@ -85,6 +89,10 @@ const cacheLagRequeue = 100 * time.Millisecond
 // Reconcile moves one APIToken towards its spec. Status is written once, at the end, and only
 // when it changed.
 func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	// The pass holds at most one slot of its backend's in-flight cap, from its first backend
+	// call to its end.
+	ctx, endPass := WithBackendPass(ctx)
+	defer endPass()
 	tok := &tokensv1alpha1.APIToken{}
 	if err := r.Get(ctx, req.NamespacedName, tok); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -103,6 +111,14 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	before := tok.DeepCopy()
 	gone := false
 	defer func() {
+		if errors.Is(retErr, errBusyPass) {
+			// Refused by the backend's in-flight cap: come back soon without holding a worker,
+			// and write no status unless this pass issued a token before it was refused.
+			result, retErr = ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+			if tok.Status.TokenID == before.Status.TokenID {
+				return
+			}
+		}
 		if gone || equality.Semantic.DeepEqual(before.Status, tok.Status) {
 			return
 		}
@@ -382,9 +398,9 @@ func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha
 // (or after Retry-After), others need a person.
 func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
 	if IsBackendBusy(err) {
-		// The backend's in-flight cap is reached (a bulkhead, not an outage): come back soon
-		// without holding a worker, changing a condition or reporting an outage.
-		return ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+		// The backend's in-flight cap is reached (a bulkhead, not an outage): Reconcile
+		// requeues soon, changes no condition and reports no outage.
+		return ctrl.Result{}, errBusyPass
 	}
 	r.reportOutage(tok, err)
 	if backend.IsTransient(err) || backend.IsUnauthorized(err) {

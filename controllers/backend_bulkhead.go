@@ -49,7 +49,12 @@ type limitedClient struct {
 
 var _ backend.Client = (*limitedClient)(nil)
 
-func (c *limitedClient) acquire(op string) (func(), error) {
+// acquire takes a slot for one call or, within a pass (WithBackendPass), for the rest of
+// the pass; it refuses at once when none is free.
+func (c *limitedClient) acquire(ctx context.Context, op string) (func(), error) {
+	if p, ok := ctx.Value(passKey{}).(*backendPass); ok {
+		return p.acquire(c.slots, op)
+	}
 	select {
 	case c.slots <- struct{}{}:
 		return func() { <-c.slots }, nil
@@ -58,8 +63,52 @@ func (c *limitedClient) acquire(op string) (func(), error) {
 	}
 }
 
+type passKey struct{}
+
+// backendPass is the slots one reconcile pass holds, one per capped backend it called.
+type backendPass struct {
+	mu   sync.Mutex
+	held []chan struct{}
+}
+
+// WithBackendPass marks ctx as one reconcile pass. Its first call to a capped backend takes
+// one of the backend's slots and keeps it until end is called, so the cap counts workers (a
+// backend holds at most its cap of them), and a pass that got going is never refused halfway,
+// for example between a create and the sweep after it: only its first call can be refused,
+// before anything happened on the backend.
+func WithBackendPass(ctx context.Context) (_ context.Context, end func()) {
+	p := &backendPass{}
+	return context.WithValue(ctx, passKey{}, p), p.end
+}
+
+func (p *backendPass) acquire(slots chan struct{}, op string) (func(), error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.held {
+		if s == slots {
+			return func() {}, nil
+		}
+	}
+	select {
+	case slots <- struct{}{}:
+		p.held = append(p.held, slots)
+		return func() {}, nil
+	default:
+		return nil, newBusyError(op)
+	}
+}
+
+func (p *backendPass) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.held {
+		<-s
+	}
+	p.held = nil
+}
+
 func (c *limitedClient) Ping(ctx context.Context) error {
-	release, err := c.acquire("ping")
+	release, err := c.acquire(ctx, "ping")
 	if err != nil {
 		return err
 	}
@@ -68,7 +117,7 @@ func (c *limitedClient) Ping(ctx context.Context) error {
 }
 
 func (c *limitedClient) CreateToken(ctx context.Context, key string, req backend.CreateRequest) (*backend.CreatedToken, error) {
-	release, err := c.acquire("create")
+	release, err := c.acquire(ctx, "create")
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +126,7 @@ func (c *limitedClient) CreateToken(ctx context.Context, key string, req backend
 }
 
 func (c *limitedClient) GetToken(ctx context.Context, id string) (*backend.Token, error) {
-	release, err := c.acquire("get")
+	release, err := c.acquire(ctx, "get")
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +135,7 @@ func (c *limitedClient) GetToken(ctx context.Context, id string) (*backend.Token
 }
 
 func (c *limitedClient) ListTokens(ctx context.Context, opts backend.ListOptions) ([]backend.Token, error) {
-	release, err := c.acquire("list")
+	release, err := c.acquire(ctx, "list")
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +144,7 @@ func (c *limitedClient) ListTokens(ctx context.Context, opts backend.ListOptions
 }
 
 func (c *limitedClient) DeactivateToken(ctx context.Context, id string) (*backend.Token, error) {
-	release, err := c.acquire("deactivate")
+	release, err := c.acquire(ctx, "deactivate")
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +153,7 @@ func (c *limitedClient) DeactivateToken(ctx context.Context, id string) (*backen
 }
 
 func (c *limitedClient) Self(ctx context.Context) (*backend.Token, error) {
-	release, err := c.acquire("self")
+	release, err := c.acquire(ctx, "self")
 	if err != nil {
 		return nil, err
 	}

@@ -141,7 +141,7 @@ func TestRegistryInFlightCap(t *testing.T) {
 	reg := NewBackendRegistry(WithMaxInFlightPerBackend(2))
 	key := BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "slow"}
 	release := make(chan struct{})
-	inner := &blockingClient{release: release, started: make(chan struct{}, 8)}
+	inner := &blockingClient{release: release, started: make(chan struct{}, 16)}
 	reg.Set(context.Background(), key, &tokensv1alpha1.ClusterStatusBackend{}, inner, "http://x", "fp")
 	cl, _, ok := reg.Get(key)
 	g.Expect(ok).To(BeTrue())
@@ -167,6 +167,23 @@ func TestRegistryInFlightCap(t *testing.T) {
 	g.Expect(<-done).To(Succeed())
 	_, err = cl.GetToken(context.Background(), "tok_3")
 	g.Expect(err).NotTo(HaveOccurred())
+
+	// Within a pass, the first call takes one slot and keeps it until the pass ends: later
+	// calls of that pass are never refused, and the cap counts passes (workers).
+	passCtx, endPass := WithBackendPass(context.Background())
+	_, err = cl.GetToken(passCtx, "tok_4")
+	g.Expect(err).NotTo(HaveOccurred())
+	other, endOther := WithBackendPass(context.Background())
+	_, err = cl.GetToken(other, "tok_5")
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = cl.GetToken(context.Background(), "tok_6")
+	g.Expect(IsBackendBusy(err)).To(BeTrue(), "two passes hold both slots")
+	_, err = cl.GetToken(passCtx, "tok_7")
+	g.Expect(err).NotTo(HaveOccurred(), "a pass that holds a slot goes on")
+	endPass()
+	_, err = cl.GetToken(context.Background(), "tok_8")
+	g.Expect(err).NotTo(HaveOccurred(), "the slot is free once the pass ended")
+	endOther()
 }
 
 type blockingClient struct {
