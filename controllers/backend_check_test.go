@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -196,4 +197,33 @@ func (c *blockingClient) GetToken(ctx context.Context, id string) (*backend.Toke
 	c.started <- struct{}{}
 	<-c.release
 	return &backend.Token{ID: id}, nil
+}
+
+// TestCheckSlotsPerNamespace: a namespace's StatusBackends hold at most
+// maxChecksPerNamespace backend workers; other namespaces and ClusterStatusBackends are not
+// held up by them.
+func TestCheckSlotsPerNamespace(t *testing.T) {
+	g := NewWithT(t)
+	var slots checkSlots
+	noisy := func(i int) BackendKey {
+		return BackendKey{Kind: tokensv1alpha1.BackendKindStatusBackend, Namespace: "noisy", Name: fmt.Sprint("never-", i)}
+	}
+	var releases []func()
+	for i := range maxChecksPerNamespace {
+		release, ok := slots.acquire(noisy(i))
+		g.Expect(ok).To(BeTrue())
+		releases = append(releases, release)
+	}
+	_, ok := slots.acquire(noisy(99))
+	g.Expect(ok).To(BeFalse(), "the namespace's slots are taken")
+	release, ok := slots.acquire(BackendKey{Kind: tokensv1alpha1.BackendKindStatusBackend, Namespace: "victim", Name: "b"})
+	g.Expect(ok).To(BeTrue(), "another namespace is not held up")
+	release()
+	for range 10 {
+		_, ok := slots.acquire(BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "shared"})
+		g.Expect(ok).To(BeTrue(), "cluster backends are not bounded")
+	}
+	releases[0]()
+	_, ok = slots.acquire(noisy(99))
+	g.Expect(ok).To(BeTrue(), "a freed slot is usable again")
 }
