@@ -137,6 +137,7 @@ type tokenObj struct {
 	Last4         string            `json:"last4"`
 	ExternalID    *string           `json:"external_id"`
 	Labels        map[string]string `json:"labels"`
+	Role          *string           `json:"role"`
 	Token         string            `json:"token"`
 }
 
