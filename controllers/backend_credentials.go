@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -110,6 +111,47 @@ func (c *BackendChecker) syncCredentialsFinalizer(ctx context.Context, cl client
 	}
 	if err := cl.Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("updating the finalizer of Secret %s: %w", ref, err)
+	}
+	return nil
+}
+
+// annotationCredentialsHeld records on a backend the credentials Secret it last checked, so
+// that when spec.credentialsSecretRef changes the finalizer on the old Secret is released
+// (nothing else would look at that Secret again).
+const annotationCredentialsHeld = "tokens.statusops.dev/credentials-held"
+
+// releasePreviousCredentials syncs the finalizer of the Secret the backend read before its
+// credentialsSecretRef changed, then records the current one.
+func (r *backendReconciler[T]) releasePreviousCredentials(ctx context.Context, obj T) error {
+	current := r.kind.credentials(obj).String()
+	held := obj.GetAnnotations()[annotationCredentialsHeld]
+	if held == current {
+		return nil
+	}
+	if ns, name, ok := strings.Cut(held, "/"); ok {
+		in := backendInputs{secretRef: types.NamespacedName{Namespace: ns, Name: name}}
+		r.checker.readCredential(ctx, &in)
+		if in.readErr != nil {
+			return fmt.Errorf("reading Secret %s: %w", held, in.readErr)
+		}
+		if err := r.checker.syncCredentialsFinalizer(ctx, r.client, in.secret); err != nil {
+			return err
+		}
+	}
+	if !obj.GetDeletionTimestamp().IsZero() {
+		return nil
+	}
+	// Patch a copy: the reply would overwrite the status this pass is about to write.
+	recorded := obj.DeepCopyObject().(T)
+	patch := client.MergeFrom(obj)
+	annotations := recorded.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[annotationCredentialsHeld] = current
+	recorded.SetAnnotations(annotations)
+	if err := r.client.Patch(ctx, recorded, patch); err != nil {
+		return fmt.Errorf("recording the credentials Secret: %w", err)
 	}
 	return nil
 }

@@ -112,6 +112,9 @@ func (r *backendReconciler[T]) reconcileNormal(ctx context.Context, obj T) (ctrl
 	if err := r.checker.syncCredentialsFinalizer(ctx, r.client, in.secret); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.releasePreviousCredentials(ctx, obj); err != nil {
+		return ctrl.Result{}, err
+	}
 	return ctrl.Result{RequeueAfter: res.retry}, nil
 }
 
@@ -144,6 +147,9 @@ func (r *backendReconciler[T]) reconcileDelete(ctx context.Context, obj T) (ctrl
 		return ctrl.Result{}, fmt.Errorf("reading Secret %s: %w", in.secretRef, in.readErr)
 	}
 	if err := r.checker.syncCredentialsFinalizer(ctx, r.client, in.secret); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.releasePreviousCredentials(ctx, obj); err != nil {
 		return ctrl.Result{}, err
 	}
 	patch := client.MergeFrom(obj.DeepCopyObject().(T))

@@ -446,3 +446,35 @@ func TestCredentialsSecretOutlivesItsTokens(t *testing.T) {
 		g.Expect(h.get(tok.Name)).To(BeNil())
 	}
 }
+
+// TestChangedCredentialsReleaseTheOldSecret: a backend moved to another credentials Secret
+// releases the old one (else it could never be deleted) and holds the new one.
+func TestChangedCredentialsReleaseTheOldSecret(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	h.createAdminSecret(h.ns, "old-admin", h.backend.AdminToken)
+	h.createAdminSecret(h.ns, "new-admin", h.backend.AdminToken)
+	sb := h.createStatusBackend(h.ns, "moving", h.backend.URL, "old-admin")
+	h.statusBackendReady(h.ns, "moving", tokensv1alpha1.ReasonPingSucceeded, 20*time.Second)
+	h.waitFor(h.create(h.newToken("user", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+		t.Spec.BackendRef = &tokensv1alpha1.BackendReference{Kind: tokensv1alpha1.BackendKindStatusBackend, Name: "moving"}
+	})).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	finalizersOf := func(name string) func() []string {
+		return func() []string {
+			var s corev1.Secret
+			if err := h.c.Get(h.ctx, types.NamespacedName{Namespace: h.ns, Name: name}, &s); err != nil {
+				return nil
+			}
+			return s.Finalizers
+		}
+	}
+	g.Eventually(finalizersOf("old-admin")).WithTimeout(10 * time.Second).Should(ContainElement(tokensv1alpha1.CredentialsFinalizer))
+
+	g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(sb), sb)).To(Succeed())
+	patch := client.MergeFrom(sb.DeepCopy())
+	sb.Spec.CredentialsSecretRef.Name = "new-admin"
+	g.Expect(h.c.Patch(h.ctx, sb, patch)).To(Succeed())
+	g.Eventually(finalizersOf("new-admin")).WithTimeout(10 * time.Second).Should(ContainElement(tokensv1alpha1.CredentialsFinalizer))
+	g.Eventually(finalizersOf("old-admin")).WithTimeout(10*time.Second).ShouldNot(ContainElement(tokensv1alpha1.CredentialsFinalizer), "the old Secret is released")
+	h.statusBackendReady(h.ns, "moving", tokensv1alpha1.ReasonPingSucceeded, 10*time.Second)
+}
