@@ -94,6 +94,10 @@ type APITokenReconciler struct {
 	expectations writeExpectations
 }
 
+// errBusyPass is how backendFailed tells Reconcile that the pass was refused by the
+// backend's in-flight cap (IsBackendBusy).
+var errBusyPass = errors.New("backend busy: pass refused by the in-flight cap")
+
 // cacheLagRequeue is how soon a pass whose cache lags behind our own writes runs again.
 const cacheLagRequeue = 100 * time.Millisecond
 
@@ -106,6 +110,9 @@ const cacheLagRequeue = 100 * time.Millisecond
 // Reconcile moves one APIToken towards its spec. Status is written once, at the end, and only
 // when it changed.
 func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	// One slot of the backend's in-flight cap for the whole pass (see WithBackendPass).
+	ctx, endPass := WithBackendPass(ctx)
+	defer endPass()
 	tok := &tokensv1alpha1.APIToken{}
 	if err := r.Get(ctx, req.NamespacedName, tok); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -124,6 +131,14 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	before := tok.DeepCopy()
 	gone, observed := false, false
 	defer func() {
+		if errors.Is(retErr, errBusyPass) {
+			// Refused by the backend's in-flight cap: come back soon without holding a worker,
+			// and write no status unless this pass issued a token before it was refused.
+			result, retErr = ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+			if tok.Status.TokenID == before.Status.TokenID {
+				return
+			}
+		}
 		if !gone {
 			retErr = r.patchStatus(ctx, before, tok, observed, retErr)
 		}

@@ -80,7 +80,10 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 	hint := fmt.Sprintf(" The finalizer stays until then; to give up, annotate the APIToken %s=true (the backend token may then stay active).", tokensv1alpha1.AnnotationSkipRevoke)
 	switch {
 	case res.err != nil:
-		markDeleting(tok, fmt.Sprintf("Deactivating the tokens of this APIToken failed: %v.", res.err)+hint)
+		if IsBackendBusy(res.err) {
+			return false, ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+		}
+		markDeleting(tok, fmt.Sprintf("Deactivating the tokens of this APIToken failed: %s.", DescribeBackendError(key, res.err))+hint)
 		if ra := backend.RetryAfter(res.err); ra > 0 {
 			return false, ctrl.Result{RequeueAfter: ra}, nil
 		}

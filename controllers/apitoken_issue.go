@@ -160,6 +160,9 @@ func (r *APITokenReconciler) finishSweep(ctx context.Context, tok *tokensv1alpha
 	if len(tok.Status.PendingDeactivation) == 0 && res.err == nil {
 		return ctrl.Result{}, nil
 	}
+	if IsBackendBusy(res.err) {
+		return ctrl.Result{}, errBusyPass
+	}
 	markProgressing(tok, tokensv1alpha1.ReasonDeactivationPending, pendingMessage(tok, res))
 	if res.err == nil {
 		// Waiting for a backend to become Ready: its registration wakes this APIToken.
@@ -344,17 +347,25 @@ func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha
 // backendFailed reports a failed backend call: transient errors are retried with backoff
 // (or after Retry-After), others need a person.
 func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
+	if IsBackendBusy(err) {
+		// The backend's in-flight cap is reached (a bulkhead, not an outage): Reconcile
+		// requeues soon, changes no condition and reports no outage.
+		return ctrl.Result{}, errBusyPass
+	}
 	r.reportOutage(tok, err)
+	// For a tenant's own StatusBackend, only the category of a connection error reaches
+	// status (its URL is the tenant's choice, so details would make an SSRF probe).
+	desc := DescribeBackendError(backendKeyFor(tok), err)
 	if backend.IsTransient(err) || backend.IsUnauthorized(err) {
 		markProgressing(tok, tokensv1alpha1.ReasonBackendError,
-			fmt.Sprintf("The backend failed while %s: %v. Retrying with backoff.", doing, err))
+			fmt.Sprintf("The backend failed while %s: %s. Retrying with backoff.", doing, desc))
 		if ra := backend.RetryAfter(err); ra > 0 {
 			logf.FromContext(ctx).V(1).Info("Backend asked to retry later", "after", ra.String(), "error", err.Error())
 			return ctrl.Result{RequeueAfter: ra}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("%s: %w", doing, err)
 	}
-	msg := fmt.Sprintf("The backend refused %s: %v. Fix the request or the backend, then change the APIToken to retry.", doing, err)
+	msg := fmt.Sprintf("The backend refused %s: %s. Fix the request or the backend, then change the APIToken to retry.", doing, desc)
 	r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventFailed, msg)
 	markStalled(tok, tokensv1alpha1.ReasonBackendRejected, msg)
 	return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s: %w", doing, err))

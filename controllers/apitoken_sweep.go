@@ -228,7 +228,7 @@ func pendingMessage(tok *tokensv1alpha1.APIToken, res sweepResult) string {
 	msg := fmt.Sprintf("The token in Secret %s is active, but older tokens still have to be deactivated: %v.", tok.Status.SecretName, ids)
 	switch {
 	case res.err != nil:
-		msg += " The backend failed (" + res.err.Error() + "); retrying with backoff."
+		msg += " The backend failed (" + DescribeBackendError(currentBackendKey(tok), res.err) + "); retrying with backoff."
 	case len(res.waiting) > 0:
 		msg += fmt.Sprintf(" Waiting for %v to become Ready.", res.waiting)
 	}

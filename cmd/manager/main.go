@@ -22,6 +22,7 @@ func main() {
 		logFormat  string
 		qps        float64
 		burst      int
+		namespaced bool
 	)
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
 	secureMetrics := flag.Bool("metrics-secure", true, "Serve metrics over HTTPS to authenticated and authorized clients only (a bearer token allowed to get the non-resource URL /metrics); false serves plain HTTP to anyone.")
@@ -36,6 +37,8 @@ func main() {
 	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
 	flag.IntVar(&o.IssuanceBudget, "issuance-budget", 5, "Most tokens one APIToken may have created within 10 minutes; past it the APIToken is Stalled (IssuanceLimited). Negative: no limit.")
+	flag.IntVar(&o.MaxInFlightPerBackend, "max-inflight-per-backend", 4, "Requests in flight to one backend at most; APITokens beyond it requeue shortly, so a hanging backend holds only this many workers. Negative: no cap.")
+	flag.BoolVar(&namespaced, "namespaced-backends", true, "Reconcile namespaced StatusBackends. Off allows only ClusterStatusBackends: a StatusBackend's URL is chosen by a tenant and called from the operator's network.")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, error, or a number N for verbosity V(N).")
 	flag.StringVar(&logFormat, "log-format", "json", "Log format: json or console.")
@@ -59,6 +62,7 @@ func main() {
 	}
 	o.InsecureMetrics = !*secureMetrics
 	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
+	o.DisableNamespacedBackends = !namespaced
 	o.BackendObserver = metrics.NewBackendObserver()
 	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }
 

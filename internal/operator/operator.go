@@ -54,6 +54,12 @@ type Options struct {
 	LeaderElectionNamespace string
 	SyncInterval            time.Duration
 	MaxConcurrentReconciles int
+	// MaxInFlightPerBackend caps the requests in flight to one backend (a bulkhead); calls
+	// beyond it fail at once and their APITokens requeue. 0 means 4; negative means no cap.
+	MaxInFlightPerBackend int
+	// DisableNamespacedBackends turns StatusBackends off (--namespaced-backends=false), for
+	// clusters that allow only cluster-scoped backends (a tenant's URL is an SSRF probe).
+	DisableNamespacedBackends bool
 	// WatchNamespaces limits the APITokens and StatusBackends watched; empty means all.
 	WatchNamespaces []string
 	// Clock is injected for tests; nil means time.Now.
@@ -184,10 +190,15 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err := mgr.Add(credCache); err != nil {
 		return nil, err
 	}
-	registry := controllers.NewBackendRegistry()
+	if o.MaxInFlightPerBackend == 0 {
+		o.MaxInFlightPerBackend = 4
+	}
+	registry := controllers.NewBackendRegistry(controllers.WithMaxInFlightPerBackend(o.MaxInFlightPerBackend))
 	checker := controllers.NewBackendChecker(mgr.GetAPIReader(), registry, newClient)
-	if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
-		return nil, err
+	if !o.DisableNamespacedBackends {
+		if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 	if err := (&controllers.ClusterStatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -208,6 +219,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
 		AfterCreate:             o.AfterCreate,
 		IssuanceBudget:          issuanceBudget(o.IssuanceBudget),
+		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
