@@ -208,17 +208,17 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		return nil, err
 	}
 	if err := (&controllers.APITokenReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Scheme:                  scheme,
-		Recorder:                mgr.GetEventRecorder("apitoken-operator"),
-		Registry:                registry,
-		Inventory:               inventory,
-		SecretMetadata:          credCache,
-		Clock:                   o.Clock,
-		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
-		AfterCreate:             o.AfterCreate,
-		IssuanceBudget:          issuanceBudget(o.IssuanceBudget),
+		Client:                     mgr.GetClient(),
+		APIReader:                  mgr.GetAPIReader(),
+		Scheme:                     scheme,
+		Recorder:                   mgr.GetEventRecorder("apitoken-operator"),
+		Registry:                   registry,
+		Inventory:                  inventory,
+		SecretMetadata:             credCache,
+		Clock:                      o.Clock,
+		MaxConcurrentReconciles:    o.MaxConcurrentReconciles,
+		AfterCreate:                o.AfterCreate,
+		IssuanceBudget:             issuanceBudget(o.IssuanceBudget),
 		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
