@@ -45,6 +45,8 @@ type tokenInputs struct {
 	// revokedConfirmed: the inventory did not list the current token and a GET on its
 	// backend confirmed that it is inactive or gone (a list walk alone can miss a token).
 	revokedConfirmed bool
+	// predecessorUse is the backend's last use of each draining predecessor, by id.
+	predecessorUse map[string]*time.Time
 	// extraActive are active tokens carrying this APIToken's UID on the current backend,
 	// from the inventory, that status does not name: a sweep must deactivate them.
 	extraActive []string
@@ -97,6 +99,8 @@ const (
 	// actionRevoke: a backend policy no longer allows the token: deactivate every token of
 	// this APIToken, then report the reason as a failure.
 	actionRevoke
+	// actionRetire: predecessors in status.previousTokens are due to be deactivated.
+	actionRetire
 )
 
 // decision is the outcome of decide.
@@ -107,8 +111,13 @@ type decision struct {
 	reason string
 	// why is a sentence: why a token is issued again, or why it failed.
 	why string
-	// requeueAt is when the next time-driven step is due (expiry); zero for none.
+	// requeueAt is when the next time-driven step is due (expiry, renewal, retirement);
+	// zero for none.
 	requeueAt time.Time
+	// overlap: the replaced token keeps working for spec.rotation.gracePeriod.
+	overlap bool
+	// retire lists the predecessors to retire now (actionRetire).
+	retire []retirement
 }
 
 // decide is the whole policy of the APIToken controller, in order of precedence.
@@ -159,15 +168,18 @@ func decide(in tokenInputs) decision {
 			return decision{action: actionFail, reason: tokensv1alpha1.ReasonIssuanceLimited, requeueAt: in.windowEnds,
 				why: fmt.Sprintf("%d tokens were created for this APIToken within the issuance window, the most allowed; a new one is needed because %s. The operator issues again at %s; if tokens keep being replaced, check the backend's answers and the Events of this APIToken.", in.issuesInWindow, why, in.windowEnds.UTC().Format(time.RFC3339))}
 		}
-		return decision{action: actionIssue, reason: event, why: why}
+		return decision{action: actionIssue, reason: event, why: why, overlap: overlapsFor(tok, event)}
+	}
+	if due := retirementsDue(in); len(due) > 0 {
+		return decision{action: actionRetire, retire: due, requeueAt: nextDeadline(tok)}
 	}
 	if len(st.PendingDeactivation) > 0 || len(in.extraActive) > 0 {
-		return decision{action: actionSweep, requeueAt: expiryOf(tok)}
+		return decision{action: actionSweep, requeueAt: nextDeadline(tok)}
 	}
 	if secretNeedsUpdate(in) {
-		return decision{action: actionUpdateSecret, requeueAt: expiryOf(tok)}
+		return decision{action: actionUpdateSecret, requeueAt: nextDeadline(tok)}
 	}
-	return decision{action: actionNone, requeueAt: expiryOf(tok)}
+	return decision{action: actionNone, requeueAt: nextDeadline(tok)}
 }
 
 // secretTemplateProblem checks what the schema cannot afford to (CEL's cost budget does not
@@ -264,6 +276,8 @@ func needsNewToken(in tokenInputs) (why, event string) {
 		return "no token has been issued yet", tokensv1alpha1.EventIssued
 	case !mayBeActive(tok):
 		return "the token was inactive and an active one is requested again", tokensv1alpha1.EventIssued
+	case revocationRequested(tok) != "":
+		return "a revocation was requested with the " + tokensv1alpha1.AnnotationRevokeRequestedAt + " annotation (the token may have leaked); every older token is deactivated at once", tokensv1alpha1.EventReplaced
 	case currentBackendKey(tok) != in.backend.key || (st.Backend != nil && st.Backend.UID != "" && in.backend.uid != "" && st.Backend.UID != in.backend.uid):
 		return fmt.Sprintf("spec.backendRef changed from %s to %s", currentBackendKey(tok), in.backend.key), tokensv1alpha1.EventReplaced
 	case st.Permission != tok.Spec.Permission:
@@ -280,6 +294,8 @@ func needsNewToken(in tokenInputs) (why, event string) {
 		in.secret.Annotations[annotationTokenSHA256] == "" ||
 		in.secret.Annotations[annotationTokenSHA256] != secretTokenHash(in.secret):
 		return fmt.Sprintf("the token in Secret %q was edited", tok.SecretNameOrDefault()), tokensv1alpha1.EventReplaced
+	case renewalDue(in):
+		return fmt.Sprintf("scheduled rotation: the token expires on the backend at %s (spec.rotation)", formatTime(st.ExpiresAt)), tokensv1alpha1.EventReplaced
 	case in.revokedConfirmed:
 		return "the token was found inactive or missing on the backend (revoked by hand?)", tokensv1alpha1.EventRevokedOnBackend
 	}

@@ -167,6 +167,7 @@ func (r *APITokenReconciler) patchStatus(ctx context.Context, before, tok *token
 	if observed && (retErr == nil || errors.Is(retErr, reconcile.TerminalError(nil))) {
 		tok.Status.ObservedGeneration = tok.Generation
 	}
+	tok.Status.Draining = int32(len(tok.Status.PreviousTokens))
 	if equality.Semantic.DeepEqual(before.Status, tok.Status) {
 		return retErr
 	}
@@ -207,6 +208,11 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 		return r.issueToken(ctx, tok, in, d)
 	case actionDeactivate, actionExpire, actionRevoke:
 		return r.deactivateEverything(ctx, tok, d)
+	case actionRetire:
+		r.retirePredecessors(tok, d.retire)
+		if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
+			return res, err
+		}
 	case actionSweep:
 		if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
 			return res, err
@@ -228,6 +234,10 @@ func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv
 		}
 		tok.Status.SecretName = tok.SecretNameOrDefault()
 	}
+	refreshPredecessorUse(tok, in.predecessorUse)
+	if lifetimeOf(tok) == 0 {
+		tok.Status.RenewalTime = nil
+	}
 	switch {
 	case !tok.IsActiveRequested():
 		markDeactivated(tok)
@@ -246,6 +256,7 @@ func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv
 // deactivateEverything carries out spec.active=false, the expiry, or a policy that no longer
 // allows the token: every token of this APIToken is deactivated, with no overlap.
 func (r *APITokenReconciler) deactivateEverything(ctx context.Context, tok *tokensv1alpha1.APIToken, d decision) (ctrl.Result, error) {
+	r.retireAllPredecessors(tok, "the current token is being deactivated too (no overlap)")
 	if tok.Status.TokenID != "" {
 		ref := backendRefFor(currentBackendKey(tok), "")
 		if tok.Status.Backend != nil {

@@ -56,6 +56,7 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv1alpha1.APIToken) (bool, ctrl.Result, error) {
 	key := currentBackendKey(tok)
 	wasActive := tok.Status.TokenID != "" && tok.Status.Phase == tokensv1alpha1.PhaseActive
+	r.retireAllPredecessors(tok, "the APIToken is being deleted")
 	if tok.Status.TokenID != "" {
 		ref := backendRefFor(key, "")
 		if tok.Status.Backend != nil {

@@ -27,6 +27,7 @@ func (r *APITokenReconciler) gather(ctx context.Context, tok *tokensv1alpha1.API
 		in.inventory = r.Inventory.Snapshot(currentBackendKey(tok))
 	}
 	in.extraActive = extraActiveTokens(tok, in.inventory)
+	in.predecessorUse = r.predecessorUse(tok)
 	in.budget = r.IssuanceBudget
 	in.issuesInWindow, in.windowEnds = issuesWithin(tok.Status.RecentIssues, in.now, r.issuanceWindow())
 	if err := r.gatherSecret(ctx, tok, &in); err != nil {
@@ -131,10 +132,31 @@ func extraActiveTokens(tok *tokensv1alpha1.APIToken, snap *inventorySnapshot) []
 	if snap == nil {
 		return nil
 	}
+	known := map[string]bool{tok.Status.TokenID: true}
+	for _, p := range tok.Status.PreviousTokens {
+		known[p.TokenID] = true
+	}
+	for _, p := range tok.Status.PendingDeactivation {
+		known[p.TokenID] = true
+	}
 	var out []string
 	for _, id := range snap.byExternalID[string(tok.UID)] {
-		if id != tok.Status.TokenID {
+		if !known[id] {
 			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// predecessorUse reads the draining predecessors' last use from their backends' inventories.
+func (r *APITokenReconciler) predecessorUse(tok *tokensv1alpha1.APIToken) map[string]*time.Time {
+	if r.Inventory == nil || len(tok.Status.PreviousTokens) == 0 {
+		return nil
+	}
+	out := map[string]*time.Time{}
+	for _, p := range tok.Status.PreviousTokens {
+		if t, ok := lastUsedFromInventory(r.Inventory.Snapshot(keyOfRef(p.Backend)), p.TokenID); ok && t != nil {
+			out[p.TokenID] = t
 		}
 	}
 	return out

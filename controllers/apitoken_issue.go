@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,7 +67,7 @@ func (r *APITokenReconciler) issuanceWindow() time.Duration {
 // external_id = UID, the one named in status and held in the Secret, plus only the tokens
 // status lists as pending deactivation.
 func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision) (ctrl.Result, error) {
-	req := createRequestFor(tok)
+	req := createRequestFor(tok, in.now)
 	serial := tok.Status.IssueSerial + 1
 	newRef := backendRefFor(in.backend.key, in.backend.uid)
 	created, err := in.backend.client.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
@@ -93,15 +94,22 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 		r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID)
 		return r.secretWriteFailed(tok, err)
 	}
-	previous, previousBackend, previousSecret := tok.Status.TokenID, backendRefFor(currentBackendKey(tok), ""), tok.Status.SecretName
-	if tok.Status.Backend != nil {
-		previousBackend = *tok.Status.Backend
-	}
+	prev := predecessorOf(tok, in.now)
+	previous, previousSecret := tok.Status.TokenID, tok.Status.SecretName
+	revoking := revocationRequested(tok) != ""
 	adoptIssued(tok, created, string(value), newRef, serial)
-	if previous != "" && previous != created.ID {
-		addPendingDeactivation(tok, previous, previousBackend)
+	switch {
+	case previous == "" || previous == created.ID:
+	case d.overlap:
+		r.addPredecessor(tok, prev)
+	default:
+		addPendingDeactivation(tok, previous, prev.Backend)
+	}
+	if revoking {
+		r.retireAllPredecessors(tok, "a revocation was requested (the token may have leaked)")
 	}
 	r.expectations.expect(tok.UID, serial, hashToken(value), in.now)
+	r.issuedEvent(tok, previous, d)
 	if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
 		return res, err
 	}
@@ -109,24 +117,19 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 		return ctrl.Result{}, err
 	}
 	markIssued(tok)
-	r.issuedEvent(tok, previous, d)
-	return requeueAt(in.now, expiryOf(tok)), nil
+	return requeueAt(in.now, nextDeadline(tok)), nil
 }
 
-// createRequestFor is the create request the spec asks for.
-func createRequestFor(tok *tokensv1alpha1.APIToken) backend.CreateRequest {
-	req := backend.CreateRequest{
+// createRequestFor is the create request the spec asks for at now.
+func createRequestFor(tok *tokensv1alpha1.APIToken, now time.Time) backend.CreateRequest {
+	return backend.CreateRequest{
 		Name:        tok.Namespace + "/" + tok.Name,
 		Permission:  backendPermission(tok.Spec.Permission),
 		Description: tok.Spec.Description,
 		ExternalID:  string(tok.UID),
 		Labels:      backendTokenLabels,
+		ExpiresAt:   requestedBackendExpiry(tok, now),
 	}
-	if tok.Spec.ExpiresAt != nil {
-		t := tok.Spec.ExpiresAt.UTC()
-		req.ExpiresAt = &t
-	}
-	return req
 }
 
 // adoptIssued makes the new token, now held by the Secret, the current one in status.
@@ -147,9 +150,54 @@ func adoptIssued(tok *tokensv1alpha1.APIToken, created *backend.CreatedToken, va
 	st.IssueSerial = serial
 	st.Backend = &ref
 	st.SecretName = tok.SecretNameOrDefault()
+	st.RenewalTime = renewalTimeFor(tok, st.ExpiresAt, created.CreatedAt, serial)
 	if v := tok.Annotations[tokensv1alpha1.AnnotationRotateRequestedAt]; v != "" {
 		st.RotationHandled = v
 	}
+	if v := tok.Annotations[tokensv1alpha1.AnnotationRevokeRequestedAt]; v != "" {
+		st.RevocationHandled = v
+	}
+}
+
+// predecessorOf describes the current token as a predecessor superseded at now: it drains
+// for the grace period, never past its own backend expiry.
+func predecessorOf(tok *tokensv1alpha1.APIToken, now time.Time) tokensv1alpha1.PreviousToken {
+	st := tok.Status
+	ref := backendRefFor(currentBackendKey(tok), "")
+	if st.Backend != nil {
+		ref = *st.Backend
+	}
+	retire := now.Add(gracePeriodOf(tok))
+	if st.ExpiresAt != nil && st.ExpiresAt.Before(&metav1.Time{Time: retire}) {
+		retire = st.ExpiresAt.Time
+	}
+	return tokensv1alpha1.PreviousToken{
+		TokenID: st.TokenID, TokenHint: st.TokenHint, Backend: ref, LastUsedAt: st.LastUsedAt,
+		SupersededAt: metav1.NewTime(now.UTC().Truncate(time.Second)), RetireAt: metav1.NewTime(retire.UTC().Truncate(time.Second)),
+	}
+}
+
+// addPredecessor lets a replaced token drain; a third one retires the oldest at once.
+func (r *APITokenReconciler) addPredecessor(tok *tokensv1alpha1.APIToken, p tokensv1alpha1.PreviousToken) {
+	tok.Status.PreviousTokens = append(tok.Status.PreviousTokens, p)
+	for len(tok.Status.PreviousTokens) > maxPreviousTokens {
+		oldest := tok.Status.PreviousTokens[0]
+		tok.Status.PreviousTokens = tok.Status.PreviousTokens[1:]
+		addPendingDeactivation(tok, oldest.TokenID, oldest.Backend)
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventPredecessorRetired,
+			fmt.Sprintf("Retired predecessor %s (%s) because a newer replacement superseded it (at most %d drain at once)", oldest.TokenID, oldest.TokenHint, maxPreviousTokens))
+	}
+}
+
+// retireAllPredecessors ends every overlap at once (deactivation, expiry, deletion, a
+// policy, a revocation): no old value keeps working.
+func (r *APITokenReconciler) retireAllPredecessors(tok *tokensv1alpha1.APIToken, why string) {
+	for _, p := range tok.Status.PreviousTokens {
+		addPendingDeactivation(tok, p.TokenID, p.Backend)
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventPredecessorRetired,
+			fmt.Sprintf("Retired predecessor %s (%s) because %s", p.TokenID, p.TokenHint, why))
+	}
+	tok.Status.PreviousTokens = nil
 }
 
 // finishSweep deactivates what status lists (and any unlisted orphan on the current
@@ -385,5 +433,32 @@ func (r *APITokenReconciler) reportOutageOn(key BackendKey, err error) {
 	}
 	if (be.Kind == backend.KindTransient && be.StatusCode != http.StatusTooManyRequests) || be.Kind == backend.KindUnauthorized {
 		r.Registry.ReportOutage(key)
+	}
+}
+
+// retirePredecessors moves the predecessors due for retirement to pendingDeactivation (the
+// sweep that follows deactivates them) and says why in an Event each. One still in use when
+// its grace ended is retired anyway, with a Warning naming it: a consumer never picked up
+// the new value.
+func (r *APITokenReconciler) retirePredecessors(tok *tokensv1alpha1.APIToken, due []retirement) {
+	for _, ret := range due {
+		i := slices.IndexFunc(tok.Status.PreviousTokens, func(p tokensv1alpha1.PreviousToken) bool { return p.TokenID == ret.tokenID })
+		if i < 0 {
+			continue
+		}
+		p := tok.Status.PreviousTokens[i]
+		tok.Status.PreviousTokens = slices.Delete(tok.Status.PreviousTokens, i, i+1)
+		addPendingDeactivation(tok, p.TokenID, p.Backend)
+		if ret.stillInUse {
+			predecessorsUsedAfterGrace.WithLabelValues(tok.Namespace, tok.Name).Inc()
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventPredecessorStillInUse,
+				fmt.Sprintf("Retired predecessor %s (%s) because %s. Find the workload still using it and make it read the Secret %s again.", p.TokenID, p.TokenHint, ret.why, tok.Status.SecretName))
+			continue
+		}
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventPredecessorRetired,
+			fmt.Sprintf("Retired predecessor %s (%s) because %s", p.TokenID, p.TokenHint, ret.why))
+	}
+	if len(tok.Status.PreviousTokens) == 0 {
+		tok.Status.PreviousTokens = nil
 	}
 }

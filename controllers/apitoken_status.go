@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"fmt"
+
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -22,8 +24,14 @@ func setCondition(tok *tokensv1alpha1.APIToken, typ string, status metav1.Condit
 func markIssued(tok *tokensv1alpha1.APIToken) {
 	tok.Status.Phase = tokensv1alpha1.PhaseActive
 	msg := "An active " + string(tok.Status.Permission) + " token is in Secret " + tok.Status.SecretName + "."
-	if req := requestedExpiry(tok); !sameTime(req, tok.Status.ExpiresAt) {
+	if req := requestedExpiry(tok); lifetimeOf(tok) == 0 && !sameTime(req, tok.Status.ExpiresAt) {
 		msg += " The backend set its expiry to " + orNever(tok.Status.ExpiresAt) + " instead of the requested " + orNever(req) + "; the operator still deactivates it at spec.expiresAt."
+	}
+	if rt := tok.Status.RenewalTime; rt != nil {
+		msg += " Its successor is issued at " + formatTime(rt) + " (spec.rotation)."
+	}
+	if n := len(tok.Status.PreviousTokens); n > 0 {
+		msg += fmt.Sprintf(" %d older token(s) still work while they drain, until %s at the latest.", n, formatTime(&tok.Status.PreviousTokens[n-1].RetireAt))
 	}
 	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonIssued, msg)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)

@@ -73,6 +73,13 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 	if err != nil {
 		return nil, err
 	}
+	// Draining predecessors stay until they are retired (moved to pendingDeactivation).
+	keep := map[string]bool{scope.keep: scope.keep != ""}
+	for _, p := range tok.Status.PreviousTokens {
+		if keyOfRef(p.Backend) == scope.key {
+			keep[p.TokenID] = true
+		}
+	}
 	var done []string
 	if id := scope.explicit; id != "" && !slices.ContainsFunc(list, func(t backend.Token) bool { return t.ID == id }) {
 		if err := r.deactivateIfOwned(ctx, tok, cl, id); err != nil {
@@ -80,7 +87,7 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 		}
 	}
 	for _, t := range list {
-		if t.ID == scope.keep || t.ExternalID != uid || t.Status != backend.StatusActive {
+		if keep[t.ID] || t.ExternalID != uid || t.Status != backend.StatusActive {
 			continue
 		}
 		if err := r.deactivateOwned(ctx, tok, cl, t.ID); err != nil {

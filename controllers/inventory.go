@@ -125,7 +125,7 @@ func (i *Inventory) wakeChanged(ctx context.Context, key BackendKey, snap *inven
 			continue
 		}
 		t, found := snap.active[tok.Status.TokenID]
-		if extra || revokedOnBackend(in) || (found && !sameTimePtr(t.LastUsedAt, tok.Status.LastUsedAt)) {
+		if extra || revokedOnBackend(in) || (found && !sameTimePtr(t.LastUsedAt, tok.Status.LastUsedAt)) || predecessorUseChanged(tok, snap) {
 			select {
 			case i.events <- event.GenericEvent{Object: tok}:
 			case <-ctx.Done():
@@ -153,4 +153,15 @@ func sameTimePtr(a *time.Time, b *metav1.Time) bool {
 		return a == nil && b == nil
 	}
 	return a.Unix() == b.Unix()
+}
+
+// predecessorUseChanged: a draining predecessor was used since status recorded it, which
+// may decide its retirement (retireWhenUnused) or its Warning.
+func predecessorUseChanged(tok *tokensv1alpha1.APIToken, snap *inventorySnapshot) bool {
+	for _, p := range tok.Status.PreviousTokens {
+		if t, ok := snap.active[p.TokenID]; ok && !sameTimePtr(t.LastUsedAt, p.LastUsedAt) {
+			return true
+		}
+	}
+	return false
 }

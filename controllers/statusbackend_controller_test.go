@@ -306,7 +306,8 @@ func TestNamespacedBackendErrorsAreCategories(t *testing.T) {
 }
 
 // TestNamespacedBackendsCanBeTurnedOff: with --namespaced-backends=false a StatusBackend is
-// never called or given a status, and an APIToken referring to one says why it waits.
+// never called or given a status, and an APIToken referring to one fails (Stalled: only a
+// person can change it) with a message naming the switch and the way out.
 func TestNamespacedBackendsCanBeTurnedOff(t *testing.T) {
 	h := newHarness(t, func(o *operator.Options) { o.DisableNamespacedBackends = true })
 	g := NewWithT(t)
@@ -320,8 +321,9 @@ func TestNamespacedBackendsCanBeTurnedOff(t *testing.T) {
 	tok := h.create(h.newToken("on-tenant-backend", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
 		t.Spec.BackendRef = &tokensv1alpha1.BackendReference{Kind: tokensv1alpha1.BackendKindStatusBackend, Name: "tenant-probe"}
 	}))
-	got := h.waitFor(tok.Name, tokensv1alpha1.PhasePending, tokensv1alpha1.ReasonBackendNotReady)
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonBackendNotFound)
 	g.Expect(h.readyCondition(got).Message).To(ContainSubstring("--namespaced-backends=false"))
+	g.Expect(h.readyCondition(got).Message).To(ContainSubstring("ClusterStatusBackend"))
 	g.Consistently(func(g Gomega) {
 		g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(sb), sb)).To(Succeed())
 		g.Expect(sb.Status.Conditions).To(BeEmpty())

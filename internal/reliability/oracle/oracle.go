@@ -5,15 +5,16 @@
 //
 // The invariants (docs/reliability.md):
 //  1. No live APIToken has an active backend token (external_id = its UID) that its status
-//     names neither as current (status.tokenID, while Active) nor in
-//     status.pendingDeactivation. An Active one has its current token active, and when
+//     names neither as current (status.tokenID, while Active), nor as a draining
+//     predecessor (status.previousTokens), nor in status.pendingDeactivation. An Active one has its current token active, and when
 //     Ready (Issued) exactly that one; the Secret's value authenticates as that token
 //     (GET /api_tokens/self answers with the same id).
 //  2. So a live APIToken in any other phase has no active backend token but listed ones.
 //  3. No active backend token labelled managed-by=apitoken-operator belongs to no live
 //     APIToken, unless its APIToken was deleted with deletionPolicy Retain.
 //  4. Every token value ever seen that is not the current value of a live Active APIToken
-//     (or of a Retain one) is dead: the backend answers 401.
+//     (or of a Retain one, or a predecessor its status lists as draining) is dead: the
+//     backend answers 401.
 //  5. No token value appears in any captured text: logs, events, APIToken statuses,
 //     metrics scrapes; neither raw nor base64-encoded.
 package oracle
@@ -143,6 +144,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 
 	live := map[types.UID]*tokensv1alpha1.APIToken{}
 	alive := map[string]bool{} // values that must authenticate
+	draining := map[string]bool{} // ids of predecessors that may still authenticate
 	for i := range toks.Items {
 		tok := &toks.Items[i]
 		live[tok.UID] = tok
@@ -161,6 +163,10 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		for _, p := range tok.Status.PendingDeactivation {
 			named[p.TokenID] = true
 		}
+		for _, p := range tok.Status.PreviousTokens {
+			named[p.TokenID] = true
+			draining[p.TokenID] = true
+		}
 		if tok.Status.Phase == tokensv1alpha1.PhaseActive {
 			named[tok.Status.TokenID] = true
 		}
@@ -173,8 +179,8 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 			continue
 		}
 		rep.Active++
-		if c := readyOf(tok); c == tokensv1alpha1.ReasonIssued && len(active) != 1 {
-			rep.fail("APIToken %s is Ready (Issued) with %d active backend tokens with its UID, want exactly 1: %s", name, len(active), ids(active))
+		if c := readyOf(tok); c == tokensv1alpha1.ReasonIssued && len(active) > 1+len(tok.Status.PreviousTokens) {
+			rep.fail("APIToken %s is Ready (Issued) with %d active backend tokens with its UID, want 1 plus at most %d draining: %s", name, len(active), len(tok.Status.PreviousTokens), ids(active))
 		}
 		if !containsID(active, tok.Status.TokenID) {
 			rep.fail("APIToken %s names token %q in status, but its active backend tokens are %s", name, tok.Status.TokenID, ids(active))
@@ -233,6 +239,8 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		rep.ValuesChecked++
 		self, err := selfOf(ctx, in.BackendURL, v)
 		switch {
+		case err == nil && draining[self.ID]:
+			// A predecessor draining within its grace period (status.previousTokens).
 		case err == nil:
 			rep.fail("a superseded token value (%s, token %s of external_id %q) still authenticates", hint(v), self.ID, self.ExternalID)
 		case !backend.IsUnauthorized(err):

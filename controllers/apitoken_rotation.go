@@ -1,0 +1,244 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+)
+
+// This file holds the pure rules of rotation without downtime (spec.rotation): when a token
+// is renewed, how long its predecessor overlaps, and when a predecessor is retired.
+
+// maxPreviousTokens bounds the predecessors that drain at once (AWS's two keys); a third
+// replacement retires the oldest at once.
+const maxPreviousTokens = 2
+
+// anchorGrid rounds the issue time a lifetime counts from (a tenth of the lifetime, between
+// 1 s and 1 min), so that a create retried after a crash within the same grid step sends the
+// same body and replays under its idempotency key; a retry across a step creates a second
+// token, and the first, an orphan carrying this APIToken's UID, is swept.
+func anchorGrid(lifetime time.Duration) time.Duration {
+	return min(max(lifetime/10, time.Second), time.Minute)
+}
+
+// defaultQuietForStillInUse is how recent a predecessor's last use must be, when its grace
+// ends, to count as "still in use" without retireWhenUnused.
+const defaultQuietForStillInUse = 5 * time.Minute
+
+func lifetimeOf(tok *tokensv1alpha1.APIToken) time.Duration {
+	if r := tok.Spec.Rotation; r != nil && r.Lifetime != nil {
+		return r.Lifetime.Duration
+	}
+	return 0
+}
+
+// renewBeforeOf is spec.rotation.renewBefore, default a third of the lifetime.
+func renewBeforeOf(tok *tokensv1alpha1.APIToken) time.Duration {
+	r := tok.Spec.Rotation
+	if r == nil || r.Lifetime == nil {
+		return 0
+	}
+	if r.RenewBefore != nil {
+		return r.RenewBefore.Duration
+	}
+	return r.Lifetime.Duration / 3
+}
+
+func gracePeriodOf(tok *tokensv1alpha1.APIToken) time.Duration {
+	if r := tok.Spec.Rotation; r != nil && r.GracePeriod != nil {
+		return r.GracePeriod.Duration
+	}
+	return 0
+}
+
+func quietPeriodOf(tok *tokensv1alpha1.APIToken) (time.Duration, bool) {
+	if r := tok.Spec.Rotation; r != nil && r.RetireWhenUnused != nil {
+		return r.RetireWhenUnused.QuietPeriod.Duration, true
+	}
+	return 0, false
+}
+
+// requestedBackendExpiry is the expiry to ask the backend for: issue time plus lifetime,
+// never past spec.expiresAt.
+func requestedBackendExpiry(tok *tokensv1alpha1.APIToken, now time.Time) *time.Time {
+	var out *time.Time
+	if tok.Spec.ExpiresAt != nil {
+		t := tok.Spec.ExpiresAt.UTC()
+		out = &t
+	}
+	if l := lifetimeOf(tok); l > 0 {
+		t := now.UTC().Truncate(anchorGrid(l)).Add(l)
+		if out == nil || t.Before(*out) {
+			out = &t
+		}
+	}
+	return out
+}
+
+// renewalTimeFor is when the successor of a token expiring on the backend at expiry is
+// issued: renewBefore earlier, minus a spread that is fixed by the APIToken's UID and the
+// issue serial (never a new random time per pass, which could put renewal off forever), so
+// tokens created together do not all rotate in the same second. Nil when no renewal is
+// due: no lifetime, or the expiry is spec.expiresAt itself (the end of the token's life).
+func renewalTimeFor(tok *tokensv1alpha1.APIToken, expiry *metav1.Time, issuedAt time.Time, serial int64) *metav1.Time {
+	rb := renewBeforeOf(tok)
+	if rb <= 0 || expiry == nil || (tok.Spec.ExpiresAt != nil && !expiry.Before(tok.Spec.ExpiresAt)) {
+		return nil
+	}
+	life := expiry.Sub(issuedAt)
+	at := expiry.Add(-rb - renewalSpread(tok.UID, serial, min(rb, lifetimeOf(tok)-rb)))
+	// A renewBefore close to the lifetime (or a backend that cut the expiry short) must not
+	// make each token renew at once: every token lives at least a tenth of its life.
+	if floor := issuedAt.Add(life / 10); at.Before(floor) {
+		at = floor
+	}
+	t := metav1.NewTime(at.UTC().Truncate(time.Second))
+	return &t
+}
+
+// renewalSpread is a deterministic offset in [0, room/4): part of the slack renewBefore
+// leaves for outages (room is the smaller of renewBefore and lifetime-renewBefore), used
+// to spread renewals.
+func renewalSpread(uid types.UID, serial int64, room time.Duration) time.Duration {
+	span := room / 4
+	if span < time.Second {
+		return 0
+	}
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d", uid, serial))
+	return time.Duration(binary.BigEndian.Uint64(sum[:8]) % uint64(span))
+}
+
+// renewalDue: scheduled rotation has reached the renewal time of the current token.
+func renewalDue(in tokenInputs) bool {
+	rt := in.token.Status.RenewalTime
+	return rt != nil && lifetimeOf(in.token) > 0 && !in.now.Before(rt.Time)
+}
+
+// revocationRequested returns the revoke annotation's value when it has not been handled.
+func revocationRequested(tok *tokensv1alpha1.APIToken) string {
+	v := tok.Annotations[tokensv1alpha1.AnnotationRevokeRequestedAt]
+	if v == "" || v == tok.Status.RevocationHandled {
+		return ""
+	}
+	return v
+}
+
+// overlapsFor says whether a replacement for this event keeps the old token working for the
+// grace period. A token revoked on the backend is dead already, and a revocation request
+// means the old value leaked: neither overlaps.
+func overlapsFor(tok *tokensv1alpha1.APIToken, event string) bool {
+	return gracePeriodOf(tok) > 0 && event == tokensv1alpha1.EventReplaced && revocationRequested(tok) == ""
+}
+
+// retirement is one predecessor to deactivate, and why.
+type retirement struct {
+	tokenID string
+	// why finishes "Retired predecessor X because ...".
+	why string
+	// stillInUse: it was used recently although its grace is over.
+	stillInUse bool
+}
+
+// retirementsDue lists the predecessors to retire now: at retireAt (grace over, or backend
+// expiry), or with retireWhenUnused once the successor is in use and the predecessor has
+// been quiet for quietPeriod.
+func retirementsDue(in tokenInputs) []retirement {
+	tok := in.token
+	quiet, whenUnused := quietPeriodOf(tok)
+	successorUsed := tok.Status.LastUsedAt != nil && tok.Status.IssuedAt != nil && tok.Status.LastUsedAt.After(tok.Status.IssuedAt.Time)
+	var out []retirement
+	for _, p := range tok.Status.PreviousTokens {
+		p = withUse(p, in.predecessorUse)
+		switch {
+		case !in.now.Before(p.RetireAt.Time):
+			out = append(out, graceOver(p, stillInUseWindow(tok, quiet, whenUnused)))
+		case whenUnused && successorUsed && !in.now.Before(quietSince(p).Add(quiet)):
+			out = append(out, retirement{tokenID: p.TokenID, why: fmt.Sprintf("the successor is in use and it has not been used for %s", quiet)})
+		}
+	}
+	return out
+}
+
+// stillInUseWindow is how close to the end of its grace a predecessor's last use must be to
+// count as "still in use": the quiet period (default 5 minutes), at most half the grace, so
+// that a use right after the swap, which every consumer makes, does not count.
+func stillInUseWindow(tok *tokensv1alpha1.APIToken, quiet time.Duration, whenUnused bool) time.Duration {
+	if !whenUnused {
+		quiet = defaultQuietForStillInUse
+	}
+	if g := gracePeriodOf(tok); g > 0 {
+		quiet = min(quiet, g/2)
+	}
+	return quiet
+}
+
+func graceOver(p tokensv1alpha1.PreviousToken, window time.Duration) retirement {
+	used := p.LastUsedAt != nil && p.LastUsedAt.After(p.SupersededAt.Time) && !p.LastUsedAt.Time.Before(p.RetireAt.Add(-window))
+	r := retirement{tokenID: p.TokenID, why: "its grace period is over", stillInUse: used}
+	if used {
+		r.why = fmt.Sprintf("its grace period is over, although it was still used at %s: a consumer has not picked up the new value", p.LastUsedAt.UTC().Format(time.RFC3339))
+	}
+	return r
+}
+
+// withUse takes the later of the recorded and the inventory's last use of a predecessor.
+func withUse(p tokensv1alpha1.PreviousToken, use map[string]*time.Time) tokensv1alpha1.PreviousToken {
+	if t := use[p.TokenID]; t != nil && (p.LastUsedAt == nil || t.After(p.LastUsedAt.Time)) {
+		m := metav1.NewTime(t.UTC().Truncate(time.Second))
+		p.LastUsedAt = &m
+	}
+	return p
+}
+
+// quietSince is when the predecessor was last seen in use (or superseded, if later).
+func quietSince(p tokensv1alpha1.PreviousToken) time.Time {
+	if p.LastUsedAt != nil && p.LastUsedAt.After(p.SupersededAt.Time) {
+		return p.LastUsedAt.Time
+	}
+	return p.SupersededAt.Time
+}
+
+// nextDeadline is the earliest time-driven step: expiry, renewal, a retirement, or the end
+// of a predecessor's quiet period.
+func nextDeadline(tok *tokensv1alpha1.APIToken) time.Time {
+	var at time.Time
+	consider := func(t time.Time) {
+		if !t.IsZero() && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	consider(expiryOf(tok))
+	if lifetimeOf(tok) > 0 && tok.Status.RenewalTime != nil {
+		consider(tok.Status.RenewalTime.Time)
+	}
+	quiet, whenUnused := quietPeriodOf(tok)
+	for _, p := range tok.Status.PreviousTokens {
+		consider(p.RetireAt.Time)
+		if whenUnused {
+			consider(quietSince(p).Add(quiet))
+		}
+	}
+	return at
+}
+
+// previousIDs are the ids of the draining predecessors.
+func previousIDs(tok *tokensv1alpha1.APIToken) []string {
+	ids := make([]string, 0, len(tok.Status.PreviousTokens))
+	for _, p := range tok.Status.PreviousTokens {
+		ids = append(ids, p.TokenID)
+	}
+	return ids
+}
+
+// refreshPredecessorUse records the inventory's last use of each draining predecessor.
+func refreshPredecessorUse(tok *tokensv1alpha1.APIToken, use map[string]*time.Time) {
+	for i, p := range tok.Status.PreviousTokens {
+		tok.Status.PreviousTokens[i] = withUse(p, use)
+	}
+}
