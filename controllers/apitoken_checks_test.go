@@ -60,6 +60,9 @@ func TestDecide(t *testing.T) {
 		action actionKind
 		reason string
 		why    string
+		// overlap is checked for actionIssue rows; requeue, when set, is the expected deadline.
+		overlap bool
+		requeue *metav1.Time
 	}{
 		{name: "new token is issued", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, action: actionIssue, reason: tokensv1alpha1.ReasonIssued},
 		{name: "steady state does nothing", tok: issued(), secret: secretFor, action: actionNone},
@@ -150,6 +153,37 @@ func TestDecide(t *testing.T) {
 			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}
 			t.Status.RequestedExpiresAt = &later
 		}), secret: secretFor, action: actionNone},
+		{name: "scheduled renewal due replaces with overlap", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Rotation = &tokensv1alpha1.RotationSpec{Lifetime: &metav1.Duration{Duration: time.Hour}, GracePeriod: &metav1.Duration{Duration: time.Minute}}
+			t.Status.RenewalTime = &past
+		}), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "scheduled rotation", overlap: true},
+		{name: "renewal not yet due waits for it", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Rotation = &tokensv1alpha1.RotationSpec{Lifetime: &metav1.Duration{Duration: time.Hour}}
+			t.Status.RenewalTime = &future
+		}), secret: secretFor, action: actionNone, requeue: &future},
+		{name: "rotation without grace does not overlap", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "r1"}
+		}), secret: secretFor, action: actionIssue, overlap: false},
+		{name: "revocation requested replaces without overlap", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Rotation = &tokensv1alpha1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Hour}}
+			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRevokeRequestedAt: "leak"}
+		}), secret: secretFor, action: actionIssue, why: "may have leaked", overlap: false},
+		{name: "handled revocation does nothing", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRevokeRequestedAt: "leak"}
+			t.Status.RevocationHandled = "leak"
+		}), secret: secretFor, action: actionNone},
+		{name: "a predecessor past its grace is retired", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", SupersededAt: issuedAt, RetireAt: past}}
+		}), secret: secretFor, action: actionRetire},
+		{name: "a draining predecessor schedules its retirement", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, action: actionNone, requeue: &future},
+		{name: "a draining predecessor is not an unlisted token", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) {
+			in.inventory = &inventorySnapshot{takenAt: now, active: map[string]backend.Token{"tok_1": {ID: "tok_1"}, "tok_0": {ID: "tok_0"}}, byExternalID: map[string][]string{"": {"tok_1", "tok_0"}}}
+			in.extraActive = extraActiveTokens(in.token, in.inventory)
+		}, action: actionNone},
 		{name: "secretName changed issues into the new Secret", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.SecretName = "old-name" }), action: actionIssue, why: "spec.secretName changed"},
 		{name: "listed on backend is fine", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_1") }, action: actionNone},
 		{name: "inventory older than the token is ignored", tok: issued(func(t *tokensv1alpha1.APIToken) { n := metav1.NewTime(now.Add(-time.Second)); t.Status.IssuedAt = &n }), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv() }, action: actionNone},
@@ -178,6 +212,12 @@ func TestDecide(t *testing.T) {
 			}
 			if tc.why != "" {
 				g.Expect(d.why).To(ContainSubstring(tc.why))
+			}
+			if tc.action == actionIssue {
+				g.Expect(d.overlap).To(Equal(tc.overlap), "overlap")
+			}
+			if tc.requeue != nil {
+				g.Expect(d.requeueAt).To(Equal(tc.requeue.Time), "the next deadline is scheduled, not polled")
 			}
 			if tc.tok.Spec.ExpiresAt != nil && tc.action == actionNone && tc.tok.Status.Phase == tokensv1alpha1.PhaseActive {
 				g.Expect(d.requeueAt).To(Equal(tc.tok.Spec.ExpiresAt.Time), "expiry is scheduled, not polled")
