@@ -1,6 +1,8 @@
 package controllers_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
@@ -241,4 +244,39 @@ func TestRestartMidDrainMakesNoBackendWrite(t *testing.T) {
 	g.Consistently(func() int64 { return h.backend.Server.Stats().WriteRequests - before.WriteRequests }).
 		WithTimeout(3 * time.Second).Should(BeZero())
 	g.Eventually(func() backend.TokenStatus { return h.backendToken(tok.Status.TokenID).Status }).WithTimeout(20 * time.Second).Should(Equal(backend.StatusInactive))
+}
+
+// TestCrashAfterSuccessorCreate: killed right after the successor's create during an
+// overlapped rotation, the restarted manager replays the create, and the end state is the
+// successor plus exactly the one listed predecessor: never zero usable tokens, never an
+// unlisted active one.
+func TestCrashAfterSuccessorCreate(t *testing.T) {
+	crashed := make(chan struct{}, 1)
+	creates := 0
+	h := newHarness(t, func(o *operator.Options) {
+		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+			if creates++; creates != 2 {
+				return nil
+			}
+			crashed <- struct{}{}
+			<-ctx.Done()
+			return errors.New("simulated crash after the successor's create")
+		}
+	})
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("crash-rotate", tokensv1alpha1.PermissionReadOnly, withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(10 * time.Minute)}))).Name,
+		tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	oldValue := h.secret(tok.Name).Data["token"]
+	annotate(h, tok.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	g.Eventually(crashed).WithTimeout(15 * time.Second).Should(Receive())
+	h.stopMgr()
+	g.Expect(h.useToken(oldValue, http.MethodGet, "/boards")).To(Equal(http.StatusOK), "the crash left the old value working")
+	created := h.backend.Server.Stats().TokensCreated
+	h.startManager()
+
+	got := waitForNewToken(h, tok.Name, tok.Status.TokenID)
+	g.Expect(h.backend.Server.Stats().TokensCreated).To(Equal(created), "the successor's create was replayed")
+	g.Expect(previousIDsOf(got)).To(Equal([]string{tok.Status.TokenID}))
+	g.Expect(h.activeBackendTokens(got.UID)).To(ConsistOf(HaveField("ID", got.Status.TokenID), HaveField("ID", tok.Status.TokenID)))
+	g.Expect(h.useToken(h.secret(tok.Name).Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
 }
