@@ -45,6 +45,10 @@ type tokenInputs struct {
 	// revokedConfirmed: the inventory did not list the current token and a GET on its
 	// backend confirmed that it is inactive or gone (a list walk alone can miss a token).
 	revokedConfirmed bool
+	// adoptValue is the value spec.adopt.secretRef holds, and adoptProblem why it could not
+	// be read (adoption pending only).
+	adoptValue   backend.SecretValue
+	adoptProblem string
 	// predecessorUse is the backend's last use of each draining predecessor, by id.
 	predecessorUse map[string]*time.Time
 	// extraActive are active tokens carrying this APIToken's UID on the current backend,
@@ -71,6 +75,7 @@ type backendState struct {
 	// disabled: the backend's kind is switched off in this installation.
 	disabled bool
 	uid      string
+	caBundle []byte
 	client   backend.Client
 	url      string
 }
@@ -101,6 +106,8 @@ const (
 	actionRevoke
 	// actionRetire: predecessors in status.previousTokens are due to be deactivated.
 	actionRetire
+	// actionAdopt: verify, claim and store the existing token spec.adopt names.
+	actionAdopt
 )
 
 // decision is the outcome of decide.
@@ -162,6 +169,9 @@ func decide(in tokenInputs) decision {
 	}
 	if d, ok := stuckDecision(in); ok {
 		return d
+	}
+	if adoptionPending(tok) {
+		return decision{action: actionAdopt, why: "spec.adopt names an existing token"}
 	}
 	if why, event := needsNewToken(in); why != "" {
 		if in.budget > 0 && in.issuesInWindow >= in.budget {

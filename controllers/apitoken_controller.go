@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -87,6 +88,9 @@ type APITokenReconciler struct {
 	// (0: no limit); past it the APIToken is Stalled with reason IssuanceLimited.
 	IssuanceBudget int
 	IssuanceWindow time.Duration
+	// NewBackendClient builds the client that verifies a token to adopt with its own value;
+	// nil means the HTTP client.
+	NewBackendClient BackendClientFactory
 	// NamespacedBackendsDisabled turns StatusBackend references into a failure
 	// (--namespaced-backends=false).
 	NamespacedBackendsDisabled bool
@@ -190,7 +194,7 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 		tok.Status.SecretName = tok.SecretNameOrDefault()
 	}
 	d := decide(in)
-	if d.action == actionIssue && !in.backend.ready {
+	if (d.action == actionIssue || d.action == actionAdopt) && !in.backend.ready {
 		d = decision{action: actionWait}
 	}
 	switch d.action {
@@ -206,6 +210,8 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 		return ctrl.Result{}, nil
 	case actionIssue:
 		return r.issueToken(ctx, tok, in, d)
+	case actionAdopt:
+		return r.adoptToken(ctx, tok, in)
 	case actionDeactivate, actionExpire, actionRevoke:
 		return r.deactivateEverything(ctx, tok, d)
 	case actionRetire:
@@ -327,7 +333,12 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, secretNameIndex, func(o client.Object) []string {
 		tok := o.(*tokensv1alpha1.APIToken)
-		return []string{tok.Namespace + "/" + tok.SecretNameOrDefault()}
+		names := []string{tok.Namespace + "/" + tok.SecretNameOrDefault()}
+		if a := tok.Spec.Adopt; a != nil && a.SecretRef.Name != tok.SecretNameOrDefault() {
+			// The Secret to adopt from appearing or changing wakes the adoption.
+			names = append(names, tok.Namespace+"/"+a.SecretRef.Name)
+		}
+		return names
 	}); err != nil {
 		return err
 	}
@@ -445,6 +456,11 @@ func readyChanged() predicate.Predicate {
 		return ""
 	}
 	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
-		return readyOf(e.ObjectOld) != readyOf(e.ObjectNew) || e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration()
+		if e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() {
+			return true
+		}
+		// An inconclusive check (Unknown: a 429, an unreadable Secret) changes nothing for
+		// the tokens; waking them would make each retry before its own Retry-After.
+		return readyOf(e.ObjectOld) != readyOf(e.ObjectNew) && !strings.HasPrefix(readyOf(e.ObjectNew), string(metav1.ConditionUnknown)+"/")
 	}}
 }

@@ -33,6 +33,11 @@ func (r *APITokenReconciler) gather(ctx context.Context, tok *tokensv1alpha1.API
 	if err := r.gatherSecret(ctx, tok, &in); err != nil {
 		return in, err
 	}
+	if adoptionPending(tok) {
+		if err := r.gatherAdoption(ctx, tok, &in); err != nil {
+			return in, err
+		}
+	}
 	if revokedOnBackend(in) {
 		if in.revokedConfirmed, err = r.confirmRevoked(ctx, tok); err != nil {
 			return in, err
@@ -185,6 +190,7 @@ func issuesWithin(issues []metav1.Time, now time.Time, window time.Duration) (in
 type backendObject struct {
 	found, deleting bool
 	uid             string
+	caBundle        []byte
 	conditions      []metav1.Condition
 	// allowed selects the namespaces that may use the backend (ClusterStatusBackend only).
 	allowed    *metav1.LabelSelector
@@ -199,13 +205,13 @@ func (r *APITokenReconciler) readBackend(ctx context.Context, key BackendKey) (b
 	case tokensv1alpha1.BackendKindStatusBackend:
 		var obj tokensv1alpha1.StatusBackend
 		if err = r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, &obj); err == nil {
-			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID),
+			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), caBundle: obj.Spec.CABundle,
 				conditions: obj.Status.Conditions, fullAccess: obj.Spec.FullAccessNamespaces}
 		}
 	default:
 		var obj tokensv1alpha1.ClusterStatusBackend
 		if err = r.Get(ctx, types.NamespacedName{Name: key.Name}, &obj); err == nil {
-			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID),
+			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), caBundle: obj.Spec.CABundle,
 				conditions: obj.Status.Conditions, allowed: obj.Spec.AllowedNamespaces, fullAccess: obj.Spec.FullAccessNamespaces}
 		}
 	}
@@ -233,7 +239,7 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 	if err != nil || !o.found {
 		return be, err
 	}
-	be.found, be.deleting, be.uid = true, o.deleting, o.uid
+	be.found, be.deleting, be.uid, be.caBundle = true, o.deleting, o.uid, o.caBundle
 	if o.allowed != nil || o.fullAccess != nil {
 		var ns corev1.Namespace
 		if err := r.Get(ctx, types.NamespacedName{Name: tok.Namespace}, &ns); err != nil {

@@ -33,7 +33,12 @@ func markIssued(tok *tokensv1alpha1.APIToken) {
 	if n := len(tok.Status.PreviousTokens); n > 0 {
 		msg += fmt.Sprintf(" %d older token(s) still work while they drain, until %s at the latest.", n, formatTime(&tok.Status.PreviousTokens[n-1].RetireAt))
 	}
-	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonIssued, msg)
+	reason := tokensv1alpha1.ReasonIssued
+	if tok.Status.AdoptedTokenID != "" && tok.Status.AdoptedTokenID == tok.Status.TokenID {
+		reason = tokensv1alpha1.ReasonAdopted
+		msg = "An existing " + string(tok.Status.Permission) + " token was adopted without changing its value and is in Secret " + tok.Status.SecretName + "."
+	}
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, reason, msg)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
 }

@@ -195,3 +195,36 @@ func (s *checkSlots) acquire(key BackendKey) (release func(), ok bool) {
 		s.running[key.Namespace]--
 	}, true
 }
+
+var _ backend.ExtendedClient = (*limitedClient)(nil)
+
+// errNotExtended: the backend client in use does not speak the protocol extensions.
+var errNotExtended = errors.New("the backend client does not implement the protocol extensions")
+
+// Features implements backend.ExtendedClient; a plain client lists none.
+func (c *limitedClient) Features(ctx context.Context) (backend.Features, error) {
+	ext, ok := c.inner.(backend.ExtendedClient)
+	if !ok {
+		return nil, nil
+	}
+	release, err := c.acquire(ctx, "ping")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return ext.Features(ctx)
+}
+
+// ClaimToken implements backend.ExtendedClient.
+func (c *limitedClient) ClaimToken(ctx context.Context, id, externalID string) (*backend.Token, error) {
+	ext, ok := c.inner.(backend.ExtendedClient)
+	if !ok {
+		return nil, errNotExtended
+	}
+	release, err := c.acquire(ctx, "claim")
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return ext.ClaimToken(ctx, id, externalID)
+}

@@ -177,6 +177,12 @@ func classifyBackend(in backendInputs) checkResult {
 	case in.clientErr != nil:
 		return notReady(tokensv1alpha1.ReasonInvalidConfiguration,
 			fmt.Sprintf("The backend cannot be used as configured: %v. Fix spec.url or spec.caBundle.", in.clientErr), 0)
+	case in.selfErr != nil && isRateLimited(in.selfErr):
+		// The backend answered, asking to slow down: that is no outage. The last verdict
+		// stands (a registered backend stays usable) and the check waits for Retry-After.
+		retry := max(backend.RetryAfter(in.selfErr), time.Second)
+		return checkResult{metav1.ConditionUnknown, tokensv1alpha1.ReasonBackendUnreachable,
+			fmt.Sprintf("The backend asked to slow down (HTTP 429); the credential is checked again in %s.", retry.Round(time.Second)), retry, registryKeep}
 	case in.selfErr != nil:
 		return pingFailure(in.key, in.selfErr, secret)
 	case in.self.Role != backend.RoleAdmin:
@@ -185,6 +191,12 @@ func classifyBackend(in backendInputs) checkResult {
 	}
 	return checkResult{metav1.ConditionTrue, tokensv1alpha1.ReasonPingSucceeded,
 		"The backend answered with the credential; tokens can be issued.", BackendCheckInterval, registrySet}
+}
+
+// isRateLimited: the backend answered 429.
+func isRateLimited(err error) bool {
+	var be *backend.Error
+	return errors.As(err, &be) && be.StatusCode == http.StatusTooManyRequests
 }
 
 func notReady(reason, message string, retry time.Duration) checkResult {

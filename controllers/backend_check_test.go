@@ -52,6 +52,9 @@ func TestClassifyBackend(t *testing.T) {
 		{"HTML page", func(in *backendInputs) {
 			in.selfErr = &backend.Error{Op: "self", Kind: backend.KindProtocol, StatusCode: 200}
 		}, metav1.ConditionFalse, tokensv1alpha1.ReasonBackendUnreachable, "does not answer as a status backend", registryRemove},
+		{"rate limited", func(in *backendInputs) {
+			in.selfErr = &backend.Error{Op: "self", Kind: backend.KindTransient, StatusCode: 429, RetryAfter: 2 * time.Second}
+		}, metav1.ConditionUnknown, tokensv1alpha1.ReasonBackendUnreachable, "slow down", registryKeep},
 		{"down", func(in *backendInputs) {
 			in.selfErr = &backend.Error{Op: "self", Kind: backend.KindTransient, StatusCode: 503}
 		}, metav1.ConditionFalse, tokensv1alpha1.ReasonBackendUnreachable, "could not be reached", registryRemove},

@@ -144,6 +144,34 @@ type RetireWhenUnused struct {
 	QuietPeriod metav1.Duration `json:"quietPeriod"`
 }
 
+// AdoptSpec names a token that exists on the backend already, and where its value is today.
+type AdoptSpec struct {
+	// TokenID is the backend id of the existing token.
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-]{1,128}$`
+	// +required
+	TokenID string `json:"tokenID"`
+
+	// SecretRef is the Secret, in the APIToken's namespace, that holds the token's value
+	// today. It proves possession: the value must authenticate as tokenID.
+	// +required
+	SecretRef AdoptSecretReference `json:"secretRef"`
+}
+
+// AdoptSecretReference is a key of a Secret in the APIToken's namespace.
+type AdoptSecretReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +required
+	Name string `json:"name"`
+
+	// Key in the Secret's data that holds the value.
+	// +kubebuilder:default=token
+	// +kubebuilder:validation:MinLength=1
+	// +optional
+	Key string `json:"key,omitempty"`
+}
+
 // APITokenSpec is the token a platform team asks for.
 type APITokenSpec struct {
 	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it
@@ -190,6 +218,14 @@ type APITokenSpec struct {
 	// +kubebuilder:default=true
 	// +optional
 	Active *bool `json:"active,omitempty"`
+
+	// Adopt brings an existing backend token under management without changing its value:
+	// verified with GET /api_tokens/self using the value (no backend write), then claimed
+	// and written to secretName. Its permission or expiry, if it differs from this spec, is
+	// then replaced like any spec change. It cannot be changed once set.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.adopt cannot be changed; to adopt another token, create another APIToken"
+	// +optional
+	Adopt *AdoptSpec `json:"adopt,omitempty"`
 
 	// Rotation replaces tokens without downtime: scheduled by a lifetime, with an overlap in
 	// which the old value keeps working. Unset, a replaced token is deactivated as soon as
@@ -309,6 +345,11 @@ type APITokenStatus struct {
 	// create instead of issuing a second token.
 	// +optional
 	IssueSerial int64 `json:"issueSerial,omitempty"`
+
+	// AdoptedTokenID is the backend token this APIToken adopted (spec.adopt), once verified
+	// and claimed.
+	// +optional
+	AdoptedTokenID string `json:"adoptedTokenID,omitempty"`
 
 	// RenewalTime is when the successor of the current token will be issued (scheduled
 	// rotation only).

@@ -61,6 +61,19 @@ const (
 	// ReasonDeactivationPending: the token in the Secret is active, but an older token of this
 	// APIToken (status.pendingDeactivation) still has to be deactivated; it is retried.
 	ReasonDeactivationPending = "DeactivationPending"
+	// ReasonAdopted: an existing backend token was verified, claimed and put in the Secret
+	// (spec.adopt); Ready is True.
+	ReasonAdopted = "Adopted"
+	// ReasonAdoptionFailed: the adopted token could not be verified: the secretRef Secret or
+	// key is missing, the value does not authenticate, it names another token, the token is
+	// inactive, or the backend cannot claim tokens.
+	ReasonAdoptionFailed = "AdoptionFailed"
+	// ReasonAlreadyManaged: the token to adopt already belongs to another owner (its
+	// external_id is set to another value), for example another APIToken.
+	ReasonAlreadyManaged = "AlreadyManaged"
+	// ReasonAdoptionForbidden: the value is the backend's admin credential, which an
+	// APIToken must never hold (deactivating it would cut off the operator).
+	ReasonAdoptionForbidden = "AdoptionForbidden"
 	// ReasonDeleting: the APIToken is being deleted and its backend token is being
 	// deactivated (deletionPolicy Revoke) before the finalizer is removed.
 	ReasonDeleting = "Deleting"
@@ -118,6 +131,8 @@ const (
 	// EventPredecessorStillInUse (Warning): a replaced token was still used when its grace
 	// period ended and was retired anyway; a consumer never picked up the new value.
 	EventPredecessorStillInUse = "PredecessorStillInUse"
+	// EventAdopted: an existing backend token was verified, claimed and put in the Secret.
+	EventAdopted = "Adopted"
 	// EventRetained (Warning): deletionPolicy Retain left tokens active that could not all be
 	// checked.
 	EventRetained = "Retained"

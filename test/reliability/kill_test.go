@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -51,12 +52,14 @@ func TestKillManagerEverywhere(t *testing.T) {
 
 	issuance := []killPoint{{class: "create", nth: 2}, {after: 700 * time.Millisecond}}
 	replacement := []killPoint{{class: "create", nth: 4}, {class: "deactivate", nth: 3}}
+	rotation := []killPoint{{class: "create", nth: 3}, {class: "deactivate", nth: 2}}
 	deletion := []killPoint{{class: "deactivate", nth: 5}}
 	if sz.full {
 		issuance = []killPoint{{class: "create", nth: 1}, {class: "create", nth: 17}, {class: "create", nth: 40}, {class: "create", nth: 40},
 			{after: 500 * time.Millisecond}, {class: "create", nth: 30}, {after: 1500 * time.Millisecond}, {class: "create", nth: 5}}
 		replacement = []killPoint{{class: "create", nth: 3}, {class: "deactivate", nth: 10}, {class: "create", nth: 40},
 			{after: 800 * time.Millisecond}, {class: "deactivate", nth: 30}, {class: "create", nth: 8}, {class: "list", nth: 20}, {class: "create", nth: 4}}
+		rotation = []killPoint{{class: "create", nth: 2}, {class: "create", nth: 30}, {after: 700 * time.Millisecond}, {class: "deactivate", nth: 3}, {class: "deactivate", nth: 30}}
 		deletion = []killPoint{{class: "deactivate", nth: 1}, {class: "list", nth: 15}, {class: "deactivate", nth: 40},
 			{after: 600 * time.Millisecond}, {class: "deactivate", nth: 35}, {class: "deactivate", nth: 40}, {class: "list", nth: 30}, {class: "deactivate", nth: 5}}
 	}
@@ -124,6 +127,30 @@ func TestKillManagerEverywhere(t *testing.T) {
 		t.Errorf("after replacement: the backend created %d tokens for %d issuances: a kill led to a second create", rep.Writes.Creates, 2*n)
 	}
 
+	// Overlapped rotation: every token rotates with a grace period, kills land on the
+	// successors' creates and on the predecessors' retirements. While they drain, each
+	// APIToken has its current token plus exactly the predecessor its status lists; then
+	// every predecessor is retired and nothing else is active.
+	rotateAll(t, s, ctx)
+	rotated := func(a *tokensv1alpha1.APIToken) bool {
+		return harness.IsIssued(a) && a.Status.RotationHandled == "kill-rotation"
+	}
+	drained := func(a *tokensv1alpha1.APIToken) bool { return rotated(a) && len(a.Status.PreviousTokens) == 0 }
+	killAt(t, s, m, rotation, &st, func() int { return n - count(drained) }, func() {
+		annotateAll(t, s, ctx, tokensv1alpha1.AnnotationRotateRequestedAt, "kill-rotation")
+	})
+	if err := s.WaitAll(ctx, 3*time.Minute, "every APIToken rotated", n, rotated); err != nil {
+		t.Fatal(err)
+	}
+	checkOracle(t, s, "while predecessors drain, with kills")
+	if err := s.WaitAll(ctx, 3*time.Minute, "every predecessor retired", n, drained); err != nil {
+		t.Fatal(err)
+	}
+	rep = checkOracle(t, s, "after rotation with kills")
+	if rep.Writes.Creates != 3*n {
+		t.Errorf("after rotation: the backend created %d tokens for %d issuances: a kill led to a second create", rep.Writes.Creates, 3*n)
+	}
+
 	// Deletion.
 	killAt(t, s, m, deletion, &st, func() int { return count(func(*tokensv1alpha1.APIToken) bool { return true }) }, func() {
 		if err := s.DeleteAll(ctx); err != nil {
@@ -145,7 +172,7 @@ func TestKillManagerEverywhere(t *testing.T) {
 	bs := s.Backend.Stats()
 	t.Logf("kills: %d (%d points not reached), window between backend create and Secret write hit %d times, backend replays %d, creates %d, deactivations %d",
 		st.kills, st.notReached, st.windowHits, bs.Replays, bs.TokensCreated, bs.Deactivations)
-	if want := len(issuance) + len(replacement) + len(deletion) - 2; sz.full && st.kills < want {
+	if want := len(issuance) + len(replacement) + len(rotation) + len(deletion) - 2; sz.full && st.kills < want {
 		t.Errorf("only %d kills happened, want at least %d", st.kills, want)
 	}
 	if st.windowHits == 0 {
@@ -241,4 +268,43 @@ func countWindow(t *testing.T, s *harness.Scenario) int {
 		}
 	}
 	return n
+}
+
+// rotationGrace is the overlap of the kill scenario's rotation phase: long enough for the
+// kills to land while predecessors drain, short enough for the phase to end quickly.
+const rotationGrace = 12 * time.Second
+
+// rotateAll gives every APIToken an overlap (a spec change that does not replace anything).
+func rotateAll(t *testing.T, s *harness.Scenario, ctx context.Context) {
+	t.Helper()
+	items, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range items {
+		patch := client.MergeFrom(items[i].DeepCopy())
+		items[i].Spec.Rotation = &tokensv1alpha1.RotationSpec{GracePeriod: &metav1.Duration{Duration: rotationGrace}}
+		if err := s.Kube.Patch(ctx, &items[i], patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// annotateAll sets an annotation on every APIToken.
+func annotateAll(t *testing.T, s *harness.Scenario, ctx context.Context, key, value string) {
+	t.Helper()
+	items, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range items {
+		patch := client.MergeFrom(items[i].DeepCopy())
+		if items[i].Annotations == nil {
+			items[i].Annotations = map[string]string{}
+		}
+		items[i].Annotations[key] = value
+		if err := s.Kube.Patch(ctx, &items[i], patch); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -1,0 +1,150 @@
+package controllers_test
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// legacyToken makes a token the way a team made one before the operator: by hand, with no
+// external_id and no labels, its value in a Secret of their own.
+func legacyToken(h *harness, secret string, perm backend.Permission) *backend.CreatedToken {
+	h.t.Helper()
+	created := h.backend.IssueToken(h.t, backend.CreateRequest{Name: "legacy " + secret, Permission: perm})
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: secret}, Data: map[string][]byte{"token": []byte(created.Value.Reveal())}}
+	NewWithT(h.t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	return created
+}
+
+func adopting(id, secret string) func(*tokensv1alpha1.APIToken) {
+	return func(t *tokensv1alpha1.APIToken) {
+		t.Spec.Adopt = &tokensv1alpha1.AdoptSpec{TokenID: id, SecretRef: tokensv1alpha1.AdoptSecretReference{Name: secret}}
+	}
+}
+
+// TestAdoptInPlace: a legacy token is verified with its own value (no write), claimed (one
+// write), and its Secret taken over in place with the value byte-identical. From then on it
+// is managed like any token: deleting the APIToken revokes it.
+func TestAdoptInPlace(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	legacy := legacyToken(h, "legacy-status-token", backend.PermissionReadOnly)
+	before := h.backend.Server.Stats()
+	tok := h.create(h.newToken("legacy-status-token", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "legacy-status-token")))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
+	after := h.backend.Server.Stats()
+
+	g.Expect(after.WriteRequests-before.WriteRequests).To(BeEquivalentTo(1), "exactly one backend write: the claim")
+	g.Expect(after.TokensCreated - before.TokensCreated).To(BeZero())
+	g.Expect(got.Status.TokenID).To(Equal(legacy.ID))
+	g.Expect(got.Status.TokenHint).To(Equal("..." + legacy.Value.Reveal()[len(legacy.Value.Reveal())-4:]))
+	s := h.secret(tok.Name)
+	g.Expect(s.Data["token"]).To(Equal([]byte(legacy.Value.Reveal())), "the value is byte-identical")
+	g.Expect(metav1.IsControlledBy(s, got)).To(BeTrue(), "the Secret was taken over in place")
+	g.Expect(s.Data["tokenID"]).To(Equal([]byte(legacy.ID)))
+	g.Expect(h.backendToken(legacy.ID).ExternalID).To(Equal(string(got.UID)))
+	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventAdopted)).To(ContainSubstring("without changing its value"))
+	g.Consistently(func() string { return h.get(tok.Name).Status.TokenID }).WithTimeout(3 * time.Second).Should(Equal(legacy.ID), "stays adopted: no replacement")
+
+	g.Expect(h.c.Delete(h.ctx, got)).To(Succeed())
+	g.Eventually(func() bool { return h.get(tok.Name) == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
+	g.Expect(h.backendToken(legacy.ID).Status).To(Equal(backend.StatusInactive), "managed like any token: Revoke deactivates it")
+}
+
+// TestAdoptLegacyFullAccessAsReadOnly carries out the product note's advice in one apply: a
+// legacy FullAccess token adopted with permission ReadOnly is replaced by a ReadOnly one,
+// with the grace period as overlap.
+func TestAdoptLegacyFullAccessAsReadOnly(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	legacy := legacyToken(h, "legacy-bot", backend.PermissionFullAccess)
+	tok := h.create(h.newToken("bot", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "legacy-bot"), withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(4 * time.Second)})))
+	got := waitForNewToken(h, tok.Name, legacy.ID)
+	g.Expect(got.Status.Permission).To(Equal(tokensv1alpha1.PermissionReadOnly))
+	g.Expect(h.backendToken(got.Status.TokenID).Permission).To(Equal(backend.PermissionReadOnly))
+	g.Expect(h.useToken([]byte(legacy.Value.Reveal()), http.MethodGet, "/boards")).To(Equal(http.StatusOK), "the legacy value works during the overlap")
+	g.Expect(h.secret("legacy-bot").Data["token"]).To(Equal([]byte(legacy.Value.Reveal())), "the user's own Secret is left as it was")
+	g.Eventually(func() backend.TokenStatus { return h.backendToken(legacy.ID).Status }).WithTimeout(20 * time.Second).Should(Equal(backend.StatusInactive))
+}
+
+// TestAdoptionRefusals: each refusal has its reason, makes no backend write, and never puts
+// the value in a message.
+func TestAdoptionRefusals(t *testing.T) {
+	h := newHarness(t)
+	owned := h.waitFor(h.create(h.newToken("owner", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	ownedValue := h.secret("owner").Data["token"]
+	other := legacyToken(h, "other-legacy", backend.PermissionReadOnly)
+	wrong := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "not-a-token"}, Data: map[string][]byte{"token": []byte("sgt_not-a-real-token-value-123456")}}
+	admin := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "admin-copy"}, Data: map[string][]byte{"token": []byte(h.backend.AdminToken)}}
+	stolen := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "stolen"}, Data: map[string][]byte{"token": ownedValue}}
+	for _, s := range []*corev1.Secret{wrong, admin, stolen} {
+		NewWithT(t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	}
+	self, err := h.admin.Self(h.ctx)
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	cases := []struct {
+		name, id, secret, reason string
+		value                    []byte
+	}{
+		{name: "value does not authenticate", id: other.ID, secret: "not-a-token", reason: tokensv1alpha1.ReasonAdoptionFailed, value: wrong.Data["token"]},
+		{name: "value names another token", id: other.ID, secret: "admin-copy", reason: tokensv1alpha1.ReasonAdoptionFailed, value: admin.Data["token"]},
+		{name: "the admin credential", id: self.ID, secret: "admin-copy", reason: tokensv1alpha1.ReasonAdoptionForbidden, value: admin.Data["token"]},
+		{name: "another APIToken's token", id: owned.Status.TokenID, secret: "stolen", reason: tokensv1alpha1.ReasonAlreadyManaged, value: ownedValue},
+		{name: "missing Secret", id: other.ID, secret: "nowhere", reason: tokensv1alpha1.ReasonAdoptionFailed},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			before := h.backend.Server.Stats().WriteRequests
+			tok := h.create(h.newToken("refused-"+string(rune('a'+i)), tokensv1alpha1.PermissionReadOnly, adopting(tc.id, tc.secret)))
+			got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tc.reason)
+			g.Expect(condStatus(got, tokensv1alpha1.ConditionStalled)).To(Equal(metav1.ConditionTrue))
+			g.Expect(h.backend.Server.Stats().WriteRequests - before).To(BeZero(), "a refusal writes nothing to the backend")
+			if tc.value != nil {
+				g.Expect(h.readyCondition(got).Message).NotTo(ContainSubstring(string(tc.value)))
+			}
+			g.Expect(h.activeBackendTokens(got.UID)).To(BeEmpty())
+		})
+	}
+	NewWithT(t).Expect(h.backendToken(owned.Status.TokenID).ExternalID).To(Equal(string(owned.UID)), "the owner keeps its token")
+}
+
+// TestAdoptionRace: two APITokens adopting one token end with one Adopted and one
+// AlreadyManaged (the claim is a compare-and-set).
+func TestAdoptionRace(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	legacy := legacyToken(h, "shared-legacy", backend.PermissionReadOnly)
+	a := h.create(h.newToken("racer-a", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "shared-legacy")))
+	b := h.create(h.newToken("racer-b", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "shared-legacy")))
+	reasons := func() []string {
+		var out []string
+		for _, n := range []string{a.Name, b.Name} {
+			if c := h.readyCondition(h.get(n)); c != nil {
+				out = append(out, c.Reason)
+			}
+		}
+		return out
+	}
+	g.Eventually(reasons).WithTimeout(20 * time.Second).Should(ConsistOf(tokensv1alpha1.ReasonAdopted, tokensv1alpha1.ReasonAlreadyManaged))
+}
+
+// TestAdoptionWaitsForItsSecret: a missing secretRef Secret is a clear condition, and the
+// adoption proceeds as soon as the Secret appears (watch, not poll).
+func TestAdoptionWaitsForItsSecret(t *testing.T) {
+	h := newHarness(t)
+	legacy := h.backend.IssueToken(t, backend.CreateRequest{Name: "late", Permission: backend.PermissionReadOnly})
+	tok := h.create(h.newToken("late", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "late-secret")))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonAdoptionFailed)
+	NewWithT(t).Expect(h.readyCondition(got).Message).To(ContainSubstring("late-secret"))
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "late-secret"}, Data: map[string][]byte{"token": []byte(legacy.Value.Reveal())}}
+	NewWithT(t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
+}
