@@ -272,7 +272,7 @@ func countWindow(t *testing.T, s *harness.Scenario) int {
 
 // rotationGrace is the overlap of the kill scenario's rotation phase: long enough for the
 // kills to land while predecessors drain, short enough for the phase to end quickly.
-const rotationGrace = 12 * time.Second
+const rotationGrace = 6 * time.Second
 
 // rotateAll gives every APIToken an overlap (a spec change that does not replace anything).
 func rotateAll(t *testing.T, s *harness.Scenario, ctx context.Context) {
