@@ -51,7 +51,7 @@ func TestAdoptInPlace(t *testing.T) {
 	g.Expect(s.Data["tokenID"]).To(Equal([]byte(legacy.ID)))
 	g.Expect(h.backendToken(legacy.ID).ExternalID).To(Equal(string(got.UID)))
 	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventAdopted)).To(ContainSubstring("without changing its value"))
-	g.Consistently(func() string { return h.get(tok.Name).Status.TokenID }).WithTimeout(3 * time.Second).Should(Equal(legacy.ID), "stays adopted: no replacement")
+	g.Consistently(func() string { return h.get(tok.Name).Status.TokenID }).WithTimeout(3*time.Second).Should(Equal(legacy.ID), "stays adopted: no replacement")
 
 	g.Expect(h.c.Delete(h.ctx, got)).To(Succeed())
 	g.Eventually(func() bool { return h.get(tok.Name) == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
@@ -106,7 +106,7 @@ func TestAdoptionRefusals(t *testing.T) {
 			tok := h.create(h.newToken("refused-"+string(rune('a'+i)), tokensv1alpha1.PermissionReadOnly, adopting(tc.id, tc.secret)))
 			got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tc.reason)
 			g.Expect(condStatus(got, tokensv1alpha1.ConditionStalled)).To(Equal(metav1.ConditionTrue))
-			g.Expect(h.backend.Server.Stats().WriteRequests - before).To(BeZero(), "a refusal writes nothing to the backend")
+			g.Expect(h.backend.Server.Stats().WriteRequests-before).To(BeZero(), "a refusal writes nothing to the backend")
 			if tc.value != nil {
 				g.Expect(h.readyCondition(got).Message).NotTo(ContainSubstring(string(tc.value)))
 			}

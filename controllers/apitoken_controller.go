@@ -88,6 +88,9 @@ type APITokenReconciler struct {
 	// (0: no limit); past it the APIToken is Stalled with reason IssuanceLimited.
 	IssuanceBudget int
 	IssuanceWindow time.Duration
+	// PermissionReviewWindow is the least-privilege review's window (nil: the default; 0
+	// turns the review off).
+	PermissionReviewWindow *time.Duration
 	// NewBackendClient builds the client that verifies a token to adopt with its own value;
 	// nil means the HTTP client.
 	NewBackendClient BackendClientFactory
@@ -151,6 +154,9 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if !tok.DeletionTimestamp.IsZero() {
 		var err error
 		gone, result, err = r.reconcileDelete(ctx, tok)
+		if gone {
+			forgetReview(tok)
+		}
 		return result, err
 	}
 	in, err := r.gather(ctx, tok)
@@ -253,6 +259,9 @@ func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv
 		if lastUsed, ok := lastUsedFromInventory(in.inventory, tok.Status.TokenID); ok && lastUsed != nil {
 			t := metav1.NewTime(lastUsed.UTC().Truncate(time.Second))
 			tok.Status.LastUsedAt = &t
+		}
+		if at := r.applyReview(tok, in); !at.IsZero() && (d.requeueAt.IsZero() || at.Before(d.requeueAt)) {
+			d.requeueAt = at
 		}
 		markIssued(tok)
 	}

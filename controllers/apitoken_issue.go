@@ -116,8 +116,12 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	if err := r.retireOldSecret(ctx, tok, previousSecret); err != nil {
 		return ctrl.Result{}, err
 	}
+	next := nextDeadline(tok)
+	if at := r.applyReview(tok, in); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+		next = at
+	}
 	markIssued(tok)
-	return requeueAt(in.now, nextDeadline(tok)), nil
+	return requeueAt(in.now, next), nil
 }
 
 // createRequestFor is the create request the spec asks for at now.

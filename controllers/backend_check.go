@@ -76,6 +76,8 @@ type backendInputs struct {
 	self    *backend.Token
 	selfErr error
 
+	// features are the protocol extensions the backend lists in GET /ping.
+	features backend.Features
 	// client, url and fingerprint are what gets registered when the check succeeds.
 	client      backend.Client
 	url         string
@@ -136,6 +138,10 @@ func (c *BackendChecker) gather(ctx context.Context, key BackendKey, spec tokens
 	checkCtx, cancel := context.WithTimeout(ctx, BackendCheckTimeout)
 	defer cancel()
 	in.self, in.selfErr = cl.Self(checkCtx)
+	if ext, ok := cl.(backend.ExtendedClient); ok && in.selfErr == nil {
+		// Which protocol extensions the backend offers; none when it cannot tell.
+		in.features, _ = ext.Features(checkCtx)
+	}
 	return in
 }
 

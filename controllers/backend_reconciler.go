@@ -179,6 +179,7 @@ func (r *backendReconciler[T]) apply(ctx context.Context, obj T, in backendInput
 	switch res.registry {
 	case registrySet:
 		r.checker.Registry.Set(ctx, in.key, obj, in.client, in.url, in.fingerprint)
+		r.checker.Registry.SetFeatures(in.key, in.features)
 	case registryRemove:
 		r.checker.Registry.Remove(in.key)
 	}

@@ -47,6 +47,8 @@ type registeredBackend struct {
 	url     string
 	// fingerprint changes when the URL, CA bundle or credential changes.
 	fingerprint string
+	// features are the protocol extensions it offers.
+	features backend.Features
 }
 
 // BackendRegistry holds a checked client for every Ready backend. The backend controllers
@@ -153,6 +155,25 @@ func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Ob
 	if !had || old.fingerprint != fingerprint {
 		r.notify(ctx, obj)
 	}
+}
+
+// SetFeatures records the protocol extensions a registered backend offers.
+func (r *BackendRegistry) SetFeatures(key BackendKey, f backend.Features) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.backends[key]; ok {
+		b.features = f
+	}
+}
+
+// Features returns the protocol extensions of a registered backend.
+func (r *BackendRegistry) Features(key BackendKey) backend.Features {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if b, ok := r.backends[key]; ok {
+		return b.features
+	}
+	return nil
 }
 
 // Remove unregisters a backend that is no longer Ready.

@@ -287,6 +287,21 @@ type PreviousToken struct {
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
+// UsageStatus is what the backend reported of this APIToken's tokens' use, kept as the
+// latest across every token it has had, for the least-privilege review.
+type UsageStatus struct {
+	// LastWriteAt is the last successful request other than GET, HEAD or OPTIONS.
+	// +optional
+	LastWriteAt *metav1.Time `json:"lastWriteAt,omitempty"`
+	// LastDeniedAt is the last request refused because the token is read-only.
+	// +optional
+	LastDeniedAt *metav1.Time `json:"lastDeniedAt,omitempty"`
+	// ObservedSince is when the operator began observing this usage (the review's verdict
+	// on unused write permission waits until a whole review window has been observed).
+	// +optional
+	ObservedSince *metav1.Time `json:"observedSince,omitempty"`
+}
+
 // APITokenStatus is what the operator observed and did.
 type APITokenStatus struct {
 	// Phase says whether the token in the Secret is usable: Pending, Active, Inactive or Failed.
@@ -383,11 +398,16 @@ type APITokenStatus struct {
 	// +optional
 	RecentIssues []metav1.Time `json:"recentIssues,omitempty"`
 
+	// Usage is the backend's write and denial information, for the least-privilege review.
+	// +optional
+	Usage *UsageStatus `json:"usage,omitempty"`
+
 	// ObservedGeneration is the metadata.generation the status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, Reconciling and Stalled.
+	// Conditions: Ready, Reconciling and Stalled (kstatus), and LeastPrivilege (the review,
+	// not part of Ready).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -405,6 +425,7 @@ type APITokenStatus struct {
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
 // +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.draining`,priority=1
 // +kubebuilder:printcolumn:name="Renewal",type=string,JSONPath=`.status.renewalTime`,priority=1
+// +kubebuilder:printcolumn:name="Least Privilege",type=string,JSONPath=`.status.conditions[?(@.type=="LeastPrivilege")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -12,6 +12,10 @@ const (
 	// ConditionStalled is True when the controller cannot make progress without a person
 	// changing something (invalid spec, conflict, expiry, missing backend).
 	ConditionStalled = "Stalled"
+	// ConditionLeastPrivilege is the least-privilege review of the token's use: False when a
+	// FullAccess token made no write in the review window, or a ReadOnly one was refused
+	// writes. It is not part of Ready or kstatus: the token works either way.
+	ConditionLeastPrivilege = "LeastPrivilege"
 )
 
 // Condition reasons. They are CamelCase so that tools can match on them; the condition
@@ -74,6 +78,17 @@ const (
 	// ReasonAdoptionForbidden: the value is the backend's admin credential, which an
 	// APIToken must never hold (deactivating it would cut off the operator).
 	ReasonAdoptionForbidden = "AdoptionForbidden"
+	// ReasonUnusedWritePermission (LeastPrivilege=False): a FullAccess token made no write
+	// during the review window; spec.permission: ReadOnly would do.
+	ReasonUnusedWritePermission = "UnusedWritePermission"
+	// ReasonWritesDenied (LeastPrivilege=False): a ReadOnly token was refused a write during
+	// the review window; the workload tries to write.
+	ReasonWritesDenied = "WritesDenied"
+	// ReasonInsufficientHistory (LeastPrivilege=Unknown): the review window has not been
+	// observed yet, or the backend does not report usage.
+	ReasonInsufficientHistory = "InsufficientHistory"
+	// ReasonLeastPrivilege (LeastPrivilege=True): the permission fits the observed use.
+	ReasonLeastPrivilege = "PermissionFitsUse"
 	// ReasonDeleting: the APIToken is being deleted and its backend token is being
 	// deactivated (deletionPolicy Revoke) before the finalizer is removed.
 	ReasonDeleting = "Deleting"
@@ -133,6 +148,9 @@ const (
 	EventPredecessorStillInUse = "PredecessorStillInUse"
 	// EventAdopted: an existing backend token was verified, claimed and put in the Secret.
 	EventAdopted = "Adopted"
+	// EventLeastPrivilegeFinding (Warning): the review found UnusedWritePermission or
+	// WritesDenied (only on a change to False).
+	EventLeastPrivilegeFinding = "LeastPrivilegeFinding"
 	// EventRetained (Warning): deletionPolicy Retain left tokens active that could not all be
 	// checked.
 	EventRetained = "Retained"

@@ -36,6 +36,7 @@ func main() {
 	flag.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader-election Lease (default: the Pod's namespace).")
 	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
+	reviewWindow := flag.Duration("permission-review-window", 720*time.Hour, "Window of the least-privilege review: a FullAccess token with no write in it is reported (LeastPrivilege=False, UnusedWritePermission). 0 turns the review off.")
 	flag.IntVar(&o.IssuanceBudget, "issuance-budget", 5, "Most tokens one APIToken may have created within 10 minutes; past it the APIToken is Stalled (IssuanceLimited). Negative: no limit.")
 	flag.IntVar(&o.MaxInFlightPerBackend, "max-inflight-per-backend", 4, "Requests in flight to one backend at most; APITokens beyond it requeue shortly, so a hanging backend holds only this many workers. Negative: no cap.")
 	flag.BoolVar(&namespaced, "namespaced-backends", true, "Reconcile namespaced StatusBackends. Off allows only ClusterStatusBackends: a StatusBackend's URL is chosen by a tenant and called from the operator's network.")
@@ -62,6 +63,7 @@ func main() {
 	}
 	o.InsecureMetrics = !*secureMetrics
 	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
+	o.PermissionReviewWindow = reviewWindow
 	o.DisableNamespacedBackends = !namespaced
 	o.BackendObserver = metrics.NewBackendObserver()
 	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }

@@ -68,6 +68,9 @@ type Options struct {
 	NewBackendClient controllers.BackendClientFactory
 	// BackendObserver, when set, is called after every backend request (metrics).
 	BackendObserver func(op string, code int, d time.Duration, err error)
+	// PermissionReviewWindow is the least-privilege review's window; nil means the default
+	// (720h), 0 turns the review off.
+	PermissionReviewWindow *time.Duration
 	// IssuanceBudget is how many tokens one APIToken may have created within 10 minutes;
 	// 0 means the default (controllers.DefaultIssuanceBudget), negative means no limit.
 	IssuanceBudget int
@@ -219,6 +222,8 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		MaxConcurrentReconciles:    o.MaxConcurrentReconciles,
 		AfterCreate:                o.AfterCreate,
 		IssuanceBudget:             issuanceBudget(o.IssuanceBudget),
+		NewBackendClient:           newClient,
+		PermissionReviewWindow:     o.PermissionReviewWindow,
 		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
