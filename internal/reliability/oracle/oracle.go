@@ -143,7 +143,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 	}
 
 	live := map[types.UID]*tokensv1alpha1.APIToken{}
-	alive := map[string]bool{} // values that must authenticate
+	alive := map[string]bool{}    // values that must authenticate
 	draining := map[string]bool{} // ids of predecessors that may still authenticate
 	for i := range toks.Items {
 		tok := &toks.Items[i]
