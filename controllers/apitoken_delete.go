@@ -70,13 +70,12 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 		// for it, as for a listed one.
 		res.waiting = append(res.waiting, key)
 	}
+	// A backend being deleted that this process cannot use (its check fails): with no token of
+	// this APIToken known there, there is nothing to wait for; a known one waits (the
+	// skip-revoke annotation is the way out), since the backend may just not be checked yet.
 	res.waiting = slices.DeleteFunc(res.waiting, func(k BackendKey) bool {
 		o, err := r.readBackend(ctx, k)
-		if err != nil || !o.deleting {
-			return false
-		}
-		r.dropPendingOn(tok, k, "its backend "+k.String()+" is being deleted and not Ready")
-		return true
+		return err == nil && o.deleting && !hasPendingOn(tok, k)
 	})
 	hint := fmt.Sprintf(" The finalizer stays until then; to give up, annotate the APIToken %s=true (the backend token may then stay active).", tokensv1alpha1.AnnotationSkipRevoke)
 	switch {

@@ -136,8 +136,8 @@ func (r *backendReconciler[T]) reconcileDelete(ctx context.Context, obj T) (ctrl
 		}
 		res := r.apply(ctx, obj, in)
 		setBackendReady(r.kind.status(obj), obj.GetGeneration(), metav1.ConditionFalse, tokensv1alpha1.ReasonInUse,
-			fmt.Sprintf("Deletion waits until the %d APIToken(s) using this backend are deleted (for example %s/%s), so their tokens can still be deactivated. Last check: %s",
-				n, tokens.Items[0].Namespace, tokens.Items[0].Name, res.message))
+			fmt.Sprintf("Deletion waits until the %d APIToken(s) using this backend are deleted (for example %s/%s), so their tokens can still be deactivated. If the backend is gone for good, annotate those APITokens %s=true to let them go without deactivating. Last check: %s",
+				n, tokens.Items[0].Namespace, tokens.Items[0].Name, tokensv1alpha1.AnnotationSkipRevoke, res.message))
 		return ctrl.Result{RequeueAfter: res.retry}, nil
 	}
 	r.checker.Registry.Remove(key)
