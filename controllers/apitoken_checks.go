@@ -49,6 +49,9 @@ type tokenInputs struct {
 	// be read (adoption pending only).
 	adoptValue   backend.SecretValue
 	adoptProblem string
+	// rolloutsPending are opted-in workloads naming this APIToken whose rollout of the
+	// current token is not complete (with --restart-workloads).
+	rolloutsPending []string
 	// predecessorUse is the backend's last use of each draining predecessor, by id.
 	predecessorUse map[string]*time.Time
 	// extraActive are active tokens carrying this APIToken's UID on the current backend,

@@ -94,6 +94,9 @@ type APITokenReconciler struct {
 	// NewBackendClient builds the client that verifies a token to adopt with its own value;
 	// nil means the HTTP client.
 	NewBackendClient BackendClientFactory
+	// RestartWorkloads: retirement of a predecessor waits for the opted-in workloads naming
+	// this APIToken to roll out (--restart-workloads).
+	RestartWorkloads bool
 	// NamespacedBackendsDisabled turns StatusBackend references into a failure
 	// (--namespaced-backends=false).
 	NamespacedBackendsDisabled bool
@@ -366,6 +369,15 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("apitoken")
 	if r.Inventory != nil {
 		b = b.WatchesRawSource(source.Channel(r.Inventory.Events(), &handler.EnqueueRequestForObject{}))
+	}
+	if r.RestartWorkloads {
+		consenting := predicate.NewPredicateFuncs(func(o client.Object) bool {
+			_, ok := o.GetAnnotations()[tokensv1alpha1.AnnotationRestartOnRotate]
+			return ok
+		})
+		for _, k := range workloadKinds {
+			b = b.WatchesMetadata(k.new(), handler.EnqueueRequestsFromMapFunc(r.tokensForWorkload), builder.WithPredicates(consenting))
+		}
 	}
 	if r.SecretMetadata != nil {
 		// Secrets that are not ours (the managed ones come through Owns): a foreign Secret in

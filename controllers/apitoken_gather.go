@@ -28,6 +28,9 @@ func (r *APITokenReconciler) gather(ctx context.Context, tok *tokensv1alpha1.API
 	}
 	in.extraActive = extraActiveTokens(tok, in.inventory)
 	in.predecessorUse = r.predecessorUse(tok)
+	if in.rolloutsPending, err = r.pendingRollouts(ctx, tok); err != nil {
+		return in, err
+	}
 	in.budget = r.IssuanceBudget
 	in.issuesInWindow, in.windowEnds = issuesWithin(tok.Status.RecentIssues, in.now, r.issuanceWindow())
 	if err := r.gatherSecret(ctx, tok, &in); err != nil {

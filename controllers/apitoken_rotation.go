@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -157,7 +158,14 @@ func retirementsDue(in tokenInputs) []retirement {
 		p = withUse(p, in.predecessorUse)
 		switch {
 		case !in.now.Before(p.RetireAt.Time):
-			out = append(out, graceOver(p, stillInUseWindow(tok, quiet, whenUnused)))
+			r := graceOver(p, stillInUseWindow(tok, quiet, whenUnused))
+			if len(in.rolloutsPending) > 0 {
+				r.stillInUse = true
+				r.why = fmt.Sprintf("its grace period is over, although %s had not finished rolling out the new token", strings.Join(in.rolloutsPending, ", "))
+			}
+			out = append(out, r)
+		case len(in.rolloutsPending) > 0:
+			// Workloads that opted in are still rolling out: even an unused predecessor waits.
 		case whenUnused && successorUsed && !in.now.Before(quietSince(p).Add(quiet)):
 			out = append(out, retirement{tokenID: p.TokenID, why: fmt.Sprintf("the successor is in use and it has not been used for %s", quiet)})
 		}

@@ -151,6 +151,14 @@ const (
 	// EventLeastPrivilegeFinding (Warning): the review found UnusedWritePermission or
 	// WritesDenied (only on a change to False).
 	EventLeastPrivilegeFinding = "LeastPrivilegeFinding"
+	// EventRolloutTriggered: a workload that opted in was rolled out because a named
+	// APIToken's token changed (on the workload and on the APIToken).
+	EventRolloutTriggered = "RolloutTriggered"
+	// EventRestartTargetMissing (Warning): a workload names an APIToken that does not exist.
+	EventRestartTargetMissing = "RestartTargetMissing"
+	// EventRolloutBlocked (Warning): an opted-in workload cannot roll out (a paused
+	// Deployment); the predecessor waits for the grace period.
+	EventRolloutBlocked = "RolloutBlocked"
 	// EventRetained (Warning): deletionPolicy Retain left tokens active that could not all be
 	// checked.
 	EventRetained = "Retained"
@@ -170,6 +178,13 @@ const (
 	// AnnotationRevokeRequestedAt: setting it to a new value (a leaked token) issues a new
 	// token and deactivates every older one at once, with no overlap.
 	AnnotationRevokeRequestedAt = "tokens.statusops.dev/revoke-requested-at"
+	// AnnotationRestartOnRotate on a Deployment, StatefulSet or DaemonSet names (comma-
+	// separated) the APITokens of its namespace whose rotation rolls it out: consent lives on
+	// the workload (with --restart-workloads).
+	AnnotationRestartOnRotate = "tokens.statusops.dev/restart-on-rotate"
+	// AnnotationTokensHash is the pod-template annotation the operator sets to a hash of the
+	// named APITokens' current token ids; changing it is what rolls the workload out.
+	AnnotationTokensHash = "tokens.statusops.dev/tokens-hash"
 	// AnnotationSkipRevoke set to "true" on an APIToken lets it be deleted without deactivating
 	// its backend token: the way out when a backend is gone for good. An Event says the backend
 	// token may still be active.

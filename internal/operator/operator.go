@@ -71,6 +71,14 @@ type Options struct {
 	// PermissionReviewWindow is the least-privilege review's window; nil means the default
 	// (720h), 0 turns the review off.
 	PermissionReviewWindow *time.Duration
+	// RestartWorkloads turns on rolling out opted-in workloads on rotation
+	// (--restart-workloads); it needs patch rights on Deployments, StatefulSets, DaemonSets.
+	RestartWorkloads bool
+	// MaxConcurrentRestarts caps rollouts in flight cluster-wide (0: the default, 10).
+	MaxConcurrentRestarts int
+	// RestartDebounce is how long after the last token change a workload is rolled out
+	// (0: the default, 10 s).
+	RestartDebounce time.Duration
 	// IssuanceBudget is how many tokens one APIToken may have created within 10 minutes;
 	// 0 means the default (controllers.DefaultIssuanceBudget), negative means no limit.
 	IssuanceBudget int
@@ -82,6 +90,15 @@ type Options struct {
 	Logger *logr.Logger
 	// Setup, when set, is called with the manager before it starts (metrics registration).
 	Setup func(mgr manager.Manager) error
+}
+
+// orDefault is v, or def when v is zero.
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
 }
 
 // issuanceBudget maps the option to the reconciler's field (0 there means no limit).
@@ -224,9 +241,19 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		IssuanceBudget:             issuanceBudget(o.IssuanceBudget),
 		NewBackendClient:           newClient,
 		PermissionReviewWindow:     o.PermissionReviewWindow,
+		RestartWorkloads:           o.RestartWorkloads,
 		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if o.RestartWorkloads {
+		if err := controllers.SetupRestarters(mgr, controllers.WorkloadRestarter{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("apitoken-operator"),
+			Clock: o.Clock, Debounce: orDefault(o.RestartDebounce, controllers.DefaultRestartDebounce),
+			Limit: controllers.NewRolloutLimit(orDefault(o.MaxConcurrentRestarts, controllers.DefaultMaxConcurrentRestarts)),
+		}); err != nil {
+			return nil, err
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err

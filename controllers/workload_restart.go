@@ -1,0 +1,413 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+)
+
+// This file rolls out the workloads that opted in (--restart-workloads). Consent lives on the
+// workload: a Deployment, StatefulSet or DaemonSet annotated
+// tokens.statusops.dev/restart-on-rotate: "<APIToken names>", so nobody who can only create
+// APITokens can restart anything.
+//
+// Idempotent by construction: the workload remembers, in a metadata annotation that causes no
+// rollout, the hash of the named APITokens' token ids it last rolled out for. Opting in
+// records the hash and rolls nothing; an operator restart or a re-sync finds the hashes equal
+// and patches nothing; tokens rotating together within the debounce cause one rollout, which
+// sets the pod-template annotation tokens-hash and the remembered hash in one patch.
+
+// annotationObservedTokensHash is the workload's memory of the last hash it rolled out for.
+const annotationObservedTokensHash = "tokens.statusops.dev/observed-tokens-hash"
+
+// Restart defaults (--restart-debounce, --max-concurrent-restarts).
+const (
+	DefaultRestartDebounce       = 10 * time.Second
+	DefaultMaxConcurrentRestarts = 10
+)
+
+var workloadRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "apitoken_workload_restarts_total",
+	Help: "Rollouts of opted-in workloads triggered because a named APIToken's token changed.",
+}, []string{"namespace", "apitoken", "kind", "name"})
+
+func init() { metrics.Registry.MustRegister(workloadRestarts) }
+
+// workloadKind is one of the three kinds that can opt in.
+type workloadKind struct {
+	kind string
+	new  func() client.Object
+	// rolledOut: the rollout of the current pod template is complete.
+	rolledOut func(client.Object) bool
+	// paused: the workload cannot roll out until a person resumes it.
+	paused func(client.Object) bool
+}
+
+var workloadKinds = []workloadKind{
+	{kind: "Deployment", new: func() client.Object { return &appsv1.Deployment{} },
+		rolledOut: func(o client.Object) bool {
+			d := o.(*appsv1.Deployment)
+			r := replicasOf(d.Spec.Replicas)
+			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == r && d.Status.AvailableReplicas == r && d.Status.Replicas == r
+		},
+		paused: func(o client.Object) bool { return o.(*appsv1.Deployment).Spec.Paused }},
+	{kind: "StatefulSet", new: func() client.Object { return &appsv1.StatefulSet{} },
+		rolledOut: func(o client.Object) bool {
+			s := o.(*appsv1.StatefulSet)
+			r := replicasOf(s.Spec.Replicas)
+			return s.Status.ObservedGeneration >= s.Generation && s.Status.UpdatedReplicas == r && s.Status.AvailableReplicas == r && s.Status.Replicas == r
+		},
+		paused: func(client.Object) bool { return false }},
+	{kind: "DaemonSet", new: func() client.Object { return &appsv1.DaemonSet{} },
+		rolledOut: func(o client.Object) bool {
+			d := o.(*appsv1.DaemonSet)
+			n := d.Status.DesiredNumberScheduled
+			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedNumberScheduled == n && d.Status.NumberAvailable == n
+		},
+		paused: func(client.Object) bool { return false }},
+}
+
+func replicasOf(p *int32) int32 {
+	if p == nil {
+		return 1
+	}
+	return *p
+}
+
+func workloadMetadata(kind string) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind(kind))
+	return m
+}
+
+// namedTokens parses the consent annotation.
+func namedTokens(annotations map[string]string) []string {
+	var out []string
+	for _, n := range strings.Split(annotations[tokensv1alpha1.AnnotationRestartOnRotate], ",") {
+		if n = strings.TrimSpace(n); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// tokensHash is the hash of the named APITokens' current token ids (sorted), and the
+// latest issue time among them (the debounce counts from it).
+func tokensHash(tokens map[string]*tokensv1alpha1.APIToken, names []string) (string, time.Time) {
+	sum := sha256.New()
+	var last time.Time
+	for _, n := range names {
+		id := ""
+		if t := tokens[n]; t != nil {
+			id = t.Status.TokenID
+			if t.Status.IssuedAt != nil && t.Status.IssuedAt.After(last) {
+				last = t.Status.IssuedAt.Time
+			}
+		}
+		fmt.Fprintf(sum, "%s=%s\n", n, id)
+	}
+	return hex.EncodeToString(sum.Sum(nil))[:32], last
+}
+
+// WorkloadRestarter rolls out opted-in workloads of one kind.
+type WorkloadRestarter struct {
+	client.Client
+	// APIReader reads workloads whole (the cache holds only their metadata).
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Clock     func() time.Time
+	Debounce  time.Duration
+	Limit     *RolloutLimit
+	kind      workloadKind
+}
+
+// RolloutLimit caps the rollouts in flight cluster-wide (--max-concurrent-restarts).
+type RolloutLimit struct {
+	mu       sync.Mutex
+	max      int
+	inFlight map[string]bool
+}
+
+// NewRolloutLimit returns a cap of max concurrent rollouts.
+func NewRolloutLimit(max int) *RolloutLimit {
+	return &RolloutLimit{max: max, inFlight: map[string]bool{}}
+}
+
+func (l *RolloutLimit) take(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight[key] || len(l.inFlight) < l.max {
+		l.inFlight[key] = true
+		return true
+	}
+	return false
+}
+
+func (l *RolloutLimit) done(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.inFlight, key)
+}
+
+// The RBAC for this (apps deployments, statefulsets, daemonsets: get, list, watch, patch) is
+// not a kubebuilder marker on purpose: it exists only when --restart-workloads is on, in
+// config/rbac/restart_workloads_role.yaml and the chart's restartWorkloads.enabled.
+
+// Reconcile brings one opted-in workload's remembered hash up to date, rolling it out when a
+// named token changed and the debounce has passed.
+func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	m := workloadMetadata(w.kind.kind)
+	if err := w.Get(ctx, req.NamespacedName, m); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	key := w.kind.kind + "/" + req.String()
+	names := namedTokens(m.GetAnnotations())
+	if len(names) == 0 || !m.GetDeletionTimestamp().IsZero() {
+		w.Limit.done(key)
+		return ctrl.Result{}, nil
+	}
+	tokens, err := w.namedAPITokens(ctx, m, names)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	hash, lastChange := tokensHash(tokens, names)
+	observed := m.GetAnnotations()[annotationObservedTokensHash]
+	switch {
+	case observed == "":
+		// Opting in rolls nothing out: only the workload's memory is set.
+		return ctrl.Result{}, w.patch(ctx, m, hash, false)
+	case observed == hash:
+		return w.watchRollout(ctx, m, key)
+	}
+	if due := lastChange.Add(w.Debounce); w.Clock().Before(due) {
+		return ctrl.Result{RequeueAfter: due.Sub(w.Clock())}, nil
+	}
+	if !w.Limit.take(key) {
+		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	if err := w.patch(ctx, m, hash, true); err != nil {
+		w.Limit.done(key)
+		return ctrl.Result{}, err
+	}
+	w.rolloutEvents(m, names, tokens)
+	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// namedAPITokens reads the named APITokens; a missing one gets a Warning on the workload.
+func (w *WorkloadRestarter) namedAPITokens(ctx context.Context, m *metav1.PartialObjectMetadata, names []string) (map[string]*tokensv1alpha1.APIToken, error) {
+	out := map[string]*tokensv1alpha1.APIToken{}
+	for _, n := range names {
+		var t tokensv1alpha1.APIToken
+		err := w.Get(ctx, types.NamespacedName{Namespace: m.GetNamespace(), Name: n}, &t)
+		switch {
+		case apierrors.IsNotFound(err):
+			w.Recorder.Eventf(m, nil, corev1.EventTypeWarning, tokensv1alpha1.EventRestartTargetMissing, tokensv1alpha1.EventRestartTargetMissing,
+				"Annotation %s names APIToken %q, which does not exist in namespace %s", tokensv1alpha1.AnnotationRestartOnRotate, n, m.GetNamespace())
+		case err != nil:
+			return nil, err
+		default:
+			out[n] = &t
+		}
+	}
+	return out, nil
+}
+
+// patch sets the workload's memory of the hash and, for a rollout, the pod-template
+// annotation, in one merge patch.
+func (w *WorkloadRestarter) patch(ctx context.Context, m *metav1.PartialObjectMetadata, hash string, rollout bool) error {
+	body := map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotationObservedTokensHash: hash}}}
+	if rollout {
+		body["spec"] = map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]string{tokensv1alpha1.AnnotationTokensHash: hash}}}}
+	}
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	obj := w.kind.new()
+	obj.SetNamespace(m.GetNamespace())
+	obj.SetName(m.GetName())
+	if err := w.Patch(ctx, obj, client.RawPatch(types.MergePatchType, data)); err != nil {
+		return fmt.Errorf("patching %s %s/%s: %w", w.kind.kind, m.GetNamespace(), m.GetName(), err)
+	}
+	logf.FromContext(ctx).V(1).Info("Patched workload", "kind", w.kind.kind, "rollout", rollout, "tokensHash", hash)
+	return nil
+}
+
+// watchRollout frees the rollout slot once the rollout is complete.
+func (w *WorkloadRestarter) watchRollout(ctx context.Context, m *metav1.PartialObjectMetadata, key string) (ctrl.Result, error) {
+	obj := w.kind.new()
+	if err := w.APIReader.Get(ctx, client.ObjectKeyFromObject(m), obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if w.kind.rolledOut(obj) || w.kind.paused(obj) {
+		w.Limit.done(key)
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+}
+
+func (w *WorkloadRestarter) rolloutEvents(m *metav1.PartialObjectMetadata, names []string, tokens map[string]*tokensv1alpha1.APIToken) {
+	note := fmt.Sprintf("Rolled out %s %s because the token of APIToken(s) %s changed", w.kind.kind, m.GetName(), strings.Join(names, ", "))
+	w.Recorder.Eventf(m, nil, corev1.EventTypeNormal, tokensv1alpha1.EventRolloutTriggered, tokensv1alpha1.EventRolloutTriggered, "%s", note)
+	for _, n := range names {
+		if t := tokens[n]; t != nil {
+			w.Recorder.Eventf(t, nil, corev1.EventTypeNormal, tokensv1alpha1.EventRolloutTriggered, tokensv1alpha1.EventRolloutTriggered, "%s", note)
+			workloadRestarts.WithLabelValues(m.GetNamespace(), n, w.kind.kind, m.GetName()).Inc()
+		}
+	}
+}
+
+// SetupRestarters registers one restarter per workload kind: metadata-only watches of the
+// workloads that carry the consent annotation, and of APITokens whose token changed.
+func SetupRestarters(mgr ctrl.Manager, proto WorkloadRestarter) error {
+	consenting := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		_, ok := o.GetAnnotations()[tokensv1alpha1.AnnotationRestartOnRotate]
+		return ok
+	})
+	for _, k := range workloadKinds {
+		w := proto
+		w.kind = k
+		err := ctrl.NewControllerManagedBy(mgr).
+			Named("restart-"+strings.ToLower(k.kind)).
+			WatchesMetadata(k.new(), &handler.EnqueueRequestForObject{}, builder.WithPredicates(consenting)).
+			Watches(&tokensv1alpha1.APIToken{}, handler.EnqueueRequestsFromMapFunc(w.workloadsNaming), builder.WithPredicates(tokenIDChanged())).
+			Complete(&w)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// workloadsNaming maps an APIToken to the workloads of this kind in its namespace that name it.
+func (w *WorkloadRestarter) workloadsNaming(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind(w.kind.kind + "List"))
+	if err := w.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, m := range list.Items {
+		if slices.Contains(namedTokens(m.GetAnnotations()), o.GetName()) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: m.Name}})
+		}
+	}
+	return reqs
+}
+
+// tokenIDChanged passes APIToken events that change which token is current.
+func tokenIDChanged() predicate.Predicate {
+	id := func(o client.Object) string {
+		if t, ok := o.(*tokensv1alpha1.APIToken); ok {
+			return t.Status.TokenID
+		}
+		return ""
+	}
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool { return id(e.ObjectOld) != id(e.ObjectNew) }}
+}
+
+// pendingRollouts lists the opted-in workloads naming this APIToken that have not completed
+// a rollout of its current token (retirement of a predecessor waits for them, bounded by the
+// grace period). A paused Deployment gets a Warning: it cannot roll out by itself.
+func (r *APITokenReconciler) pendingRollouts(ctx context.Context, tok *tokensv1alpha1.APIToken) ([]string, error) {
+	if !r.RestartWorkloads || len(tok.Status.PreviousTokens) == 0 {
+		return nil, nil
+	}
+	var pending []string
+	for _, k := range workloadKinds {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(appsv1.SchemeGroupVersion.WithKind(k.kind + "List"))
+		if err := r.List(ctx, list, client.InNamespace(tok.Namespace)); err != nil {
+			return nil, fmt.Errorf("listing %ss: %w", k.kind, err)
+		}
+		for _, m := range list.Items {
+			names := namedTokens(m.GetAnnotations())
+			if !slices.Contains(names, tok.Name) {
+				continue
+			}
+			done, err := r.rolledOutFor(ctx, tok, k, &m, names)
+			if err != nil {
+				return nil, err
+			}
+			if !done {
+				pending = append(pending, k.kind+"/"+m.Name)
+			}
+		}
+	}
+	return pending, nil
+}
+
+// rolledOutFor: the workload's pods run a template carrying the current hash, and its
+// rollout is complete.
+func (r *APITokenReconciler) rolledOutFor(ctx context.Context, tok *tokensv1alpha1.APIToken, k workloadKind, m *metav1.PartialObjectMetadata, names []string) (bool, error) {
+	tokens := map[string]*tokensv1alpha1.APIToken{tok.Name: tok}
+	for _, n := range names {
+		if n == tok.Name {
+			continue
+		}
+		var t tokensv1alpha1.APIToken
+		if err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: n}, &t); err == nil {
+			tokens[n] = &t
+		}
+	}
+	hash, _ := tokensHash(tokens, names)
+	obj := k.new()
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(m), obj); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if k.paused(obj) {
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRolloutBlocked,
+			fmt.Sprintf("%s %s is paused and cannot roll out the new token; its predecessor is retired when the grace period ends", k.kind, m.Name))
+		return false, nil
+	}
+	return templateHash(obj) == hash && k.rolledOut(obj), nil
+}
+
+// templateHash is the pod-template annotation the operator set on a workload.
+func templateHash(o client.Object) string {
+	switch w := o.(type) {
+	case *appsv1.Deployment:
+		return w.Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
+	case *appsv1.StatefulSet:
+		return w.Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
+	case *appsv1.DaemonSet:
+		return w.Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
+	}
+	return ""
+}
+
+// tokensForWorkload maps an opted-in workload (any change, status included: a completed
+// rollout may let a predecessor retire) to the APITokens it names.
+func (r *APITokenReconciler) tokensForWorkload(_ context.Context, o client.Object) []reconcile.Request {
+	var reqs []reconcile.Request
+	for _, n := range namedTokens(o.GetAnnotations()) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: n}})
+	}
+	return reqs
+}
