@@ -155,7 +155,7 @@ func TestDeploymentRollsOutOnTheSimulatedNode(t *testing.T) {
 	g.Expect(current.Status.AvailableReplicas).To(BeEquivalentTo(2))
 	newHash := current.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
 	// The old Pods are deleted by the ReplicaSet controller and removed by kwok (there is no
-	// kubelet to confirm it); then only the new ones are left.
+	// kubelet to confirm it); then only the new ones are left, none of them terminating.
 	g.Eventually(func() []corev1.Pod { return podsOf(ctx, g, e, ns, name) }).
 		WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).
 		Should(ConsistOf(beReadyOnTheSimulatedNode(newHash), beReadyOnTheSimulatedNode(newHash)))
@@ -171,17 +171,11 @@ func expectRolledOut(g Gomega, d *appsv1.Deployment, replicas int32) {
 	g.Expect(d.Status.ReadyReplicas).To(Equal(replicas))
 }
 
-// podsOf lists the Pods of the Deployment's app label that are not being deleted.
+// podsOf lists the Pods with the Deployment's app label, also those being deleted.
 func podsOf(ctx context.Context, g Gomega, e *devenv.Env, namespace, app string) []corev1.Pod {
 	var list corev1.PodList
 	g.Expect(e.Client.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{"app": app})).To(Succeed())
-	var live []corev1.Pod
-	for _, p := range list.Items {
-		if p.DeletionTimestamp == nil {
-			live = append(live, p)
-		}
-	}
-	return live
+	return list.Items
 }
 
 // beReadyOnTheSimulatedNode matches a Pod of the ReplicaSet with the given pod-template-hash
@@ -189,6 +183,7 @@ func podsOf(ctx context.Context, g Gomega, e *devenv.Env, namespace, app string)
 func beReadyOnTheSimulatedNode(podTemplateHash string) OmegaMatcher {
 	return SatisfyAll(
 		HaveField("ObjectMeta.Labels", HaveKeyWithValue(appsv1.DefaultDeploymentUniqueLabelKey, podTemplateHash)),
+		HaveField("ObjectMeta.DeletionTimestamp", BeNil()),
 		HaveField("Spec.NodeName", devenv.SimulatedNodeName),
 		HaveField("Status.Phase", corev1.PodRunning),
 		HaveField("Status.Conditions", ContainElement(SatisfyAll(
