@@ -27,16 +27,22 @@ const rolloutTimeout = 90 * time.Second
 // (devenv.Options.Workloads). It has a temporary directory and free ports and is stopped when
 // the test ends. configure, when not nil, adjusts the options first: ControlPlaneOnly for a
 // test that needs no manager, ManagerArgs for one that does (e.g. --restart-workloads).
-// Without kwok (`make controlplane` builds it) the test skips, or fails in CI.
+// Without kwok or kube-scheduler (`make controlplane` builds both) the test skips, or fails in
+// CI.
 func startWorkloadEnv(t *testing.T, configure func(*devenv.Options)) *devenv.Env {
 	t.Helper()
 	requirePrerequisites(t)
 	kwokDir, err := devenv.FindKwokDir(testenv.RepoRoot())
+	if err == nil {
+		if _, statErr := os.Stat(filepath.Join(assetsDir, "kube-scheduler")); statErr != nil {
+			err = fmt.Errorf("no kube-scheduler beside kube-apiserver in %s: run `make controlplane`", assetsDir)
+		}
+	}
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("kwok: %v", err)
+			t.Fatalf("workload binaries: %v", err)
 		}
-		t.Skipf("kwok missing (%v)", err)
+		t.Skipf("workload binaries missing (%v)", err)
 	}
 	opts := envOptions(filepath.Join(t.TempDir(), "env"))
 	opts.Workloads = true
