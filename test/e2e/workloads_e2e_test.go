@@ -18,8 +18,8 @@ import (
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
 
-// rolloutTimeout bounds one rollout of a small Deployment on the simulated Node. It takes a
-// few seconds; the margin is for a loaded two-core machine.
+// rolloutTimeout bounds one rollout of a small Deployment on the simulated Node. It takes
+// under a second; the margin is for a loaded two-core machine.
 const rolloutTimeout = 90 * time.Second
 
 // startWorkloadEnv starts an environment of the test's own in which workloads roll out:
