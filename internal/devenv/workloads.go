@@ -28,6 +28,12 @@ import (
 // SimulatedNodeName is the one Node the environment registers for kwok to play.
 const SimulatedNodeName = "kwok-node-0"
 
+// PodReadyDelayAnnotation on a Pod (put it in a pod template) holds the Pod not-Ready for the
+// given duration ("10s") before kwok marks it Ready, so a test can observe a rollout while it
+// is in progress; without it a Pod is Ready at once. hack/kwok/build.sh adds it to the
+// pod-ready Stage under kwok's own name for it.
+const PodReadyDelayAnnotation = "pod-ready.stage.kwok.x-k8s.io/delay"
+
 // kwokNodeAnnotation marks the Nodes kwok manages; kwok is started with a selector on it, so
 // it never touches a Node it was not given.
 const kwokNodeAnnotation = "kwok.x-k8s.io/node"

@@ -165,6 +165,29 @@ func TestDeploymentRollsOutOnTheSimulatedNode(t *testing.T) {
 	g.Eventually(func() []corev1.Pod { return podsOf(ctx, g, e, ns, name) }).
 		WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).
 		Should(ConsistOf(beReadyOnTheSimulatedNode(newHash), beReadyOnTheSimulatedNode(newHash)))
+
+	// A rollout held in progress, as a test of retirement-waits-for-the-rollout needs: the new
+	// Pods become Ready only after the delay (one after the other, with maxSurge 1 and
+	// maxUnavailable 0), and until then the rollout is not complete.
+	const delay = 4 * time.Second
+	began = time.Now()
+	kubectl(t, e, "patch", "deployment", name, "-n", ns, "--type=merge",
+		"-p", fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, devenv.PodReadyDelayAnnotation, delay))
+	g.Consistently(func() (bool, error) {
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
+			return false, err
+		}
+		done, _ := devenv.RolloutComplete(d)
+		return done, nil
+	}).WithTimeout(delay - time.Second).WithPolling(100 * time.Millisecond).Should(BeFalse())
+	g.Expect(e.WaitRolloutComplete(ctx, rolloutTimeout, d)).To(Succeed())
+	took := time.Since(began)
+	t.Logf("delayed rollout completed after %s", took.Round(100*time.Millisecond))
+	g.Expect(took).To(BeNumerically(">=", delay), "the Pods waited for their delay")
+	expectRolledOut(g, d, 2)
+	third, err := e.ReplicaSetsOf(ctx, d)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(third).To(HaveLen(3))
 }
 
 // expectRolledOut checks, field by field, the rollout-complete condition the operator's
