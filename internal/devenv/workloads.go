@@ -22,8 +22,9 @@ import (
 // Workloads roll out here without a container runtime: kube-controller-manager runs the
 // deployment, replicaset, statefulset and daemonset controllers, kube-scheduler binds their
 // Pods, and kwok (sigs.k8s.io/kwok, built by hack/kwok) plays the kubelet of one simulated
-// Node. kwok's Stages (stages.yaml beside its binary: kwokctl's defaults) make the Node Ready, mark a scheduled Pod Running and Ready, and remove a Pod once it is deleted.
-// Nothing runs: the image is never pulled and the containers never start.
+// Node. kwok's Stages (stages.yaml beside its binary: kwokctl's defaults, plus
+// PodReadyDelayAnnotation) make the Node Ready, mark a scheduled Pod Running and Ready, and
+// remove a Pod once it is deleted. Nothing runs: no image is pulled, no container started.
 
 // SimulatedNodeName is the one Node the environment registers for kwok to play.
 const SimulatedNodeName = "kwok-node-0"
