@@ -15,9 +15,11 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 CONTROLPLANE_DIR ?= $(LOCALBIN)/controlplane/$(CONTROLPLANE_KEY)
-# kwok and its stages.yaml; internal/devenv reads KWOK_DIR. Always the hermetic build, also
-# when KUBEBUILDER_ASSETS is the user's (kwok talks to any API server; it is not an asset).
-KWOK_DIR ?= $(LOCALBIN)/kwok/$(KWOK_VERSION)
+# kwok and its stages.yaml; internal/devenv reads KWOK_DIR. The hermetic build is made also
+# when KUBEBUILDER_ASSETS is the user's (kwok talks to any API server; it is not an asset);
+# a KWOK_DIR the user set is used as it is.
+KWOK_BUILD_DIR := $(LOCALBIN)/kwok/$(KWOK_VERSION)
+KWOK_DIR ?= $(KWOK_BUILD_DIR)
 export KWOK_DIR
 # Respect a KUBEBUILDER_ASSETS the user already set; otherwise use the hermetic build.
 KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_DIR)
@@ -86,7 +88,7 @@ $(CONTROLLER_GEN):
 .PHONY: controlplane
 controlplane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from Go modules into bin/ (cached by version).
 	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane/build.sh "$(CONTROLPLANE_DIR)"; else echo "using KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) (workloads need kube-scheduler there too)"; fi
-	@hack/kwok/build.sh "$(KWOK_DIR)"
+	@if [ "$(KWOK_DIR)" = "$(KWOK_BUILD_DIR)" ]; then hack/kwok/build.sh "$(KWOK_DIR)"; else echo "using KWOK_DIR=$(KWOK_DIR)"; fi
 
 ##@ Deployment
 
