@@ -5,6 +5,9 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 # The control plane is built from Go modules by hack/controlplane (see its go.mod); the
 # directory name is derived from the versions pinned there, so a version change rebuilds.
 CONTROLPLANE_KEY := k8s-$(shell cd hack/controlplane && go list -m -f '{{.Version}}' k8s.io/kubernetes)-etcd-$(shell cd hack/controlplane && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+# kwok (the simulated Node of `make dev` and the workload e2e tests) is built by hack/kwok, a
+# module of its own, into a sibling directory keyed by the version pinned in its go.mod.
+KWOK_VERSION := $(shell cd hack/kwok && go list -m -f '{{.Version}}' sigs.k8s.io/kwok)
 
 SHELL := /usr/bin/env bash -o pipefail
 .SHELLFLAGS := -ec
@@ -12,6 +15,12 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 CONTROLPLANE_DIR ?= $(LOCALBIN)/controlplane/$(CONTROLPLANE_KEY)
+# kwok and its stages.yaml; internal/devenv reads KWOK_DIR. The hermetic build is made also
+# when KUBEBUILDER_ASSETS is the user's (kwok talks to any API server; it is not an asset);
+# a KWOK_DIR the user set is used as it is.
+KWOK_BUILD_DIR := $(LOCALBIN)/kwok/$(KWOK_VERSION)
+KWOK_DIR ?= $(KWOK_BUILD_DIR)
+export KWOK_DIR
 # Respect a KUBEBUILDER_ASSETS the user already set; otherwise use the hermetic build.
 KUBEBUILDER_ASSETS ?= $(CONTROLPLANE_DIR)
 export KUBEBUILDER_ASSETS
@@ -77,8 +86,9 @@ $(CONTROLLER_GEN):
 	mv $(LOCALBIN)/.controller-gen-tmp/controller-gen $@ && rm -rf $(LOCALBIN)/.controller-gen-tmp
 
 .PHONY: controlplane
-controlplane: ## Build etcd, kube-apiserver and kube-controller-manager from Go modules into bin/ (cached by version).
-	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane/build.sh "$(CONTROLPLANE_DIR)"; else echo "using KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS)"; fi
+controlplane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok from Go modules into bin/ (cached by version).
+	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane/build.sh "$(CONTROLPLANE_DIR)"; else echo "using KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) (workloads need kube-scheduler there too)"; fi
+	@if [ "$(KWOK_DIR)" = "$(KWOK_BUILD_DIR)" ]; then hack/kwok/build.sh "$(KWOK_DIR)"; else echo "using KWOK_DIR=$(KWOK_DIR)"; fi
 
 ##@ Deployment
 

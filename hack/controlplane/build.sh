@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager and etcd from Go modules into
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler and etcd from Go modules into
 # $1 (a directory keyed by version, e.g. bin/controlplane/k8s-v1.37.2-etcd-v3.7.0).
 # Nothing is downloaded but Go modules, so this works offline behind a module proxy.
 # A binary already present is not rebuilt.
@@ -22,3 +22,5 @@ build() { # name package
 build etcd ./etcd
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
+# The scheduler shares almost every package with the two above, so after them it costs seconds.
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler

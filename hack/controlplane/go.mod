@@ -1,8 +1,9 @@
 // Module controlplane builds the hermetic control plane used by the tests and `make dev`:
-// kube-apiserver and kube-controller-manager from k8s.io/kubernetes, and etcd from
-// go.etcd.io/etcd/server/v3/etcdmain. It is a separate module so that the operator's own
+// kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes, and etcd
+// from go.etcd.io/etcd/server/v3/etcdmain. It is a separate module so that the operator's own
 // go.mod never carries k8s.io/kubernetes. Regenerate the replace block with
-// hack/controlplane/update-replaces.sh after changing the Kubernetes version.
+// hack/controlplane/update-replaces.sh after changing the Kubernetes version. kwok lives in
+// hack/kwok, a module of its own (see there why).
 module github.com/statusops/apitoken-operator/hack/controlplane
 
 go 1.26.0

@@ -96,13 +96,18 @@ func (e *Env) startAPIServer(ctx context.Context) error {
 	})
 }
 
-// startControllerManager starts kube-controller-manager with only the controllers a
-// developer notices missing: namespace (deleting a namespace deletes what is in it) and
-// garbagecollector (deleting an owner deletes what it owns).
+// controllers are the kube-controller-manager controllers the environment runs: the ones a
+// developer notices missing. namespace: deleting a namespace deletes what is in it;
+// garbagecollector: deleting an owner deletes what it owns; deployment, replicaset,
+// statefulset and daemonset: workloads create Pods and roll out (the Pods are scheduled and
+// run only with Options.Workloads, which adds kube-scheduler and a simulated Node).
+const controllers = "namespace,garbagecollector,deployment,replicaset,statefulset,daemonset"
+
+// startControllerManager starts kube-controller-manager with the controllers above.
 func (e *Env) startControllerManager(ctx context.Context) error {
 	args := []string{
 		"--kubeconfig=" + e.Kubeconfig,
-		"--controllers=namespace,garbagecollector",
+		"--controllers=" + controllers,
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
 		"--bind-address=127.0.0.1",

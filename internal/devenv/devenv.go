@@ -1,8 +1,10 @@
 // Package devenv starts the whole system on one machine: etcd, kube-apiserver and
 // kube-controller-manager from the control-plane binaries, the reference status backend and
-// the manager, each as a separate process on 127.0.0.1. It is the one implementation behind
-// both `make dev` (state under .dev/, reused by the next run) and the end-to-end tests (state
-// in a temporary directory, free ports).
+// the manager, each as a separate process on 127.0.0.1. With Options.Workloads it also starts
+// kube-scheduler and kwok, which simulates one Node and the Pods on it, so Deployments,
+// StatefulSets and DaemonSets roll out with no container runtime (see workloads.go). It is
+// the one implementation behind both `make dev` (state under .dev/, reused by the next run)
+// and the end-to-end tests (state in a temporary directory, free ports).
 //
 // Every process runs in its own process group and is stopped by Env.Stop, manager first and
 // etcd last, with SIGTERM and then SIGKILL; if the calling process dies, the kernel kills
@@ -57,6 +59,14 @@ type Options struct {
 	ControlPlaneOnly bool
 	// UnsafeNoFsync makes etcd skip fsync: faster, and fine for throwaway test directories.
 	UnsafeNoFsync bool
+	// Workloads also starts kube-scheduler (from AssetsDir) and kwok (from KwokDir) and
+	// registers one simulated Node (SimulatedNodeName), so that the Pods of Deployments,
+	// StatefulSets and DaemonSets are scheduled and become Ready and rollouts complete.
+	// Without it those Pods stay Pending. It applies with ControlPlaneOnly too.
+	Workloads bool
+	// KwokDir holds the kwok binary and the stages.yaml it runs with (`make controlplane`
+	// builds both into bin/kwok/<version>; FindKwokDir finds them). Needed with Workloads.
+	KwokDir string
 	// ManagerImpersonation runs the manager as the ServiceAccount dist/install.yaml
 	// installs (installtest.ServiceAccountUser) instead of as the admin: the Namespace,
 	// ServiceAccount, roles and bindings of dist/install.yaml (not its Deployment) are
@@ -146,10 +156,20 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 			return fmt.Sprintf("kube-apiserver           %s (kubeconfig %s)", e.RESTConfig.Host, e.Kubeconfig)
 		}},
 		{"kube-controller-manager", e.startControllerManager, func() string {
-			return fmt.Sprintf("kube-controller-manager  %s (namespace and garbage-collector controllers)", localURL("https", e.Ports.ControllerManager))
+			return fmt.Sprintf("kube-controller-manager  %s (%s controllers)", localURL("https", e.Ports.ControllerManager), controllers)
 		}},
-		{"CRDs", e.installCRDs, func() string { return "CRDs                     installed from config/crd/bases" }},
 	}
+	if opts.Workloads {
+		steps = append(steps, []step{
+			{"kube-scheduler", e.startScheduler, func() string {
+				return fmt.Sprintf("kube-scheduler           %s", localURL("https", e.Ports.Scheduler))
+			}},
+			{"kwok", e.startKwok, func() string {
+				return fmt.Sprintf("kwok                     Node %s is Ready (simulated: Pods on it run without a container runtime)", SimulatedNodeName)
+			}},
+		}...)
+	}
+	steps = append(steps, step{"CRDs", e.installCRDs, func() string { return "CRDs                     installed from config/crd/bases" }})
 	if !opts.ControlPlaneOnly {
 		steps = append(steps, []step{
 			{"status-backend", e.startBackend, func() string {
@@ -207,6 +227,9 @@ func (o Options) validate() error {
 			}
 		}
 	}
+	if o.Workloads {
+		errs = append(errs, o.validateWorkloads()...)
+	}
 	if !o.ControlPlaneOnly {
 		for name, path := range map[string]string{"manager": o.ManagerBinary, "status-backend": o.BackendBinary} {
 			if path == "" {
@@ -239,7 +262,12 @@ func (e *Env) acquireLock() error {
 
 // start starts one process with its log in LogDir and remembers it for Stop.
 func (e *Env) start(name, binary string, args []string, extra io.Writer) (*process, error) {
-	p, err := startProcess(name, binary, args, filepath.Join(e.LogDir, name+".log"), extra)
+	return e.startWithEnv(name, binary, args, nil, extra)
+}
+
+// startWithEnv is start with env (KEY=value) added to the process's environment.
+func (e *Env) startWithEnv(name, binary string, args, env []string, extra io.Writer) (*process, error) {
+	p, err := startProcessWithEnv(name, binary, args, env, filepath.Join(e.LogDir, name+".log"), extra)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ type Ports struct {
 	EtcdPeer          int `json:"etcdPeer"`
 	APIServer         int `json:"apiServer"`
 	ControllerManager int `json:"controllerManager"`
+	Scheduler         int `json:"scheduler"`
 	Backend           int `json:"backend"`
 	ManagerMetrics    int `json:"managerMetrics"`
 	ManagerHealth     int `json:"managerHealth"`
@@ -37,6 +38,7 @@ var portFields = []portField{
 	{"etcd (peers)", "etcd-peer-port", func(p *Ports) *int { return &p.EtcdPeer }},
 	{"kube-apiserver", "apiserver-port", func(p *Ports) *int { return &p.APIServer }},
 	{"kube-controller-manager", "controller-manager-port", func(p *Ports) *int { return &p.ControllerManager }},
+	{"kube-scheduler", "scheduler-port", func(p *Ports) *int { return &p.Scheduler }},
 	{"status-backend", "backend-port", func(p *Ports) *int { return &p.Backend }},
 	{"manager metrics", "metrics-port", func(p *Ports) *int { return &p.ManagerMetrics }},
 	{"manager health probes", "health-port", func(p *Ports) *int { return &p.ManagerHealth }},

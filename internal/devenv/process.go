@@ -34,6 +34,12 @@ type process struct {
 // startProcess starts binary with args, writing its stdout and stderr to logPath and, when
 // extra is not nil, to extra as well.
 func startProcess(name, binary string, args []string, logPath string, extra io.Writer) (*process, error) {
+	return startProcessWithEnv(name, binary, args, nil, logPath, extra)
+}
+
+// startProcessWithEnv is startProcess with env (KEY=value) added to this process's
+// environment; later entries win.
+func startProcessWithEnv(name, binary string, args, env []string, logPath string, extra io.Writer) (*process, error) {
 	if _, err := os.Stat(binary); err != nil {
 		return nil, fmt.Errorf("%s: binary %s: %w", name, binary, err)
 	}
@@ -48,6 +54,9 @@ func startProcess(name, binary string, args []string, logPath string, extra io.W
 		out = io.MultiWriter(logFile, extra)
 	}
 	cmd := exec.Command(binary, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	cmd.Stdin = nil

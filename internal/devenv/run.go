@@ -23,6 +23,13 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 	out = &lockedWriter{w: out}
 	opts.ApplySamples = true
 	opts.ControlPlaneOnly = false
+	// Deployments in the samples (and the developer's own) roll out on a simulated Node.
+	opts.Workloads = true
+	if opts.KwokDir == "" {
+		if opts.KwokDir, err = FindKwokDir(opts.RepoRoot); err != nil {
+			return err
+		}
+	}
 	opts.Progress = out
 	opts.ManagerOutput = out
 	env, err := Start(ctx, opts)
@@ -34,7 +41,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		return err
 	}
 	defer func() {
-		fmt.Fprintln(out, "\nStopping the manager, status-backend, kube-controller-manager, kube-apiserver and etcd...")
+		fmt.Fprintln(out, "\nStopping the manager, status-backend, kwok, kube-scheduler, kube-controller-manager, kube-apiserver and etcd...")
 		if stopErr := env.Stop(); stopErr != nil && err == nil {
 			err = stopErr
 		}
