@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -516,7 +517,24 @@ func TestWritesAreCounted(t *testing.T) {
 	time.Sleep(5 * time.Second)
 	after = h.backend.Server.Stats()
 	g.Expect(after.WriteRequests - before.WriteRequests).To(BeZero())
-	g.Expect(h.writes.total("/apitokens") + h.writes.total("/secrets")).To(BeZero())
+	h.writes.mu.Lock()
+	afterRestart := maps.Clone(h.writes.counts)
+	h.writes.mu.Unlock()
+	g.Expect(h.writes.total("/apitokens")+h.writes.total("/secrets")).To(BeZero(), "writes after the restart: %v\n%s", afterRestart, lastPatches(h.logs.String(), 5))
+}
+
+// lastPatches returns the last n status patches in a manager log, to say what changed.
+func lastPatches(log string, n int) string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "Patching status") {
+			out = append(out, line)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestTransientBackendErrorIsRetried: a backend that goes away after being checked makes

@@ -101,6 +101,11 @@ func (r *APITokenReconciler) applyReview(tok *tokensv1alpha1.APIToken, in tokenI
 	if window <= 0 || tok.Status.TokenID == "" || !tok.IsActiveRequested() {
 		return time.Time{}
 	}
+	if _, _, registered := r.Registry.Get(currentBackendKey(tok)); !registered {
+		// Not checked yet (just after a restart) or down: what the backend offers is not
+		// known, so the last verdict stands.
+		return time.Time{}
+	}
 	usage := r.Registry.Features(currentBackendKey(tok)).Has(backend.FeatureUsage)
 	if usage {
 		// Observed from the first pass on, so the verdict does not wait for an inventory.

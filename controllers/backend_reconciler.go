@@ -178,8 +178,7 @@ func (r *backendReconciler[T]) apply(ctx context.Context, obj T, in backendInput
 	res := classifyBackend(in)
 	switch res.registry {
 	case registrySet:
-		r.checker.Registry.Set(ctx, in.key, obj, in.client, in.url, in.fingerprint)
-		r.checker.Registry.SetFeatures(in.key, in.features)
+		r.checker.Registry.Set(ctx, in.key, obj, in.client, in.url, in.fingerprint, in.features...)
 	case registryRemove:
 		r.checker.Registry.Remove(in.key)
 	}

@@ -140,7 +140,7 @@ func (r *BackendRegistry) Keys() []BackendKey {
 }
 
 // Set registers a checked client. obj is the backend object, used for the event.
-func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Object, c backend.Client, url, fingerprint string) {
+func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Object, c backend.Client, url, fingerprint string, features ...backend.Feature) {
 	r.mu.Lock()
 	old, had := r.backends[key]
 	limited := c
@@ -150,7 +150,9 @@ func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Ob
 		}
 		limited = &limitedClient{inner: c, slots: r.slots[key]}
 	}
-	r.backends[key] = &registeredBackend{client: c, limited: limited, url: url, fingerprint: fingerprint}
+	// The features are set together with the client: a token woken by this registration
+	// must see them, or its review would flap between "no usage" and a verdict.
+	r.backends[key] = &registeredBackend{client: c, limited: limited, url: url, fingerprint: fingerprint, features: features}
 	r.mu.Unlock()
 	if !had || old.fingerprint != fingerprint {
 		r.notify(ctx, obj)

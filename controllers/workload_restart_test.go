@@ -95,7 +95,7 @@ func TestRestartOnRotate(t *testing.T) {
 
 	completeRollout(h, "consenting")
 	g.Eventually(func() backend.TokenStatus { return h.backendToken(a.Status.TokenID).Status }).WithTimeout(15 * time.Second).Should(Equal(backend.StatusInactive))
-	g.Expect(previousIDsOf(h.get(a.Name))).To(BeEmpty())
+	g.Eventually(func() []string { return previousIDsOf(h.get(a.Name)) }).WithTimeout(10 * time.Second).Should(BeEmpty())
 	_ = a2
 
 	// An operator restart patches no workload.

@@ -26,6 +26,7 @@ func main() {
 	flag.StringVar(&opts.ManagerBinary, "manager-binary", "bin/manager", "the built manager")
 	flag.StringVar(&opts.BackendBinary, "backend-binary", "bin/status-backend", "the built reference status backend")
 	flag.StringVar(&managerArgs, "manager-args", "", "extra manager flags, space separated (e.g. \"--log-level=debug --sync-interval=10s\")")
+	flag.BoolVar(&opts.RestartWorkloads, "restart-workloads", true, "run the manager with --restart-workloads (workloads annotated tokens.statusops.dev/restart-on-rotate roll out when their token changes)")
 	opts.Ports.BindFlags(flag.CommandLine)
 	flag.Parse()
 	opts.ManagerArgs = strings.Fields(managerArgs)

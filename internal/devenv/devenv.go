@@ -64,6 +64,9 @@ type Options struct {
 	// StatefulSets and DaemonSets are scheduled and become Ready and rollouts complete.
 	// Without it those Pods stay Pending. It applies with ControlPlaneOnly too.
 	Workloads bool
+	// RestartWorkloads runs the manager with --restart-workloads and grants it the opt-in
+	// rights of config/restart-workloads (make dev turns it on).
+	RestartWorkloads bool
 	// KwokDir holds the kwok binary and the stages.yaml it runs with (`make controlplane`
 	// builds both into bin/kwok/<version>; FindKwokDir finds them). Needed with Workloads.
 	KwokDir string
@@ -294,3 +297,19 @@ func (e *Env) Stop() error {
 
 // ManagerLog is the path of the manager's log file.
 func (e *Env) ManagerLog() string { return filepath.Join(e.LogDir, "manager.log") }
+
+// RestartManager stops the manager process and starts it again with the same flags, as an
+// operator upgrade or a rescheduled Pod would; it returns once the new one answers /readyz.
+func (e *Env) RestartManager(ctx context.Context) error {
+	for i, p := range e.procs {
+		if p.name != "manager" {
+			continue
+		}
+		if err := p.stop(stopGrace); err != nil {
+			return err
+		}
+		e.procs = append(e.procs[:i], e.procs[i+1:]...)
+		return e.startManager(ctx)
+	}
+	return errors.New("no manager is running in this environment")
+}

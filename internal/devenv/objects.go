@@ -221,12 +221,35 @@ func (e *Env) installManagerRBAC(ctx context.Context) error {
 	if err := installtest.ApplyRBAC(ctx, e.Client, path); err != nil {
 		return fmt.Errorf("%w (dist/install.yaml is written by `make build-installer`)", err)
 	}
+	if e.opts.RestartWorkloads {
+		if err := e.installRestartRBAC(ctx); err != nil {
+			return err
+		}
+	}
 	kubeconfig := filepath.Join(e.Dir, "manager.kubeconfig")
 	if err := installtest.WriteKubeconfig(installtest.ImpersonatedConfig(e.RESTConfig), kubeconfig); err != nil {
 		return err
 	}
 	e.ManagerKubeconfig = kubeconfig
 	return nil
+}
+
+// installRestartRBAC applies the opt-in rights of --restart-workloads
+// (config/restart-workloads/rbac.yaml), named and bound as kustomize would for the installed
+// ServiceAccount.
+func (e *Env) installRestartRBAC(ctx context.Context) error {
+	objs, err := installtest.ReadManifests(filepath.Join(e.opts.RepoRoot, "config", "restart-workloads", "rbac.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		o.SetName("apitoken-operator-" + o.GetName())
+		if o.GetKind() == "ClusterRoleBinding" {
+			_ = unstructured.SetNestedField(o.Object, "apitoken-operator-restart-workloads-role", "roleRef", "name")
+			_ = unstructured.SetNestedSlice(o.Object, []any{map[string]any{"kind": "ServiceAccount", "name": installtest.ServiceAccountName, "namespace": installtest.Namespace}}, "subjects")
+		}
+	}
+	return installtest.Apply(ctx, e.Client, objs, false)
 }
 
 // startManager starts the manager against the environment and waits for /readyz.
@@ -242,6 +265,9 @@ func (e *Env) startManager(ctx context.Context) error {
 		"--log-format=console",
 		"--log-level=info",
 	}, e.opts.ManagerArgs...)
+	if e.opts.RestartWorkloads {
+		args = append(args, "--restart-workloads=true")
+	}
 	p, err := e.start("manager", e.opts.ManagerBinary, args, e.opts.ManagerOutput)
 	if err != nil {
 		return err
