@@ -59,7 +59,7 @@ verify: generate manifests fmt ## Regenerate everything and fail if the tree cha
 test: controlplane vet ## Run the whole test suite against the hermetic control plane.
 	@echo "KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS)"
 	go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
-	$(MAKE) --no-print-directory test-image
+	$(MAKE) --no-print-directory test-image test-monitoring
 
 ##@ Build
 
@@ -144,6 +144,10 @@ image: ## Build the manager image IMG into bin/apitoken-operator-image.tar witho
 .PHONY: test-image
 test-image: image controlplane ## Test the image tarball: config, filesystem, digest stability, and its /manager against the control plane.
 	IMAGE_TAR=$(IMAGE_TAR) go test -C hack/image $(GO_TEST_FLAGS) -timeout 10m ./...
+
+.PHONY: test-monitoring
+test-monitoring: controlplane ## Test config/prometheus with Prometheus' own packages (separate module hack/monitoring) and against the manager's scrape.
+	go test -C hack/monitoring $(GO_TEST_FLAGS) -timeout 10m ./...
 
 .PHONY: docker-build
 docker-build: ## Build the manager image IMG (needs a container engine; there is none on the development machines).
