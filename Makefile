@@ -106,6 +106,7 @@ build-installer: manifests ## Write dist/install.yaml from config/default (IMG s
 	mv dist/install.yaml.tmp dist/install.yaml
 	rm -f $(CHART_DIR)/crds/*.yaml && cp config/crd/bases/*.yaml $(CHART_DIR)/crds/
 	cp config/rbac/role.yaml $(CHART_DIR)/files/manager-role.yaml
+	cp config/prometheus/prometheusrule.yaml config/prometheus/grafana-dashboard.json $(CHART_DIR)/files/
 
 .PHONY: helm
 helm: $(HELM) ## Build Helm from the helm.sh/helm/v3 Go module into bin/.
