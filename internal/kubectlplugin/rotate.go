@@ -113,6 +113,10 @@ func (o *options) requestNewToken(ctx context.Context, c client.Client, ns, name
 	err = wait.PollUntilContextTimeout(ctx, o.pollInterval, timeout, true, func(ctx context.Context) (bool, error) {
 		cur, err := getAPIToken(ctx, c, ns, name)
 		if err != nil {
+			if ctx.Err() != nil {
+				// The deadline cut the request short: report the timeout, not the request.
+				return false, nil
+			}
 			return false, err
 		}
 		line := progressLine(cur.Object)
@@ -131,8 +135,11 @@ func (o *options) requestNewToken(ctx context.Context, c client.Client, ns, name
 			return false, nil
 		}
 		inSecret, err := secretTokenID(ctx, c, ns, secretName)
-		if err != nil || inSecret != id {
+		if err != nil && ctx.Err() == nil {
 			return false, err
+		}
+		if inSecret != id {
+			return false, nil
 		}
 		res.NewTokenID, res.NewTokenHint, res.SecretName = id, str(cur.Object, "status", "tokenHint"), secretName
 		return true, nil

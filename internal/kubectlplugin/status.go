@@ -229,7 +229,7 @@ func (o *options) printStatus(st *tokenStatus) {
 		_ = w.Flush()
 		return
 	}
-	fprintf(w, "Events:\t%d most recent, newest first\n", len(st.Events))
+	fprintf(w, "Events:\t(newest first)\n")
 	_ = w.Flush()
 	w = tabwriter.NewWriter(o.streams.Out, 0, 4, 3, ' ', 0)
 	fprintf(w, "  TYPE\tREASON\tAGE\tMESSAGE\n")
