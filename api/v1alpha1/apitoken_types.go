@@ -55,8 +55,7 @@ const (
 
 // BackendReference names the backend a token is issued against.
 type BackendReference struct {
-	// Kind of the backend: a StatusBackend in the APIToken's namespace, or a cluster-scoped
-	// ClusterStatusBackend.
+	// Kind of the backend: a StatusBackend in the APIToken's namespace, or a cluster-scoped ClusterStatusBackend.
 	// +kubebuilder:default=ClusterStatusBackend
 	// +optional
 	Kind BackendKind `json:"kind,omitempty"`
@@ -68,8 +67,7 @@ type BackendReference struct {
 	Name string `json:"name"`
 }
 
-// LabelValue is a Kubernetes label value: at most 63 characters, empty or beginning and
-// ending with an alphanumeric, with only alphanumerics, '-', '_' and '.' between.
+// LabelValue is a Kubernetes label value: at most 63 characters, empty or beginning and ending with an alphanumeric, with only alphanumerics, '-', '_' and '.' between.
 // +kubebuilder:validation:MaxLength=63
 // +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
 type LabelValue string
@@ -80,15 +78,16 @@ type AnnotationValue string
 
 // SecretTemplate holds metadata copied onto the Secret the operator writes.
 type SecretTemplate struct {
-	// Labels added to the Secret, for example to select it from a reloader. The operator's
-	// own labels take precedence. Keys and values follow the Kubernetes label rules.
+	// Labels added to the Secret, for example to select it from a reloader.
+	// The operator's own labels take precedence.
+	// Keys and values follow the Kubernetes label rules.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="label keys must be at most 317 characters (a 253-character prefix, '/', a 63-character name)"
 	// +optional
 	Labels map[string]LabelValue `json:"labels,omitempty"`
 
-	// Annotations added to the Secret, for example reloader.stakater.com/match: "true" to
-	// restart workloads when the token changes. Keys follow the Kubernetes annotation rules.
+	// Annotations added to the Secret, for example reloader.stakater.com/match: "true" to restart workloads when the token changes.
+	// Keys follow the Kubernetes annotation rules.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="annotation keys must be at most 317 characters (a 253-character prefix, '/', a 63-character name)"
 	// +optional
@@ -97,27 +96,25 @@ type SecretTemplate struct {
 
 // APITokenSpec is the token a platform team asks for.
 type APITokenSpec struct {
-	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it
-	// whenever the workload only reads) or FullAccess (can read and modify).
+	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it whenever the workload only reads) or FullAccess (can read and modify).
 	// Changing it replaces the token.
 	// +required
 	Permission Permission `json:"permission"`
 
-	// ExpiresAt is the RFC 3339 time at which the token stops working; unset means it never
-	// expires. At that second the token is deactivated and the phase becomes Inactive.
-	// Changing it replaces the token; a time already past when the token would be issued
-	// fails with reason ExpiresAtInPast.
+	// ExpiresAt is the RFC 3339 time at which the token stops working; unset means it never expires.
+	// At that second the token is deactivated and the phase becomes Inactive.
+	// Changing it replaces the token; a time already past when the token would be issued fails with reason ExpiresAtInPast.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// BackendRef names the backend that issues the token. Defaults to the
-	// ClusterStatusBackend named "default".
+	// BackendRef names the backend that issues the token.
+	// Defaults to the ClusterStatusBackend named "default".
 	// +kubebuilder:default={kind: ClusterStatusBackend, name: default}
 	// +optional
 	BackendRef *BackendReference `json:"backendRef,omitempty"`
 
-	// SecretName is the Secret, in the APIToken's namespace, that receives the token under the
-	// keys token, tokenID, permission, expiresAt and url. Defaults to the APIToken's name.
+	// SecretName is the Secret, in the APIToken's namespace, that receives the token under the keys token, tokenID, permission, expiresAt and url.
+	// Defaults to the APIToken's name.
 	// An existing Secret that this APIToken does not own is never overwritten.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
@@ -128,32 +125,25 @@ type APITokenSpec struct {
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 
-	// Description is shown on the backend token, to tell people what it is for: at most 255
-	// bytes of UTF-8 on one line (no control characters), as the backend protocol allows.
+	// Description is shown on the backend token, to tell people what it is for: at most 255 bytes of UTF-8 on one line (no control characters), as the backend protocol allows.
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule="bytes(self).size() <= 255",message="description must be at most 255 bytes of UTF-8"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('[\\x00-\\x08\\x0a-\\x1f\\x7f]')",message="description must be one line without control characters (no newline)"
 	// +optional
 	Description string `json:"description,omitempty"`
 
-	// Active set to false deactivates the backend token without deleting anything; setting it
-	// back to true issues a fresh token.
+	// Active set to false deactivates the backend token without deleting anything; setting it back to true issues a fresh token.
 	// +kubebuilder:default=true
 	// +optional
 	Active *bool `json:"active,omitempty"`
 
-	// DeletionPolicy says what happens to the backend token when the APIToken is deleted:
-	// Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps
-	// the Secret (without owner reference or managed-by label), even when the backend cannot
-	// be reached.
+	// DeletionPolicy says what happens to the backend token when the APIToken is deleted: Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps the Secret (without owner reference or managed-by label), even when the backend cannot be reached.
 	// +kubebuilder:default=Revoke
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 }
 
-// BackendStatusReference records the backend that holds a token: kind, name, namespace (for
-// a StatusBackend) and UID, so that a backend deleted and re-created under the same name is
-// never mistaken for the one that issued the token.
+// BackendStatusReference records the backend that holds a token: kind, name, namespace (for a StatusBackend) and UID, so that a backend deleted and re-created under the same name is never mistaken for the one that issued the token.
 type BackendStatusReference struct {
 	// Kind is StatusBackend or ClusterStatusBackend.
 	Kind BackendKind `json:"kind"`
@@ -167,9 +157,8 @@ type BackendStatusReference struct {
 	UID string `json:"uid,omitempty"`
 }
 
-// RetiringToken is a backend token of this APIToken that the operator must still deactivate
-// (a replaced token, or one left on a backend that spec.backendRef no longer names). It is
-// listed here until the backend confirms it inactive, so no pass can forget it.
+// RetiringToken is a backend token of this APIToken that the operator must still deactivate (a replaced token, or one left on a backend that spec.backendRef no longer names).
+// It is listed here until the backend confirms it inactive, so no pass can forget it.
 type RetiringToken struct {
 	// TokenID is the backend id of the token.
 	TokenID string `json:"tokenID"`
@@ -207,14 +196,13 @@ type APITokenStatus struct {
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// RequestedExpiresAt is the expiry the operator asked the backend for when it issued the
-	// token now in the Secret (spec.expiresAt then). A backend may cap or round it; expiresAt
-	// is what it granted. Unset with status.backend set means none was requested.
+	// RequestedExpiresAt is the expiry the operator asked the backend for when it issued the token now in the Secret (spec.expiresAt then).
+	// A backend may cap or round it; expiresAt is what it granted.
+	// Unset with status.backend set means none was requested.
 	// +optional
 	RequestedExpiresAt *metav1.Time `json:"requestedExpiresAt,omitempty"`
 
-	// LastUsedAt is when the token last authenticated, from the backend's last-used
-	// information; refreshed once per sync interval.
+	// LastUsedAt is when the token last authenticated, from the backend's last-used information; refreshed once per sync interval.
 	// +optional
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
@@ -222,27 +210,23 @@ type APITokenStatus struct {
 	// +optional
 	Backend *BackendStatusReference `json:"backend,omitempty"`
 
-	// PendingDeactivation lists tokens of this APIToken that are still to be deactivated
-	// (a failed or interrupted deactivation is retried until the backend confirms it).
+	// PendingDeactivation lists tokens of this APIToken that are still to be deactivated (a failed or interrupted deactivation is retried until the backend confirms it).
 	// +listType=map
 	// +listMapKey=tokenID
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	PendingDeactivation []RetiringToken `json:"pendingDeactivation,omitempty"`
 
-	// IssueSerial counts the tokens issued for this APIToken. With the APIToken's UID it forms
-	// the idempotency key of the next create call, so a retry after a crash replays the
-	// create instead of issuing a second token.
+	// IssueSerial counts the tokens issued for this APIToken.
+	// With the APIToken's UID it forms the idempotency key of the next create call, so a retry after a crash replays the create instead of issuing a second token.
 	// +optional
 	IssueSerial int64 `json:"issueSerial,omitempty"`
 
-	// RotationHandled is the last value of the tokens.statusops.dev/rotate-requested-at
-	// annotation that has been carried out; the same value never rotates twice.
+	// RotationHandled is the last value of the tokens.statusops.dev/rotate-requested-at annotation that has been carried out; the same value never rotates twice.
 	// +optional
 	RotationHandled string `json:"rotationHandled,omitempty"`
 
-	// RecentIssues is when each of the last token creations of this APIToken happened; it
-	// bounds how many tokens a misbehaving backend or spec can make the operator issue.
+	// RecentIssues is when each of the last token creations of this APIToken happened; it bounds how many tokens a misbehaving backend or spec can make the operator issue.
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	RecentIssues []metav1.Time `json:"recentIssues,omitempty"`
