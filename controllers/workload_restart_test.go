@@ -72,7 +72,9 @@ func TestRestartOnRotate(t *testing.T) {
 	completeRollout(h, "consenting")
 
 	// Opting in: the workload remembers the hash, its template is untouched.
-	g.Eventually(func() string { return getDeployment(h, "consenting").Annotations["tokens.statusops.dev/observed-tokens-hash"] }).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	g.Eventually(func() string {
+		return getDeployment(h, "consenting").Annotations["tokens.statusops.dev/observed-tokens-hash"]
+	}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 	// (The annotation bumps a Deployment's generation, as any annotation does, but the pod
 	// template, and so the Pods, are untouched.)
 	g.Expect(getDeployment(h, "consenting").Spec.Template.Annotations).NotTo(HaveKey(tokensv1alpha1.AnnotationTokensHash), "opting in causes no rollout")
@@ -84,7 +86,7 @@ func TestRestartOnRotate(t *testing.T) {
 	a2 := waitForNewToken(h, a.Name, a.Status.TokenID)
 	waitForNewToken(h, b.Name, b.Status.TokenID)
 	g.Eventually(func() map[string]string { return getDeployment(h, "consenting").Spec.Template.Annotations }).WithTimeout(15 * time.Second).Should(HaveKey(tokensv1alpha1.AnnotationTokensHash))
-	g.Consistently(func() int64 { return getDeployment(h, "consenting").Generation }).WithTimeout(3 * time.Second).Should(Equal(optedIn+1), "two tokens rotating together cause one rollout (one patch)")
+	g.Consistently(func() int64 { return getDeployment(h, "consenting").Generation }).WithTimeout(3*time.Second).Should(Equal(optedIn+1), "two tokens rotating together cause one rollout (one patch)")
 	g.Expect(h.expectEvent(a.Name, tokensv1alpha1.EventRolloutTriggered)).To(ContainSubstring("consenting"))
 
 	// The successor is used and the predecessor quiet, but the rollout is not complete: the

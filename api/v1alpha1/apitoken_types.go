@@ -9,7 +9,8 @@ import (
 type Permission string
 
 const (
-	// PermissionReadOnly may only retrieve data (GET, HEAD, OPTIONS). Prefer it.
+	// PermissionReadOnly may only retrieve data (GET, HEAD, OPTIONS).
+	// Prefer it.
 	PermissionReadOnly Permission = "ReadOnly"
 	// PermissionFullAccess may read and modify resources.
 	PermissionFullAccess Permission = "FullAccess"
@@ -22,8 +23,7 @@ type DeletionPolicy string
 const (
 	// DeletionPolicyRevoke deactivates the backend token before the APIToken goes away.
 	DeletionPolicyRevoke DeletionPolicy = "Revoke"
-	// DeletionPolicyRetain leaves the backend token active and keeps its Secret, released
-	// from the operator.
+	// DeletionPolicyRetain leaves the backend token active and keeps its Secret, released from the operator.
 	DeletionPolicyRetain DeletionPolicy = "Retain"
 )
 
@@ -55,8 +55,7 @@ const (
 
 // BackendReference names the backend a token is issued against.
 type BackendReference struct {
-	// Kind of the backend: a StatusBackend in the APIToken's namespace, or a cluster-scoped
-	// ClusterStatusBackend.
+	// Kind of the backend: a StatusBackend in the APIToken's namespace, or a cluster-scoped ClusterStatusBackend.
 	// +kubebuilder:default=ClusterStatusBackend
 	// +optional
 	Kind BackendKind `json:"kind,omitempty"`
@@ -68,8 +67,7 @@ type BackendReference struct {
 	Name string `json:"name"`
 }
 
-// LabelValue is a Kubernetes label value: at most 63 characters, empty or beginning and
-// ending with an alphanumeric, with only alphanumerics, '-', '_' and '.' between.
+// LabelValue is a Kubernetes label value: at most 63 characters, empty or beginning and ending with an alphanumeric, with only alphanumerics, '-', '_' and '.' between.
 // +kubebuilder:validation:MaxLength=63
 // +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
 type LabelValue string
@@ -80,63 +78,58 @@ type AnnotationValue string
 
 // SecretTemplate holds metadata copied onto the Secret the operator writes.
 type SecretTemplate struct {
-	// Labels added to the Secret, for example to select it from a reloader. The operator's
-	// own labels take precedence. Keys and values follow the Kubernetes label rules.
+	// Labels added to the Secret, for example to select it from a reloader.
+	// The operator's own labels take precedence.
+	// Keys and values follow the Kubernetes label rules.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="label keys must be at most 317 characters (a 253-character prefix, '/', a 63-character name)"
 	// +optional
 	Labels map[string]LabelValue `json:"labels,omitempty"`
 
-	// Annotations added to the Secret, for example reloader.stakater.com/match: "true" to
-	// restart workloads when the token changes. Keys follow the Kubernetes annotation rules.
+	// Annotations added to the Secret, for example reloader.stakater.com/match: "true" to restart workloads when the token changes.
+	// Keys follow the Kubernetes annotation rules.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317)",message="annotation keys must be at most 317 characters (a 253-character prefix, '/', a 63-character name)"
 	// +optional
 	Annotations map[string]AnnotationValue `json:"annotations,omitempty"`
 }
 
-// RotationSpec asks for tokens that are replaced without downtime: each backend token dies on
-// the backend by itself (lifetime), its successor is issued in time (renewBefore), and the
-// old value keeps working for an overlap (gracePeriod), or until nobody uses it.
+// RotationSpec asks for tokens that are replaced without downtime: each backend token dies on the backend by itself (lifetime), its successor is issued in time (renewBefore), and the old value keeps working for an overlap (gracePeriod), or until nobody uses it.
 // +kubebuilder:validation:XValidation:rule="!has(self.lifetime) || duration(self.lifetime) >= duration('1m')",message="spec.rotation.lifetime must be at least 1m",fieldPath=".lifetime"
 // +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || has(self.lifetime)",message="spec.rotation.renewBefore needs spec.rotation.lifetime",fieldPath=".renewBefore"
 // +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || !has(self.lifetime) || duration(self.renewBefore) < duration(self.lifetime)",message="spec.rotation.renewBefore must be shorter than spec.rotation.lifetime",fieldPath=".renewBefore"
 // +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || !has(self.renewBefore) || duration(self.gracePeriod) <= duration(self.renewBefore)",message="spec.rotation.gracePeriod must not be longer than spec.rotation.renewBefore",fieldPath=".gracePeriod"
 // +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || has(self.renewBefore) || !has(self.lifetime) || duration(self.gracePeriod).getSeconds() * 3 <= duration(self.lifetime).getSeconds()",message="spec.rotation.gracePeriod must not be longer than spec.rotation.renewBefore (default: lifetime/3)",fieldPath=".gracePeriod"
 type RotationSpec struct {
-	// Lifetime turns on scheduled rotation: each backend token is created with an expiry of
-	// issue time plus lifetime (never past spec.expiresAt), so it dies on the backend even
-	// when the operator is gone. At least 1m.
+	// Lifetime turns on scheduled rotation: each backend token is created with an expiry of issue time plus lifetime (never past spec.expiresAt), so it dies on the backend even when the operator is gone.
+	// At least 1m.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +optional
 	Lifetime *metav1.Duration `json:"lifetime,omitempty"`
 
-	// RenewBefore is how long before a token's backend expiry its successor is issued: slack
-	// for outages. Defaults to a third of lifetime; shorter than lifetime.
+	// RenewBefore is how long before a token's backend expiry its successor is issued: slack for outages.
+	// Defaults to a third of lifetime; shorter than lifetime.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +optional
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
 
-	// GracePeriod is the overlap of every replacement (scheduled, the rotate annotation, a
-	// permission or description change, Secret drift): the old token stays active this long
-	// after the Secret holds its successor. Default 0; at most renewBefore.
+	// GracePeriod is the overlap of every replacement (scheduled, the rotate annotation, a permission or description change, Secret drift): the old token stays active this long after the Secret holds its successor.
+	// Default 0; at most renewBefore.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
 	// +optional
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 
-	// RetireWhenUnused retires an old token before its grace period ends, once the
-	// successor has been used and the old one has not for quietPeriod.
+	// RetireWhenUnused retires an old token before its grace period ends, once the successor has been used and the old one has not for quietPeriod.
 	// +optional
 	RetireWhenUnused *RetireWhenUnused `json:"retireWhenUnused,omitempty"`
 }
 
 // RetireWhenUnused says when an old token counts as unused.
 type RetireWhenUnused struct {
-	// QuietPeriod is how long the old token must have gone unused (by the backend's
-	// last-used information, read once per sync interval) while the successor is in use.
+	// QuietPeriod is how long the old token must have gone unused (by the backend's last-used information, read once per sync interval) while the successor is in use.
 	// Keep it at least three sync intervals.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
@@ -151,8 +144,8 @@ type AdoptSpec struct {
 	// +required
 	TokenID string `json:"tokenID"`
 
-	// SecretRef is the Secret, in the APIToken's namespace, that holds the token's value
-	// today. It proves possession: the value must authenticate as tokenID.
+	// SecretRef is the Secret, in the APIToken's namespace, that holds the token's value today.
+	// It proves possession: the value must authenticate as tokenID.
 	// +required
 	SecretRef AdoptSecretReference `json:"secretRef"`
 }
@@ -174,27 +167,25 @@ type AdoptSecretReference struct {
 
 // APITokenSpec is the token a platform team asks for.
 type APITokenSpec struct {
-	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it
-	// whenever the workload only reads) or FullAccess (can read and modify).
+	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it whenever the workload only reads) or FullAccess (can read and modify).
 	// Changing it replaces the token.
 	// +required
 	Permission Permission `json:"permission"`
 
-	// ExpiresAt is the RFC 3339 time at which the token stops working; unset means it never
-	// expires. At that second the token is deactivated and the phase becomes Inactive.
-	// Changing it replaces the token; a time already past when the token would be issued
-	// fails with reason ExpiresAtInPast.
+	// ExpiresAt is the RFC 3339 time at which the token stops working; unset means it never expires.
+	// At that second the token is deactivated and the phase becomes Inactive.
+	// Changing it replaces the token; a time already past when the token would be issued fails with reason ExpiresAtInPast.
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// BackendRef names the backend that issues the token. Defaults to the
-	// ClusterStatusBackend named "default".
+	// BackendRef names the backend that issues the token.
+	// Defaults to the ClusterStatusBackend named "default".
 	// +kubebuilder:default={kind: ClusterStatusBackend, name: default}
 	// +optional
 	BackendRef *BackendReference `json:"backendRef,omitempty"`
 
-	// SecretName is the Secret, in the APIToken's namespace, that receives the token under the
-	// keys token, tokenID, permission, expiresAt and url. Defaults to the APIToken's name.
+	// SecretName is the Secret, in the APIToken's namespace, that receives the token under the keys token, tokenID, permission, expiresAt and url.
+	// Defaults to the APIToken's name.
 	// An existing Secret that this APIToken does not own is never overwritten.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
@@ -205,46 +196,37 @@ type APITokenSpec struct {
 	// +optional
 	SecretTemplate *SecretTemplate `json:"secretTemplate,omitempty"`
 
-	// Description is shown on the backend token, to tell people what it is for: at most 255
-	// bytes of UTF-8 on one line (no control characters), as the backend protocol allows.
+	// Description is shown on the backend token, to tell people what it is for: at most 255 bytes of UTF-8 on one line (no control characters), as the backend protocol allows.
 	// +kubebuilder:validation:MaxLength=255
 	// +kubebuilder:validation:XValidation:rule="bytes(self).size() <= 255",message="description must be at most 255 bytes of UTF-8"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('[\\x00-\\x08\\x0a-\\x1f\\x7f]')",message="description must be one line without control characters (no newline)"
 	// +optional
 	Description string `json:"description,omitempty"`
 
-	// Active set to false deactivates the backend token without deleting anything; setting it
-	// back to true issues a fresh token.
+	// Active set to false deactivates the backend token without deleting anything; setting it back to true issues a fresh token.
 	// +kubebuilder:default=true
 	// +optional
 	Active *bool `json:"active,omitempty"`
 
-	// Adopt brings an existing backend token under management without changing its value:
-	// verified with GET /api_tokens/self using the value (no backend write), then claimed
-	// and written to secretName. Its permission or expiry, if it differs from this spec, is
-	// then replaced like any spec change. It cannot be changed once set.
+	// Adopt brings an existing backend token under management without changing its value: verified with GET /api_tokens/self using the value (no backend write), then claimed and written to secretName.
+	// Its permission or expiry, if it differs from this spec, is then replaced like any spec change.
+	// It cannot be changed once set.
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.adopt cannot be changed; to adopt another token, create another APIToken"
 	// +optional
 	Adopt *AdoptSpec `json:"adopt,omitempty"`
 
-	// Rotation replaces tokens without downtime: scheduled by a lifetime, with an overlap in
-	// which the old value keeps working. Unset, a replaced token is deactivated as soon as
-	// the Secret holds its successor.
+	// Rotation replaces tokens without downtime: scheduled by a lifetime, with an overlap in which the old value keeps working.
+	// Unset, a replaced token is deactivated as soon as the Secret holds its successor.
 	// +optional
 	Rotation *RotationSpec `json:"rotation,omitempty"`
 
-	// DeletionPolicy says what happens to the backend token when the APIToken is deleted:
-	// Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps
-	// the Secret (without owner reference or managed-by label), even when the backend cannot
-	// be reached.
+	// DeletionPolicy says what happens to the backend token when the APIToken is deleted: Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps the Secret (without owner reference or managed-by label), even when the backend cannot be reached.
 	// +kubebuilder:default=Revoke
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
 }
 
-// BackendStatusReference records the backend that holds a token: kind, name, namespace (for
-// a StatusBackend) and UID, so that a backend deleted and re-created under the same name is
-// never mistaken for the one that issued the token.
+// BackendStatusReference records the backend that holds a token: kind, name, namespace (for a StatusBackend) and UID, so that a backend deleted and re-created under the same name is never mistaken for the one that issued the token.
 type BackendStatusReference struct {
 	// Kind is StatusBackend or ClusterStatusBackend.
 	Kind BackendKind `json:"kind"`
@@ -258,9 +240,8 @@ type BackendStatusReference struct {
 	UID string `json:"uid,omitempty"`
 }
 
-// RetiringToken is a backend token of this APIToken that the operator must still deactivate
-// (a replaced token, or one left on a backend that spec.backendRef no longer names). It is
-// listed here until the backend confirms it inactive, so no pass can forget it.
+// RetiringToken is a backend token of this APIToken that the operator must still deactivate (a replaced token, or one left on a backend that spec.backendRef no longer names).
+// It is listed here until the backend confirms it inactive, so no pass can forget it.
 type RetiringToken struct {
 	// TokenID is the backend id of the token.
 	TokenID string `json:"tokenID"`
@@ -279,16 +260,14 @@ type PreviousToken struct {
 	Backend BackendStatusReference `json:"backend"`
 	// SupersededAt is when the Secret stopped holding it.
 	SupersededAt metav1.Time `json:"supersededAt"`
-	// RetireAt is when it is deactivated: supersededAt plus the grace period, or its backend
-	// expiry if that is earlier.
+	// RetireAt is when it is deactivated: supersededAt plus the grace period, or its backend expiry if that is earlier.
 	RetireAt metav1.Time `json:"retireAt"`
 	// LastUsedAt is when it last authenticated, from the backend's last-used information.
 	// +optional
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
-// UsageStatus is what the backend reported of this APIToken's tokens' use, kept as the
-// latest across every token it has had, for the least-privilege review.
+// UsageStatus is what the backend reported of this APIToken's tokens' use, kept as the latest across every token it has had, for the least-privilege review.
 type UsageStatus struct {
 	// LastWriteAt is the last successful request other than GET, HEAD or OPTIONS.
 	// +optional
@@ -296,8 +275,7 @@ type UsageStatus struct {
 	// LastDeniedAt is the last request refused because the token is read-only.
 	// +optional
 	LastDeniedAt *metav1.Time `json:"lastDeniedAt,omitempty"`
-	// ObservedSince is when the operator began observing this usage (the review's verdict
-	// on unused write permission waits until a whole review window has been observed).
+	// ObservedSince is when the operator began observing this usage (the review's verdict on unused write permission waits until a whole review window has been observed).
 	// +optional
 	ObservedSince *metav1.Time `json:"observedSince,omitempty"`
 }
@@ -332,14 +310,13 @@ type APITokenStatus struct {
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
-	// RequestedExpiresAt is the expiry the operator asked the backend for when it issued the
-	// token now in the Secret (spec.expiresAt then). A backend may cap or round it; expiresAt
-	// is what it granted. Unset with status.backend set means none was requested.
+	// RequestedExpiresAt is the expiry the operator asked the backend for when it issued the token now in the Secret (spec.expiresAt then).
+	// A backend may cap or round it; expiresAt is what it granted.
+	// Unset with status.backend set means none was requested.
 	// +optional
 	RequestedExpiresAt *metav1.Time `json:"requestedExpiresAt,omitempty"`
 
-	// LastUsedAt is when the token last authenticated, from the backend's last-used
-	// information; refreshed once per sync interval.
+	// LastUsedAt is when the token last authenticated, from the backend's last-used information; refreshed once per sync interval.
 	// +optional
 	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 
@@ -347,27 +324,23 @@ type APITokenStatus struct {
 	// +optional
 	Backend *BackendStatusReference `json:"backend,omitempty"`
 
-	// PendingDeactivation lists tokens of this APIToken that are still to be deactivated
-	// (a failed or interrupted deactivation is retried until the backend confirms it).
+	// PendingDeactivation lists tokens of this APIToken that are still to be deactivated (a failed or interrupted deactivation is retried until the backend confirms it).
 	// +listType=map
 	// +listMapKey=tokenID
 	// +kubebuilder:validation:MaxItems=16
 	// +optional
 	PendingDeactivation []RetiringToken `json:"pendingDeactivation,omitempty"`
 
-	// IssueSerial counts the tokens issued for this APIToken. With the APIToken's UID it forms
-	// the idempotency key of the next create call, so a retry after a crash replays the
-	// create instead of issuing a second token.
+	// IssueSerial counts the tokens issued for this APIToken.
+	// With the APIToken's UID it forms the idempotency key of the next create call, so a retry after a crash replays the create instead of issuing a second token.
 	// +optional
 	IssueSerial int64 `json:"issueSerial,omitempty"`
 
-	// AdoptedTokenID is the backend token this APIToken adopted (spec.adopt), once verified
-	// and claimed.
+	// AdoptedTokenID is the backend token this APIToken adopted (spec.adopt), once verified and claimed.
 	// +optional
 	AdoptedTokenID string `json:"adoptedTokenID,omitempty"`
 
-	// RenewalTime is when the successor of the current token will be issued (scheduled
-	// rotation only).
+	// RenewalTime is when the successor of the current token will be issued (scheduled rotation only).
 	// +optional
 	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
 
@@ -382,18 +355,15 @@ type APITokenStatus struct {
 	// +optional
 	Draining int32 `json:"draining,omitempty"`
 
-	// RevocationHandled is the last value of the tokens.statusops.dev/revoke-requested-at
-	// annotation that has been carried out.
+	// RevocationHandled is the last value of the tokens.statusops.dev/revoke-requested-at annotation that has been carried out.
 	// +optional
 	RevocationHandled string `json:"revocationHandled,omitempty"`
 
-	// RotationHandled is the last value of the tokens.statusops.dev/rotate-requested-at
-	// annotation that has been carried out; the same value never rotates twice.
+	// RotationHandled is the last value of the tokens.statusops.dev/rotate-requested-at annotation that has been carried out; the same value never rotates twice.
 	// +optional
 	RotationHandled string `json:"rotationHandled,omitempty"`
 
-	// RecentIssues is when each of the last token creations of this APIToken happened; it
-	// bounds how many tokens a misbehaving backend or spec can make the operator issue.
+	// RecentIssues is when each of the last token creations of this APIToken happened; it bounds how many tokens a misbehaving backend or spec can make the operator issue.
 	// +kubebuilder:validation:MaxItems=32
 	// +optional
 	RecentIssues []metav1.Time `json:"recentIssues,omitempty"`
@@ -406,8 +376,7 @@ type APITokenStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, Reconciling and Stalled (kstatus), and LeastPrivilege (the review,
-	// not part of Ready).
+	// Conditions: Ready, Reconciling and Stalled (kstatus), and LeastPrivilege (the review, not part of Ready).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -465,8 +434,7 @@ func (t *APIToken) IsActiveRequested() bool {
 	return t.Spec.Active == nil || *t.Spec.Active
 }
 
-// BackendRefOrDefault is the backend reference with defaults applied, for objects that were
-// not defaulted by the API server (for example in unit tests).
+// BackendRefOrDefault is the backend reference with defaults applied, for objects that were not defaulted by the API server (for example in unit tests).
 func (t *APIToken) BackendRefOrDefault() BackendReference {
 	ref := BackendReference{Kind: BackendKindClusterStatusBackend, Name: "default"}
 	if t.Spec.BackendRef != nil {

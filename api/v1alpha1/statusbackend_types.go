@@ -4,8 +4,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// CredentialsSecretReference points at the key of a Secret holding a FullAccess admin token
-// of the backend.
+// CredentialsSecretReference points at the key of a Secret holding a FullAccess admin token of the backend.
 type CredentialsSecretReference struct {
 	// Name of the Secret.
 	// +kubebuilder:validation:MinLength=1
@@ -13,8 +12,8 @@ type CredentialsSecretReference struct {
 	// +required
 	Name string `json:"name"`
 
-	// Namespace of the Secret. Required for a ClusterStatusBackend; a StatusBackend always
-	// uses its own namespace and ignores this field.
+	// Namespace of the Secret.
+	// Required for a ClusterStatusBackend; a StatusBackend always uses its own namespace and ignores this field.
 	// +kubebuilder:validation:MaxLength=63
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
@@ -34,20 +33,18 @@ type StatusBackendSpec struct {
 	// +required
 	URL string `json:"url"`
 
-	// CredentialsSecretRef names the Secret key holding a FullAccess token of the backend,
-	// used to issue and deactivate tokens.
+	// CredentialsSecretRef names the Secret key holding a FullAccess token of the backend, used to issue and deactivate tokens.
 	// +required
 	CredentialsSecretRef CredentialsSecretReference `json:"credentialsSecretRef"`
 
-	// CABundle is a PEM bundle of certificate authorities to trust for an https URL signed
-	// by a private CA. Unset means the system roots.
+	// CABundle is a PEM bundle of certificate authorities to trust for an https URL signed by a private CA.
+	// Unset means the system roots.
 	// +optional
 	CABundle []byte `json:"caBundle,omitempty"`
 
-	// FullAccessNamespaces selects, by label, the namespaces whose APITokens may request
-	// FullAccess tokens from this backend. Unset allows every namespace that may use the
-	// backend. A FullAccess APIToken outside it fails with reason PermissionNotAllowed, and a
-	// token it already holds is deactivated.
+	// FullAccessNamespaces selects, by label, the namespaces whose APITokens may request FullAccess tokens from this backend.
+	// Unset allows every namespace that may use the backend.
+	// A FullAccess APIToken outside it fails with reason PermissionNotAllowed, and a token it already holds is deactivated.
 	// +optional
 	FullAccessNamespaces *metav1.LabelSelector `json:"fullAccessNamespaces,omitempty"`
 }
@@ -56,8 +53,8 @@ type StatusBackendSpec struct {
 type ClusterStatusBackendSpec struct {
 	StatusBackendSpec `json:",inline"`
 
-	// AllowedNamespaces selects, by label, the namespaces whose APITokens may use this
-	// backend. Unset allows every namespace.
+	// AllowedNamespaces selects, by label, the namespaces whose APITokens may use this backend.
+	// Unset allows every namespace.
 	// +optional
 	AllowedNamespaces *metav1.LabelSelector `json:"allowedNamespaces,omitempty"`
 }

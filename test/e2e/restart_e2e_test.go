@@ -54,7 +54,7 @@ func TestRestartOnRotateOnTheSimulatedNode(t *testing.T) {
 		_ = e.Client.Get(ctx, client.ObjectKeyFromObject(d), d)
 		return d.Annotations["tokens.statusops.dev/observed-tokens-hash"]
 	}).WithTimeout(20 * time.Second).ShouldNot(BeEmpty())
-	g.Consistently(replicaSets).WithTimeout(3 * time.Second).Should(Equal(1), "opting in causes no rollout")
+	g.Consistently(replicaSets).WithTimeout(3*time.Second).Should(Equal(1), "opting in causes no rollout")
 
 	old := getAPIToken(t, e, ns, names[0]).Status.TokenID
 	for _, n := range names {
@@ -81,11 +81,11 @@ func TestRestartOnRotateOnTheSimulatedNode(t *testing.T) {
 		}
 		done, _ := devenv.RolloutComplete(d)
 		return done || getBackendToken(t, e, old).Status == "active", nil
-	}).WithTimeout(2 * time.Second).Should(BeTrue(), "while the rollout is in progress the predecessor is active")
+	}).WithTimeout(2*time.Second).Should(BeTrue(), "while the rollout is in progress the predecessor is active")
 	g.Expect(e.WaitRolloutComplete(ctx, rolloutTimeout, d)).To(Succeed())
 	g.Eventually(func() string { return getBackendToken(t, e, old).Status }).WithTimeout(20 * time.Second).Should(Equal("inactive"))
 	t.Logf("rollout complete and predecessor retired %s after the new ReplicaSet appeared", time.Since(began).Round(100*time.Millisecond))
-	g.Consistently(replicaSets).WithTimeout(4 * time.Second).Should(Equal(2), "five tokens rotating together gave exactly one new ReplicaSet")
+	g.Consistently(replicaSets).WithTimeout(4*time.Second).Should(Equal(2), "five tokens rotating together gave exactly one new ReplicaSet")
 
 	// An operator restart patches no workload.
 	generation := d.Generation
