@@ -131,3 +131,53 @@ func eventNote(h *harness, kind, name, reason string) string {
 	}
 	return ""
 }
+
+// TestPausedDeploymentHoldsRetirementUntilGrace: a paused Deployment cannot roll out; the
+// APIToken gets a RolloutBlocked Warning, and its predecessor is retired only when the grace
+// period ends, with PredecessorStillInUse naming the workload.
+func TestPausedDeploymentHoldsRetirementUntilGrace(t *testing.T) {
+	h := newHarness(t, withRestarts)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("paused-panel", tokensv1alpha1.PermissionReadOnly, withRotation(tokensv1alpha1.RotationSpec{
+		GracePeriod: dur(6 * time.Second), RetireWhenUnused: &tokensv1alpha1.RetireWhenUnused{QuietPeriod: metav1.Duration{Duration: time.Second}},
+	}))).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	d := deployment(h, "paused", tok.Name)
+	g.Eventually(func() error {
+		cur := getDeployment(h, d.Name)
+		cur.Spec.Paused = true
+		return h.c.Update(h.ctx, cur)
+	}).Should(Succeed())
+	completeRollout(h, d.Name)
+	annotate(h, tok.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, tok.Name, tok.Status.TokenID)
+	g.Expect(h.useToken(h.secret(tok.Name).Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventRolloutBlocked)).To(ContainSubstring("paused"))
+	g.Consistently(func() backend.TokenStatus { return h.backendToken(tok.Status.TokenID).Status }).WithTimeout(3 * time.Second).Should(Equal(backend.StatusActive), "unused, but the workload has not rolled out")
+	g.Eventually(func() backend.TokenStatus { return h.backendToken(tok.Status.TokenID).Status }).WithTimeout(15 * time.Second).Should(Equal(backend.StatusInactive))
+	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventPredecessorStillInUse)).To(ContainSubstring("Deployment/paused"))
+}
+
+// TestConcurrentRolloutsAreCapped: with --max-concurrent-restarts 1, a second workload waits
+// until the first one's rollout is complete.
+func TestConcurrentRolloutsAreCapped(t *testing.T) {
+	h := newHarness(t, withRestarts, func(o *operator.Options) { o.MaxConcurrentRestarts = 1 })
+	g := NewWithT(t)
+	a := h.waitFor(h.create(h.newToken("cap-a", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	b := h.waitFor(h.create(h.newToken("cap-b", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	for _, n := range []string{"first", "second"} {
+		deployment(h, n, map[string]string{"first": a.Name, "second": b.Name}[n])
+		completeRollout(h, n)
+	}
+	hashed := func(n string) bool {
+		_, ok := getDeployment(h, n).Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
+		return ok
+	}
+	g.Eventually(func() string { return getDeployment(h, "second").Annotations["tokens.statusops.dev/observed-tokens-hash"] }).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	annotate(h, a.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	g.Eventually(func() bool { return hashed("first") }).WithTimeout(15 * time.Second).Should(BeTrue())
+	annotate(h, b.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, b.Name, b.Status.TokenID)
+	g.Consistently(func() bool { return hashed("second") }).WithTimeout(4*time.Second).Should(BeFalse(), "the cap holds the second rollout while the first is in progress")
+	completeRollout(h, "first")
+	g.Eventually(func() bool { return hashed("second") }).WithTimeout(15 * time.Second).Should(BeTrue())
+}
