@@ -101,6 +101,16 @@ var alertCases = map[string]alertCase{
 			16: {`{permission="FullAccess"}`},
 		},
 	},
+	"APITokenLeastPrivilegeFinding": {
+		series: `
+			apitoken_least_privilege_finding{namespace="team-a", apitoken="bot", finding="UnusedWritePermission"} 1x120
+			apitoken_least_privilege_finding{namespace="team-a", apitoken="bot", finding="WritesDenied"} 0x120
+			apitoken_least_privilege_finding{namespace="team-b", apitoken="panel", finding="UnusedWritePermission"} 0x120`,
+		firing: map[int][]string{
+			30: nil,
+			61: {`{apitoken="bot", finding="UnusedWritePermission", namespace="team-a"}`},
+		},
+	},
 	"APITokenReconcileErrors": {
 		// Another operator's controller in the same Prometheus is not ours.
 		series: `

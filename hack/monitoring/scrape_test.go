@@ -75,7 +75,10 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 
 	addr := freeAddr(t)
 	mgr, err := operator.NewManager(env.Config, operator.Options{
-		MetricsAddr: addr, HealthAddr: "0", SyncInterval: time.Second,
+		// Plain HTTP: the test scrapes without a token (the default serves HTTPS to authorized
+		// scrapers only).
+		InsecureMetrics: true,
+		MetricsAddr:     addr, HealthAddr: "0", SyncInterval: time.Second,
 		SkipNameValidation: true, WatchNamespaces: []string{ns},
 		LeaderElection: true, LeaderElectionNamespace: ns,
 		BackendObserver: metrics.NewBackendObserver(),
