@@ -105,7 +105,7 @@ func (r *APITokenReconciler) adoptToken(ctx context.Context, tok *tokensv1alpha1
 		return r.secretWriteFailed(tok, err)
 	}
 	recordAdopted(tok, self, string(value), backendRefFor(in.backend.key, in.backend.uid))
-	r.expectations.expect(tok.UID, tok.Status.IssueSerial, hashToken(value), in.now)
+	r.expectations.expect(tok.UID, tok.Status.IssueSerial, self.ID, hashToken(value), in.now)
 	r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventAdopted, fmt.Sprintf("Adopted %s token %s (%s) into Secret %s without changing its value", tok.Status.Permission, self.ID, tok.Status.TokenHint, tok.Status.SecretName))
 	r.applyReview(tok, in)
 	markIssued(tok)

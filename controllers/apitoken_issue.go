@@ -108,7 +108,7 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	if revoking {
 		r.retireAllPredecessors(tok, "a revocation was requested (the token may have leaked)")
 	}
-	r.expectations.expect(tok.UID, serial, hashToken(value), in.now)
+	r.expectations.expect(tok.UID, serial, created.ID, hashToken(value), in.now)
 	r.issuedEvent(tok, previous, d)
 	if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
 		return res, err

@@ -26,17 +26,20 @@ type writeExpectations struct {
 
 type writeExpectation struct {
 	serial     int64
+	tokenID    string
 	secretHash string
 	at         time.Time
 }
 
-func (e *writeExpectations) expect(uid types.UID, serial int64, secretHash string, now time.Time) {
+// expect records a write: the issue serial and current token id status now has, and the
+// hash of the token the Secret now holds. (An adoption changes the token id, not the serial.)
+func (e *writeExpectations) expect(uid types.UID, serial int64, tokenID, secretHash string, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.m == nil {
 		e.m = map[types.UID]writeExpectation{}
 	}
-	e.m[uid] = writeExpectation{serial: serial, secretHash: secretHash, at: now}
+	e.m[uid] = writeExpectation{serial: serial, tokenID: tokenID, secretHash: secretHash, at: now}
 }
 
 func (e *writeExpectations) forget(uid types.UID) {
@@ -57,7 +60,7 @@ func (e *writeExpectations) satisfied(tok *tokensv1alpha1.APIToken, secret *core
 		delete(e.m, tok.UID)
 		return true
 	}
-	if tok.Status.IssueSerial < exp.serial || secret == nil || secret.Annotations[annotationTokenSHA256] != exp.secretHash {
+	if tok.Status.IssueSerial < exp.serial || tok.Status.TokenID != exp.tokenID || secret == nil || secret.Annotations[annotationTokenSHA256] != exp.secretHash {
 		return false
 	}
 	delete(e.m, tok.UID)

@@ -3,7 +3,9 @@ package kubectlplugin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -113,7 +115,7 @@ func (o *options) requestNewToken(ctx context.Context, c client.Client, ns, name
 	err = wait.PollUntilContextTimeout(ctx, o.pollInterval, timeout, true, func(ctx context.Context) (bool, error) {
 		cur, err := getAPIToken(ctx, c, ns, name)
 		if err != nil {
-			if ctx.Err() != nil {
+			if cutByDeadline(ctx, err) {
 				// The deadline cut the request short: report the timeout, not the request.
 				return false, nil
 			}
@@ -135,7 +137,7 @@ func (o *options) requestNewToken(ctx context.Context, c client.Client, ns, name
 			return false, nil
 		}
 		inSecret, err := secretTokenID(ctx, c, ns, secretName)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && !cutByDeadline(ctx, err) {
 			return false, err
 		}
 		if inSecret != id {
@@ -175,4 +177,10 @@ func secretTokenID(ctx context.Context, c client.Client, ns, name string) (strin
 		return "", client.IgnoreNotFound(err)
 	}
 	return string(s.Data[secretKeyTokenID]), nil
+}
+
+// cutByDeadline: the request failed because the deadline came, or was about to (client-go's
+// rate limiter refuses to wait past it before the context itself is done).
+func cutByDeadline(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "would exceed context deadline")
 }
