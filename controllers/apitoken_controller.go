@@ -263,6 +263,10 @@ func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv
 			t := metav1.NewTime(lastUsed.UTC().Truncate(time.Second))
 			tok.Status.LastUsedAt = &t
 		}
+		if gracePeriodOf(tok) > 0 {
+			// Known from the start (0), so an alert on its increase works from the first one.
+			predecessorsUsedAfterGrace.WithLabelValues(tok.Namespace, tok.Name).Add(0)
+		}
 		if at := r.applyReview(tok, in); !at.IsZero() && (d.requeueAt.IsZero() || at.Before(d.requeueAt)) {
 			d.requeueAt = at
 		}

@@ -162,4 +162,5 @@ func forgetReview(tok *tokensv1alpha1.APIToken) {
 	for _, f := range []string{tokensv1alpha1.ReasonUnusedWritePermission, tokensv1alpha1.ReasonWritesDenied} {
 		leastPrivilegeFindings.DeleteLabelValues(tok.Namespace, tok.Name, f)
 	}
+	predecessorsUsedAfterGrace.DeleteLabelValues(tok.Namespace, tok.Name)
 }

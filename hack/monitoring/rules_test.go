@@ -111,6 +111,16 @@ var alertCases = map[string]alertCase{
 			61: {`{apitoken="bot", finding="UnusedWritePermission", namespace="team-a"}`},
 		},
 	},
+	"APITokenPredecessorStillInUse": {
+		series: `
+			apitoken_predecessor_used_after_grace_total{namespace="team-a", apitoken="bot"} 0x30 1x90
+			apitoken_predecessor_used_after_grace_total{namespace="team-b", apitoken="panel"} 0x120`,
+		firing: map[int][]string{
+			20: nil,
+			40: {`{apitoken="bot", namespace="team-a"}`},
+			100: nil,
+		},
+	},
 	"APITokenReconcileErrors": {
 		// Another operator's controller in the same Prometheus is not ours.
 		series: `

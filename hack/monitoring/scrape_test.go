@@ -109,6 +109,7 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 	tok.Spec.BackendRef = &tokensv1alpha1.BackendReference{Kind: "ClusterStatusBackend", Name: "good"}
 	expires := metav1.NewTime(time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second))
 	tok.Spec.ExpiresAt = &expires
+	tok.Spec.Rotation = &tokensv1alpha1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Minute}}
 	g.Expect(c.Create(ctx, tok)).To(Succeed())
 	var value string
 	g.Eventually(func(g Gomega) {
