@@ -152,7 +152,7 @@ func TestPausedDeploymentHoldsRetirementUntilGrace(t *testing.T) {
 	waitForNewToken(h, tok.Name, tok.Status.TokenID)
 	g.Expect(h.useToken(h.secret(tok.Name).Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
 	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventRolloutBlocked)).To(ContainSubstring("paused"))
-	g.Consistently(func() backend.TokenStatus { return h.backendToken(tok.Status.TokenID).Status }).WithTimeout(3 * time.Second).Should(Equal(backend.StatusActive), "unused, but the workload has not rolled out")
+	g.Consistently(func() backend.TokenStatus { return h.backendToken(tok.Status.TokenID).Status }).WithTimeout(3*time.Second).Should(Equal(backend.StatusActive), "unused, but the workload has not rolled out")
 	g.Eventually(func() backend.TokenStatus { return h.backendToken(tok.Status.TokenID).Status }).WithTimeout(15 * time.Second).Should(Equal(backend.StatusInactive))
 	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventPredecessorStillInUse)).To(ContainSubstring("Deployment/paused"))
 }
@@ -172,7 +172,9 @@ func TestConcurrentRolloutsAreCapped(t *testing.T) {
 		_, ok := getDeployment(h, n).Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
 		return ok
 	}
-	g.Eventually(func() string { return getDeployment(h, "second").Annotations["tokens.statusops.dev/observed-tokens-hash"] }).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	g.Eventually(func() string {
+		return getDeployment(h, "second").Annotations["tokens.statusops.dev/observed-tokens-hash"]
+	}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 	annotate(h, a.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
 	g.Eventually(func() bool { return hashed("first") }).WithTimeout(15 * time.Second).Should(BeTrue())
 	annotate(h, b.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")

@@ -116,8 +116,8 @@ var alertCases = map[string]alertCase{
 			apitoken_predecessor_used_after_grace_total{namespace="team-a", apitoken="bot"} 0x30 1x90
 			apitoken_predecessor_used_after_grace_total{namespace="team-b", apitoken="panel"} 0x120`,
 		firing: map[int][]string{
-			20: nil,
-			40: {`{apitoken="bot", namespace="team-a"}`},
+			20:  nil,
+			40:  {`{apitoken="bot", namespace="team-a"}`},
 			100: nil,
 		},
 	},
