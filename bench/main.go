@@ -60,6 +60,7 @@ type Results struct {
 	RSSMiBPeak                 float64        `json:"rss_mib_peak"`
 	HeapMiB                    float64        `json:"heap_mib"`
 	HeapLiveMiB                float64        `json:"heap_live_mib_after_ready"`
+	UnrelatedSecrets           int            `json:"unrelated_secrets"`
 	UnrelatedSecretsRSSGrowth  float64        `json:"unrelated_secrets_rss_growth_mib"`
 	UnrelatedSecretsHeapGrowth float64        `json:"unrelated_secrets_heap_growth_mib"`
 	BackendLatencyMS           float64        `json:"backend_latency_ms"`
@@ -331,6 +332,7 @@ func run(o options) error {
 		}
 		time.Sleep(10 * time.Second)
 		rss1, heap1 := settledMemory(mgr)
+		res.UnrelatedSecrets = o.unrelated
 		res.UnrelatedSecretsRSSGrowth = rss1 - rss0
 		res.UnrelatedSecretsHeapGrowth = heap1 - heap0
 		logf("%d unrelated 1 MiB Secrets: RSS %.1f -> %.1f MiB, heap %.1f -> %.1f MiB", o.unrelated, rss0, rss1, heap0, heap1)
