@@ -207,7 +207,8 @@ func run(o options) error {
 		return err
 	}
 	pprofAddr := "127.0.0.1:" + strconv.Itoa(pprofPort)
-	args := []string{"--watch-namespaces=bench,bench-expiry", "--log-level=info",
+	// --metrics-secure=false: the bench scrapes the manager's metrics plainly, on loopback.
+	args := []string{"--watch-namespaces=bench,bench-expiry", "--log-level=info", "--metrics-secure=false",
 		"--max-concurrent-reconciles=" + strconv.Itoa(o.conc), "--sync-interval=" + o.syncInterval.String()}
 	if o.qps > 0 {
 		args = append(args, "--kube-api-qps="+strconv.Itoa(o.qps))

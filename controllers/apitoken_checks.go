@@ -103,32 +103,13 @@ const (
 type decision struct {
 	action actionKind
 	// reason is the condition reason for actionFail, or the event reason for actionIssue
-	// (ReasonIssued for a first token, "Replaced" or "Revoked" for a replacement).
+	// (EventIssued for a first token, EventReplaced or EventRevokedOnBackend for a replacement).
 	reason string
 	// why is a sentence: why a token is issued again, or why it failed.
 	why string
 	// requeueAt is when the next time-driven step is due (expiry); zero for none.
 	requeueAt time.Time
 }
-
-// Event reasons, besides the condition reasons. Each has one meaning.
-const (
-	// eventReplaced: a new token replaced the current one (spec change, rotation, drift).
-	eventReplaced = "Replaced"
-	// eventRevokedOnBackend: the current token was found inactive or missing on the
-	// backend (revoked by hand) and was replaced.
-	eventRevokedOnBackend = "RevokedOnBackend"
-	// eventRevoked: the backend token was deactivated because the APIToken was deleted.
-	eventRevoked = "Revoked"
-	// eventFailed: the APIToken needs a person (the message says what to do).
-	eventFailed = "Failed"
-	// eventRevocationSkipped: the APIToken was deleted with skip-revoke; its token may live on.
-	eventRevocationSkipped = "RevocationSkipped"
-	// eventDeactivationAbandoned: a token to deactivate is on a backend that no longer exists.
-	eventDeactivationAbandoned = "DeactivationAbandoned"
-	// eventRetained: deletionPolicy Retain left the backend token active.
-	eventRetained = "Retained"
-)
 
 // decide is the whole policy of the APIToken controller, in order of precedence.
 func decide(in tokenInputs) decision {
@@ -280,27 +261,27 @@ func needsNewToken(in tokenInputs) (why, event string) {
 	st := tok.Status
 	switch {
 	case st.TokenID == "":
-		return "no token has been issued yet", tokensv1alpha1.ReasonIssued
+		return "no token has been issued yet", tokensv1alpha1.EventIssued
 	case !mayBeActive(tok):
-		return "the token was inactive and an active one is requested again", tokensv1alpha1.ReasonIssued
+		return "the token was inactive and an active one is requested again", tokensv1alpha1.EventIssued
 	case currentBackendKey(tok) != in.backend.key || (st.Backend != nil && st.Backend.UID != "" && in.backend.uid != "" && st.Backend.UID != in.backend.uid):
-		return fmt.Sprintf("spec.backendRef changed from %s to %s", currentBackendKey(tok), in.backend.key), eventReplaced
+		return fmt.Sprintf("spec.backendRef changed from %s to %s", currentBackendKey(tok), in.backend.key), tokensv1alpha1.EventReplaced
 	case st.Permission != tok.Spec.Permission:
-		return fmt.Sprintf("spec.permission changed from %s to %s", st.Permission, tok.Spec.Permission), eventReplaced
+		return fmt.Sprintf("spec.permission changed from %s to %s", st.Permission, tok.Spec.Permission), tokensv1alpha1.EventReplaced
 	case !sameTime(requestedExpiry(tok), tok.Spec.ExpiresAt):
-		return "spec.expiresAt changed", eventReplaced
+		return "spec.expiresAt changed", tokensv1alpha1.EventReplaced
 	case rotationRequested(tok) != "":
-		return "a rotation was requested with the " + tokensv1alpha1.AnnotationRotateRequestedAt + " annotation", eventReplaced
+		return "a rotation was requested with the " + tokensv1alpha1.AnnotationRotateRequestedAt + " annotation", tokensv1alpha1.EventReplaced
 	case in.secret == nil && st.SecretName != "" && st.SecretName != tok.SecretNameOrDefault():
-		return fmt.Sprintf("spec.secretName changed from %q to %q (a token value cannot be read back, so a new one is issued)", st.SecretName, tok.SecretNameOrDefault()), eventReplaced
+		return fmt.Sprintf("spec.secretName changed from %q to %q (a token value cannot be read back, so a new one is issued)", st.SecretName, tok.SecretNameOrDefault()), tokensv1alpha1.EventReplaced
 	case in.secret == nil:
-		return fmt.Sprintf("Secret %q was deleted", tok.SecretNameOrDefault()), eventReplaced
+		return fmt.Sprintf("Secret %q was deleted", tok.SecretNameOrDefault()), tokensv1alpha1.EventReplaced
 	case string(in.secret.Data[tokensv1alpha1.SecretKeyTokenID]) != st.TokenID ||
 		in.secret.Annotations[annotationTokenSHA256] == "" ||
 		in.secret.Annotations[annotationTokenSHA256] != secretTokenHash(in.secret):
-		return fmt.Sprintf("the token in Secret %q was edited", tok.SecretNameOrDefault()), eventReplaced
+		return fmt.Sprintf("the token in Secret %q was edited", tok.SecretNameOrDefault()), tokensv1alpha1.EventReplaced
 	case in.revokedConfirmed:
-		return "the token was found inactive or missing on the backend (revoked by hand?)", eventRevokedOnBackend
+		return "the token was found inactive or missing on the backend (revoked by hand?)", tokensv1alpha1.EventRevokedOnBackend
 	}
 	return "", ""
 }
@@ -419,12 +400,11 @@ func formatTime(t *metav1.Time) string {
 }
 
 // secretTokenHash is the SHA-256 of the token a Secret holds: computed from the value on a
-// live read, or kept by the cache transform (which drops the value itself).
+// live read, or kept by the cache transform (which drops the value itself); "" when the
+// Secret holds no token.
 func secretTokenHash(s *corev1.Secret) string {
-	if h, ok := cachedTokenHash(s); ok {
-		return h
-	}
-	return hashToken(s.Data[tokensv1alpha1.SecretKeyToken])
+	h, _ := CachedTokenHash(s)
+	return h
 }
 
 // tokenHint is the last four characters of the value the operator received; a backend's

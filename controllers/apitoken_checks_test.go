@@ -77,27 +77,27 @@ func TestDecide(t *testing.T) {
 		}), secret: secretFor, action: actionNone},
 		{name: "expiresAt in the past at creation", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly, ExpiresAt: &past}}, action: actionFail, reason: tokensv1alpha1.ReasonExpiresAtInPast},
 		{name: "expiry in the future schedules a pass", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &future; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionNone},
-		{name: "expiry moved later replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &later; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "spec.expiresAt changed"},
-		{name: "permission changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "spec.permission changed"},
+		{name: "expiry moved later replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &later; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.expiresAt changed"},
+		{name: "permission changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.permission changed"},
 		{name: "rotation requested replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "r1"}
-		}), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "rotation"},
+		}), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "rotation"},
 		{name: "handled rotation does nothing", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "r1"}
 			t.Status.RotationHandled = "r1"
 		}), secret: secretFor, action: actionNone},
-		{name: "deleted secret replaces", tok: issued(), action: actionIssue, reason: eventReplaced, why: "was deleted"},
+		{name: "deleted secret replaces", tok: issued(), action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "was deleted"},
 		{name: "edited token replaces", tok: issued(), secret: func(t *tokensv1alpha1.APIToken) *corev1.Secret {
 			s := secretFor(t)
 			s.Data["token"] = []byte("edited")
 			return s
-		}, action: actionIssue, reason: eventReplaced, why: "was edited"},
+		}, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "was edited"},
 		{name: "edited token id replaces", tok: issued(), secret: func(t *tokensv1alpha1.APIToken) *corev1.Secret {
 			s := secretFor(t)
 			s.Data["tokenID"] = []byte("tok_other")
 			return s
-		}, action: actionIssue, reason: eventReplaced, why: "was edited"},
-		{name: "revoked on backend replaces once confirmed", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other"); in.revokedConfirmed = true }, action: actionIssue, reason: eventRevokedOnBackend},
+		}, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "was edited"},
+		{name: "revoked on backend replaces once confirmed", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other"); in.revokedConfirmed = true }, action: actionIssue, reason: tokensv1alpha1.EventRevokedOnBackend},
 		{name: "missing from the inventory alone is not revoked", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other") }, action: actionNone},
 		{name: "namespace no longer allowed revokes the token", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionRevoke, reason: tokensv1alpha1.ReasonNamespaceNotAllowed, why: "deactivated"},
 		{name: "FullAccess outside fullAccessNamespaces revokes", tok: issued(func(t *tokensv1alpha1.APIToken) {
@@ -135,7 +135,7 @@ func TestDecide(t *testing.T) {
 		}), secret: secretFor, action: actionIssue},
 		{name: "backendRef changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindStatusBackend, Namespace: "ns", Name: "mine"}
-		}), secret: secretFor, action: actionIssue, reason: eventReplaced, why: "spec.backendRef changed"},
+		}), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.backendRef changed"},
 		{name: "backend recreated under the same name replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default", UID: "old"}
 		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.uid = "new" }, action: actionIssue, why: "spec.backendRef changed"},

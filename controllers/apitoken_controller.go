@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -93,6 +94,10 @@ type APITokenReconciler struct {
 	expectations writeExpectations
 }
 
+// errBusyPass is how backendFailed tells Reconcile that the pass was refused by the
+// backend's in-flight cap (IsBackendBusy).
+var errBusyPass = errors.New("backend busy: pass refused by the in-flight cap")
+
 // cacheLagRequeue is how soon a pass whose cache lags behind our own writes runs again.
 const cacheLagRequeue = 100 * time.Millisecond
 
@@ -105,6 +110,9 @@ const cacheLagRequeue = 100 * time.Millisecond
 // Reconcile moves one APIToken towards its spec. Status is written once, at the end, and only
 // when it changed.
 func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	// One slot of the backend's in-flight cap for the whole pass (see WithBackendPass).
+	ctx, endPass := WithBackendPass(ctx)
+	defer endPass()
 	tok := &tokensv1alpha1.APIToken{}
 	if err := r.Get(ctx, req.NamespacedName, tok); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -121,20 +129,18 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 
 	before := tok.DeepCopy()
-	gone := false
+	gone, observed := false, false
 	defer func() {
-		if gone || equality.Semantic.DeepEqual(before.Status, tok.Status) {
-			return
-		}
-		patch := client.MergeFrom(before)
-		if log := logf.FromContext(ctx); log.V(2).Enabled() {
-			if data, err := patch.Data(tok); err == nil {
-				log.V(2).Info("Patching status", "patch", string(data))
+		if errors.Is(retErr, errBusyPass) {
+			// Refused by the backend's in-flight cap: come back soon without holding a worker,
+			// and write no status unless this pass issued a token before it was refused.
+			result, retErr = ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+			if tok.Status.TokenID == before.Status.TokenID {
+				return
 			}
 		}
-		if err := r.Status().Patch(ctx, tok, patch); err != nil && !apierrors.IsNotFound(err) {
-			r.expectations.forget(tok.UID)
-			retErr = kerrors.NewAggregate([]error{retErr, fmt.Errorf("patching status: %w", err)})
+		if !gone {
+			retErr = r.patchStatus(ctx, before, tok, observed, retErr)
 		}
 	}()
 
@@ -143,11 +149,6 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		gone, result, err = r.reconcileDelete(ctx, tok)
 		return result, err
 	}
-	return r.reconcileNormal(ctx, tok)
-}
-
-// reconcileNormal gathers the inputs, decides, and carries out the one action decided.
-func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1alpha1.APIToken) (ctrl.Result, error) {
 	in, err := r.gather(ctx, tok)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -155,6 +156,35 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 	if !r.expectations.satisfied(tok, in.secret, in.now) {
 		return ctrl.Result{RequeueAfter: cacheLagRequeue}, nil
 	}
+	observed = true
+	return r.reconcileNormal(ctx, tok, in)
+}
+
+// patchStatus is the one status write of a pass: ObservedGeneration is set only when the pass
+// decided on fresh inputs and succeeded (a terminal failure is an outcome too), and the
+// patch is sent only when the status changed.
+func (r *APITokenReconciler) patchStatus(ctx context.Context, before, tok *tokensv1alpha1.APIToken, observed bool, retErr error) error {
+	if observed && (retErr == nil || errors.Is(retErr, reconcile.TerminalError(nil))) {
+		tok.Status.ObservedGeneration = tok.Generation
+	}
+	if equality.Semantic.DeepEqual(before.Status, tok.Status) {
+		return retErr
+	}
+	patch := client.MergeFrom(before)
+	if log := logf.FromContext(ctx); log.V(2).Enabled() {
+		if data, err := patch.Data(tok); err == nil {
+			log.V(2).Info("Patching status", "patch", string(data))
+		}
+	}
+	if err := r.Status().Patch(ctx, tok, patch); err != nil && !apierrors.IsNotFound(err) {
+		r.expectations.forget(tok.UID)
+		return kerrors.NewAggregate([]error{retErr, fmt.Errorf("patching status: %w", err)})
+	}
+	return retErr
+}
+
+// reconcileNormal gathers the inputs, decides, and carries out the one action decided.
+func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs) (ctrl.Result, error) {
 	if tok.Status.TokenID == "" {
 		tok.Status.SecretName = tok.SecretNameOrDefault()
 	}
@@ -165,14 +195,13 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 	switch d.action {
 	case actionFail:
 		if c := readyCondition(tok); c == nil || c.Reason != d.reason {
-			r.event(tok, corev1.EventTypeWarning, eventFailed, d.why)
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventFailed, d.why)
 		}
 		markStalled(tok, d.reason, d.why)
 		return requeueAt(in.now, d.requeueAt), nil
 	case actionWait:
-		markProgressing(tok, tokensv1alpha1.ReasonBackendNotReady, in.backend.message)
 		// The spec was observed; waiting is the outcome (a backend watch wakes us).
-		tok.Status.ObservedGeneration = tok.Generation
+		markProgressing(tok, tokensv1alpha1.ReasonBackendNotReady, in.backend.message)
 		return ctrl.Result{}, nil
 	case actionIssue:
 		return r.issueToken(ctx, tok, in, d)
@@ -234,15 +263,15 @@ func (r *APITokenReconciler) deactivateEverything(ctx context.Context, tok *toke
 	}
 	switch d.action {
 	case actionDeactivate:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonDeactivated,
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventDeactivated,
 			fmt.Sprintf("Deactivated token %s because spec.active is false", tok.Status.TokenID))
 		markDeactivated(tok)
 	case actionExpire:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonExpired,
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventExpired,
 			fmt.Sprintf("Token %s expired at %s and was deactivated", tok.Status.TokenID, formatTime(tok.Spec.ExpiresAt)))
 		markExpired(tok)
 	default:
-		r.event(tok, corev1.EventTypeWarning, d.reason, d.why)
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventPolicyDeactivated, d.why)
 		markFailed(tok, d.reason, d.why)
 	}
 	return ctrl.Result{}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,13 +26,13 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 	}
 	switch {
 	case tok.Annotations[tokensv1alpha1.AnnotationSkipRevoke] == "true":
-		r.event(tok, corev1.EventTypeWarning, eventRevocationSkipped, fmt.Sprintf(
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRevocationSkipped, fmt.Sprintf(
 			"Deleted without deactivating (annotation %s): token %s on %s, and any token listed in status.pendingDeactivation, may still be active. Deactivate them in the backend by hand.",
 			tokensv1alpha1.AnnotationSkipRevoke, tok.Status.TokenID, currentBackendKey(tok)))
 	case tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain:
 		// Retain never blocks on the backend: the sweep of the other tokens is best effort.
 		if res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID); res.err != nil || len(res.waiting) > 0 {
-			r.event(tok, corev1.EventTypeWarning, eventRetained, fmt.Sprintf("Token %s was left active (deletionPolicy Retain); older tokens of this APIToken could not all be deactivated on %s.", tok.Status.TokenID, currentBackendKey(tok)))
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRetained, fmt.Sprintf("Token %s was left active (deletionPolicy Retain); older tokens of this APIToken could not all be deactivated on %s.", tok.Status.TokenID, currentBackendKey(tok)))
 		}
 	default:
 		if done, res, err := r.revokeForDeletion(ctx, tok); !done {
@@ -63,25 +64,36 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 		addPendingDeactivation(tok, tok.Status.TokenID, ref)
 	}
 	res := r.sweepPending(ctx, tok, key, "")
-	for _, k := range res.waiting {
-		if o, err := r.readBackend(ctx, k); err == nil && o.deleting {
-			r.dropPendingOn(tok, k, "its backend "+k.String()+" is being deleted and not Ready")
-		}
+	if _, _, registered := r.Registry.Get(key); !registered && !slices.Contains(res.waiting, key) && !r.backendGone(ctx, key) {
+		// A token of an interrupted create may exist that only this backend can revoke: wait
+		// for it, as for a listed one.
+		res.waiting = append(res.waiting, key)
 	}
+	res.waiting = slices.DeleteFunc(res.waiting, func(k BackendKey) bool {
+		o, err := r.readBackend(ctx, k)
+		if err != nil || !o.deleting {
+			return false
+		}
+		r.dropPendingOn(tok, k, "its backend "+k.String()+" is being deleted and not Ready")
+		return true
+	})
 	hint := fmt.Sprintf(" The finalizer stays until then; to give up, annotate the APIToken %s=true (the backend token may then stay active).", tokensv1alpha1.AnnotationSkipRevoke)
 	switch {
 	case res.err != nil:
-		markDeleting(tok, fmt.Sprintf("Deactivating the tokens of this APIToken failed: %v.", res.err)+hint)
+		if IsBackendBusy(res.err) {
+			return false, ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+		}
+		markDeleting(tok, fmt.Sprintf("Deactivating the tokens of this APIToken failed: %s.", DescribeBackendError(key, res.err))+hint)
 		if ra := backend.RetryAfter(res.err); ra > 0 {
 			return false, ctrl.Result{RequeueAfter: ra}, nil
 		}
 		return false, ctrl.Result{}, errors.New("deactivating for deletion: " + res.err.Error())
-	case len(tok.Status.PendingDeactivation) > 0:
+	case len(tok.Status.PendingDeactivation) > 0 || len(res.waiting) > 0:
 		markDeleting(tok, fmt.Sprintf("Waiting for %v to become Ready to deactivate %s.", res.waiting, pendingIDs(tok))+hint)
 		return false, ctrl.Result{}, nil
 	}
 	if wasActive {
-		r.event(tok, corev1.EventTypeNormal, eventRevoked, fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventRevoked, fmt.Sprintf("Deactivated token %s because the APIToken was deleted", tok.Status.TokenID))
 	}
 	return true, ctrl.Result{}, nil
 }
@@ -127,7 +139,9 @@ const annotationRetainedFrom = "tokens.statusops.dev/retained-from"
 // now on), and an annotation says where it came from.
 func (r *APITokenReconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
 	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
+	// Live, not cached: the patch is computed from it, and the cache may have cut its
+	// owner references or metadata.
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

@@ -46,12 +46,19 @@ func (r *APITokenReconciler) gatherSecret(ctx context.Context, tok *tokensv1alph
 	var secret corev1.Secret
 	err := r.Get(ctx, name, &secret)
 	switch {
-	case err == nil:
-		if !metav1.IsControlledBy(&secret, tok) {
-			in.secretConflict = true
-		} else {
-			in.secret = &secret
+	case err == nil && !metav1.IsControlledBy(&secret, tok):
+		in.secretConflict = true
+		return nil
+	case err == nil && MetadataTrimmed(&secret):
+		// The cache cut a tenant's oversized metadata: compare against the live Secret.
+		var live corev1.Secret
+		if err := r.APIReader.Get(ctx, name, &live); err != nil {
+			return fmt.Errorf("reading Secret %s: %w", name, err)
 		}
+		in.secret = &live
+		return nil
+	case err == nil:
+		in.secret = &secret
 		return nil
 	case !apierrors.IsNotFound(err):
 		return fmt.Errorf("reading Secret %s: %w", name, err)

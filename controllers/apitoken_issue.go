@@ -160,10 +160,10 @@ func (r *APITokenReconciler) finishSweep(ctx context.Context, tok *tokensv1alpha
 	if len(tok.Status.PendingDeactivation) == 0 && res.err == nil {
 		return ctrl.Result{}, nil
 	}
+	if IsBackendBusy(res.err) {
+		return ctrl.Result{}, errBusyPass
+	}
 	markProgressing(tok, tokensv1alpha1.ReasonDeactivationPending, pendingMessage(tok, res))
-	// The spec has been carried out (the Secret holds a token that answers it); what is left
-	// is cleanup, which Ready=False and Reconciling=True report.
-	tok.Status.ObservedGeneration = tok.Generation
 	if res.err == nil {
 		// Waiting for a backend to become Ready: its registration wakes this APIToken.
 		return ctrl.Result{RequeueAfter: maxRetryDelay}, nil
@@ -179,16 +179,16 @@ func (r *APITokenReconciler) issuedEvent(tok *tokensv1alpha1.APIToken, previous 
 	st := tok.Status
 	switch {
 	case previous == "":
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonIssued,
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventIssued,
 			fmt.Sprintf("Issued %s token %s (%s) into Secret %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName))
-	case d.reason == eventRevokedOnBackend:
-		r.event(tok, corev1.EventTypeWarning, eventRevokedOnBackend,
+	case d.reason == tokensv1alpha1.EventRevokedOnBackend:
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRevokedOnBackend,
 			fmt.Sprintf("Token %s was revoked on the backend; issued %s into Secret %s", previous, st.TokenID, st.SecretName))
-	case d.reason == tokensv1alpha1.ReasonIssued:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.ReasonIssued,
+	case d.reason == tokensv1alpha1.EventIssued:
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventIssued,
 			fmt.Sprintf("Issued %s token %s (%s) into Secret %s because %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName, d.why))
 	default:
-		r.event(tok, corev1.EventTypeNormal, eventReplaced,
+		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventReplaced,
 			fmt.Sprintf("Replaced token %s with %s because %s", previous, st.TokenID, d.why))
 	}
 }
@@ -254,7 +254,7 @@ func (r *APITokenReconciler) refuseCreated(ctx context.Context, tok *tokensv1alp
 	}
 	res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID)
 	msg := fmt.Sprintf("The backend's answer to creating a token was refused: %s. Any token of this APIToken it made was deactivated. Check the backend (%s), then change the APIToken's spec to try again.", problem, in.backend.key)
-	r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.ReasonBackendMismatch, msg)
+	r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventBackendMismatch, msg)
 	markStalled(tok, tokensv1alpha1.ReasonBackendMismatch, msg)
 	if res.err != nil {
 		return ctrl.Result{}, res.err
@@ -269,7 +269,7 @@ func (r *APITokenReconciler) secretWriteFailed(tok *tokensv1alpha1.APIToken, err
 	msg := fmt.Sprintf("Writing Secret %s failed: %v. The token issued for it was deactivated.", tok.SecretNameOrDefault(), err)
 	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || apierrors.IsForbidden(err) || apierrors.IsRequestEntityTooLargeError(err) {
 		msg += " Fix spec.secretTemplate (or what refuses the Secret), then change the APIToken to retry."
-		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.ReasonSecretWriteFailed, msg)
+		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventSecretWriteFailed, msg)
 		markStalled(tok, tokensv1alpha1.ReasonSecretWriteFailed, msg)
 		return ctrl.Result{}, reconcile.TerminalError(err)
 	}
@@ -347,18 +347,26 @@ func (r *APITokenReconciler) writeSecret(ctx context.Context, tok *tokensv1alpha
 // backendFailed reports a failed backend call: transient errors are retried with backoff
 // (or after Retry-After), others need a person.
 func (r *APITokenReconciler) backendFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, doing string, err error) (ctrl.Result, error) {
+	if IsBackendBusy(err) {
+		// The backend's in-flight cap is reached (a bulkhead, not an outage): Reconcile
+		// requeues soon, changes no condition and reports no outage.
+		return ctrl.Result{}, errBusyPass
+	}
 	r.reportOutage(tok, err)
+	// For a tenant's own StatusBackend, only the category of a connection error reaches
+	// status (its URL is the tenant's choice, so details would make an SSRF probe).
+	desc := DescribeBackendError(backendKeyFor(tok), err)
 	if backend.IsTransient(err) || backend.IsUnauthorized(err) {
 		markProgressing(tok, tokensv1alpha1.ReasonBackendError,
-			fmt.Sprintf("The backend failed while %s: %v. Retrying with backoff.", doing, err))
+			fmt.Sprintf("The backend failed while %s: %s. Retrying with backoff.", doing, desc))
 		if ra := backend.RetryAfter(err); ra > 0 {
 			logf.FromContext(ctx).V(1).Info("Backend asked to retry later", "after", ra.String(), "error", err.Error())
 			return ctrl.Result{RequeueAfter: ra}, nil
 		}
 		return ctrl.Result{}, fmt.Errorf("%s: %w", doing, err)
 	}
-	msg := fmt.Sprintf("The backend refused %s: %v. Fix the request or the backend, then change the APIToken to retry.", doing, err)
-	r.event(tok, corev1.EventTypeWarning, eventFailed, msg)
+	msg := fmt.Sprintf("The backend refused %s: %s. Fix the request or the backend, then change the APIToken to retry.", doing, desc)
+	r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventFailed, msg)
 	markStalled(tok, tokensv1alpha1.ReasonBackendRejected, msg)
 	return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("%s: %w", doing, err))
 }

@@ -9,6 +9,8 @@ import (
 
 // Pure status setters. Each outcome sets phase and the three conditions together, so that
 // kstatus reads: Ready=True → Current; Reconciling=True → InProgress; Stalled=True → Failed.
+// status.observedGeneration is not set here but once per pass, in patchStatus, when the
+// pass succeeded.
 
 func setCondition(tok *tokensv1alpha1.APIToken, typ string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&tok.Status.Conditions, metav1.Condition{
@@ -26,7 +28,6 @@ func markIssued(tok *tokensv1alpha1.APIToken) {
 	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonIssued, msg)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
-	tok.Status.ObservedGeneration = tok.Generation
 }
 
 // markDeactivated: spec.active is false and it has been carried out.
@@ -36,7 +37,6 @@ func markDeactivated(tok *tokensv1alpha1.APIToken) {
 		"The token is deactivated because spec.active is false; set it to true to issue a fresh token.")
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
-	tok.Status.ObservedGeneration = tok.Generation
 }
 
 // markExpired: spec.expiresAt has passed and the token has been deactivated.
@@ -46,7 +46,6 @@ func markExpired(tok *tokensv1alpha1.APIToken) {
 	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, tokensv1alpha1.ReasonExpired, msg)
 	setCondition(tok, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonExpired, msg)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
-	tok.Status.ObservedGeneration = tok.Generation
 }
 
 // markFailed: nothing will change until a person acts.
@@ -55,7 +54,6 @@ func markFailed(tok *tokensv1alpha1.APIToken, reason, message string) {
 	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	setCondition(tok, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, message)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
-	tok.Status.ObservedGeneration = tok.Generation
 }
 
 // markStalled: nothing will change until a person acts, but a token still usable in the

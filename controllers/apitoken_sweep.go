@@ -205,7 +205,7 @@ func removePendingOn(tok *tokensv1alpha1.APIToken, key BackendKey, keep string) 
 func (r *APITokenReconciler) dropPendingOn(tok *tokensv1alpha1.APIToken, key BackendKey, why string) {
 	for _, p := range tok.Status.PendingDeactivation {
 		if keyOfRef(p.Backend) == key {
-			r.event(tok, corev1.EventTypeWarning, eventDeactivationAbandoned,
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventDeactivationAbandoned,
 				fmt.Sprintf("Token %s could not be deactivated because %s; it may still be active on that service until it expires", p.TokenID, why))
 		}
 	}
@@ -228,7 +228,7 @@ func pendingMessage(tok *tokensv1alpha1.APIToken, res sweepResult) string {
 	msg := fmt.Sprintf("The token in Secret %s is active, but older tokens still have to be deactivated: %v.", tok.Status.SecretName, ids)
 	switch {
 	case res.err != nil:
-		msg += " The backend failed (" + res.err.Error() + "); retrying with backoff."
+		msg += " The backend failed (" + DescribeBackendError(currentBackendKey(tok), res.err) + "); retrying with backoff."
 	case len(res.waiting) > 0:
 		msg += fmt.Sprintf(" Waiting for %v to become Ready.", res.waiting)
 	}

@@ -55,7 +55,7 @@ func TestFullAccessNamespaces(t *testing.T) {
 	g.Expect(h.readyCondition(got).Message).To(ContainSubstring("spec.permission: ReadOnly"))
 	g.Expect(h.backendToken(full.Status.TokenID).Status).To(Equal(backend.StatusInactive))
 	g.Expect(h.activeBackendTokens(full.UID)).To(BeEmpty())
-	g.Expect(h.expectEvent(full.Name, tokensv1alpha1.ReasonPermissionNotAllowed)).To(ContainSubstring("deactivated"))
+	g.Expect(h.expectEvent(full.Name, tokensv1alpha1.EventPolicyDeactivated)).To(ContainSubstring("deactivated"))
 	g.Expect(h.backendToken(ro.Status.TokenID).Status).To(Equal(backend.StatusActive), "ReadOnly is not affected")
 
 	fresh := h.create(h.newToken("full2", tokensv1alpha1.PermissionFullAccess))

@@ -40,8 +40,11 @@ func backendKeyFor(tok *tokensv1alpha1.APIToken) BackendKey {
 
 // registeredBackend is a backend whose credential answered GET /ping.
 type registeredBackend struct {
-	client backend.Client
-	url    string
+	// client is the checked client; limited wraps it with the backend's in-flight cap and is
+	// what Get hands out.
+	client  backend.Client
+	limited backend.Client
+	url     string
 	// fingerprint changes when the URL, CA bundle or credential changes.
 	fingerprint string
 }
@@ -56,21 +59,41 @@ type BackendRegistry struct {
 	events   chan event.GenericEvent
 	// recheck asks the backend controllers to check a backend now, per kind.
 	recheck map[tokensv1alpha1.BackendKind]chan event.GenericEvent
+	// maxInFlight caps the requests in flight to one backend (0: no cap); slots holds each
+	// backend's semaphore, kept across re-registrations so calls still running count.
+	maxInFlight int
+	slots       map[BackendKey]chan struct{}
+}
+
+// RegistryOption configures NewBackendRegistry.
+type RegistryOption func(*BackendRegistry)
+
+// WithMaxInFlightPerBackend caps the requests the operator has in flight to one backend. A
+// call beyond the cap fails at once with ErrBackendBusy instead of waiting, so one slow or
+// hanging backend holds at most n reconcile workers (a bulkhead); n <= 0 means no cap.
+func WithMaxInFlightPerBackend(n int) RegistryOption {
+	return func(r *BackendRegistry) { r.maxInFlight = n }
 }
 
 // NewBackendRegistry returns an empty registry.
-func NewBackendRegistry() *BackendRegistry {
-	return &BackendRegistry{
+func NewBackendRegistry(opts ...RegistryOption) *BackendRegistry {
+	r := &BackendRegistry{
 		backends: map[BackendKey]*registeredBackend{},
+		slots:    map[BackendKey]chan struct{}{},
 		events:   make(chan event.GenericEvent, 1024),
 		recheck: map[tokensv1alpha1.BackendKind]chan event.GenericEvent{
 			tokensv1alpha1.BackendKindStatusBackend:        make(chan event.GenericEvent, 1024),
 			tokensv1alpha1.BackendKindClusterStatusBackend: make(chan event.GenericEvent, 1024),
 		},
 	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
-// Get returns the client of a Ready backend.
+// Get returns the client of a Ready backend, wrapped so that a call beyond the backend's
+// in-flight cap fails at once with an error for which IsBackendBusy is true.
 func (r *BackendRegistry) Get(key BackendKey) (backend.Client, string, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -78,7 +101,19 @@ func (r *BackendRegistry) Get(key BackendKey) (backend.Client, string, bool) {
 	if !ok {
 		return nil, "", false
 	}
-	return b.client, b.url, true
+	return b.limited, b.url, true
+}
+
+// checkedClient returns the unwrapped client and its fingerprint, for the backend check:
+// the check has its own bulkhead and must not be refused by the tokens' cap.
+func (r *BackendRegistry) checkedClient(key BackendKey) (backend.Client, string, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	b, ok := r.backends[key]
+	if !ok {
+		return nil, "", false
+	}
+	return b.client, b.fingerprint, true
 }
 
 // Fingerprint returns the fingerprint a backend was registered with.
@@ -106,7 +141,14 @@ func (r *BackendRegistry) Keys() []BackendKey {
 func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Object, c backend.Client, url, fingerprint string) {
 	r.mu.Lock()
 	old, had := r.backends[key]
-	r.backends[key] = &registeredBackend{client: c, url: url, fingerprint: fingerprint}
+	limited := c
+	if r.maxInFlight > 0 {
+		if r.slots[key] == nil {
+			r.slots[key] = make(chan struct{}, r.maxInFlight)
+		}
+		limited = &limitedClient{inner: c, slots: r.slots[key]}
+	}
+	r.backends[key] = &registeredBackend{client: c, limited: limited, url: url, fingerprint: fingerprint}
 	r.mu.Unlock()
 	if !had || old.fingerprint != fingerprint {
 		r.notify(ctx, obj)

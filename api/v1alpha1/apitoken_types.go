@@ -95,6 +95,55 @@ type SecretTemplate struct {
 	Annotations map[string]AnnotationValue `json:"annotations,omitempty"`
 }
 
+// RotationSpec asks for tokens that are replaced without downtime: each backend token dies on
+// the backend by itself (lifetime), its successor is issued in time (renewBefore), and the
+// old value keeps working for an overlap (gracePeriod), or until nobody uses it.
+// +kubebuilder:validation:XValidation:rule="!has(self.lifetime) || duration(self.lifetime) >= duration('1m')",message="spec.rotation.lifetime must be at least 1m",fieldPath=".lifetime"
+// +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || has(self.lifetime)",message="spec.rotation.renewBefore needs spec.rotation.lifetime",fieldPath=".renewBefore"
+// +kubebuilder:validation:XValidation:rule="!has(self.renewBefore) || !has(self.lifetime) || duration(self.renewBefore) < duration(self.lifetime)",message="spec.rotation.renewBefore must be shorter than spec.rotation.lifetime",fieldPath=".renewBefore"
+// +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || !has(self.renewBefore) || duration(self.gracePeriod) <= duration(self.renewBefore)",message="spec.rotation.gracePeriod must not be longer than spec.rotation.renewBefore",fieldPath=".gracePeriod"
+// +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || has(self.renewBefore) || !has(self.lifetime) || duration(self.gracePeriod).getSeconds() * 3 <= duration(self.lifetime).getSeconds()",message="spec.rotation.gracePeriod must not be longer than spec.rotation.renewBefore (default: lifetime/3)",fieldPath=".gracePeriod"
+type RotationSpec struct {
+	// Lifetime turns on scheduled rotation: each backend token is created with an expiry of
+	// issue time plus lifetime (never past spec.expiresAt), so it dies on the backend even
+	// when the operator is gone. At least 1m.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	Lifetime *metav1.Duration `json:"lifetime,omitempty"`
+
+	// RenewBefore is how long before a token's backend expiry its successor is issued: slack
+	// for outages. Defaults to a third of lifetime; shorter than lifetime.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
+
+	// GracePeriod is the overlap of every replacement (scheduled, the rotate annotation, a
+	// permission or description change, Secret drift): the old token stays active this long
+	// after the Secret holds its successor. Default 0; at most renewBefore.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +optional
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+
+	// RetireWhenUnused retires an old token before its grace period ends, once the
+	// successor has been used and the old one has not for quietPeriod.
+	// +optional
+	RetireWhenUnused *RetireWhenUnused `json:"retireWhenUnused,omitempty"`
+}
+
+// RetireWhenUnused says when an old token counts as unused.
+type RetireWhenUnused struct {
+	// QuietPeriod is how long the old token must have gone unused (by the backend's
+	// last-used information, read once per sync interval) while the successor is in use.
+	// Keep it at least three sync intervals.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +required
+	QuietPeriod metav1.Duration `json:"quietPeriod"`
+}
+
 // APITokenSpec is the token a platform team asks for.
 type APITokenSpec struct {
 	// Permission of the token on the backend: ReadOnly (can only retrieve data; use it
@@ -142,6 +191,12 @@ type APITokenSpec struct {
 	// +optional
 	Active *bool `json:"active,omitempty"`
 
+	// Rotation replaces tokens without downtime: scheduled by a lifetime, with an overlap in
+	// which the old value keeps working. Unset, a replaced token is deactivated as soon as
+	// the Secret holds its successor.
+	// +optional
+	Rotation *RotationSpec `json:"rotation,omitempty"`
+
 	// DeletionPolicy says what happens to the backend token when the APIToken is deleted:
 	// Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps
 	// the Secret (without owner reference or managed-by label), even when the backend cannot
@@ -175,6 +230,25 @@ type RetiringToken struct {
 	TokenID string `json:"tokenID"`
 	// Backend holds the token.
 	Backend BackendStatusReference `json:"backend"`
+}
+
+// PreviousToken is a replaced token that still works while it drains.
+type PreviousToken struct {
+	// TokenID is the backend id of the old token.
+	TokenID string `json:"tokenID"`
+	// TokenHint is its last four characters.
+	// +optional
+	TokenHint string `json:"tokenHint,omitempty"`
+	// Backend holds the token.
+	Backend BackendStatusReference `json:"backend"`
+	// SupersededAt is when the Secret stopped holding it.
+	SupersededAt metav1.Time `json:"supersededAt"`
+	// RetireAt is when it is deactivated: supersededAt plus the grace period, or its backend
+	// expiry if that is earlier.
+	RetireAt metav1.Time `json:"retireAt"`
+	// LastUsedAt is when it last authenticated, from the backend's last-used information.
+	// +optional
+	LastUsedAt *metav1.Time `json:"lastUsedAt,omitempty"`
 }
 
 // APITokenStatus is what the operator observed and did.
@@ -236,6 +310,27 @@ type APITokenStatus struct {
 	// +optional
 	IssueSerial int64 `json:"issueSerial,omitempty"`
 
+	// RenewalTime is when the successor of the current token will be issued (scheduled
+	// rotation only).
+	// +optional
+	RenewalTime *metav1.Time `json:"renewalTime,omitempty"`
+
+	// PreviousTokens are replaced tokens still active while they drain, oldest first.
+	// +listType=map
+	// +listMapKey=tokenID
+	// +kubebuilder:validation:MaxItems=2
+	// +optional
+	PreviousTokens []PreviousToken `json:"previousTokens,omitempty"`
+
+	// Draining is the number of previousTokens, for kubectl's columns.
+	// +optional
+	Draining int32 `json:"draining,omitempty"`
+
+	// RevocationHandled is the last value of the tokens.statusops.dev/revoke-requested-at
+	// annotation that has been carried out.
+	// +optional
+	RevocationHandled string `json:"revocationHandled,omitempty"`
+
 	// RotationHandled is the last value of the tokens.statusops.dev/rotate-requested-at
 	// annotation that has been carried out; the same value never rotates twice.
 	// +optional
@@ -267,6 +362,8 @@ type APITokenStatus struct {
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiresAt`
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedAt`
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.draining`,priority=1
+// +kubebuilder:printcolumn:name="Renewal",type=string,JSONPath=`.status.renewalTime`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

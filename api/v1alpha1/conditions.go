@@ -81,6 +81,48 @@ const (
 	ReasonInvalidConfiguration = "InvalidConfiguration"
 )
 
+// Event reasons of an APIToken. Each has one meaning, so an alert or a `kubectl get events
+// --field-selector reason=...` can rely on it.
+const (
+	// EventIssued: a first token, or a fresh one after it was inactive, is in the Secret.
+	EventIssued = "Issued"
+	// EventReplaced: a new token replaced the current one (spec change, rotation, drift).
+	EventReplaced = "Replaced"
+	// EventRevokedOnBackend (Warning): the current token was found inactive or missing on the
+	// backend (revoked by hand in its UI) and was replaced.
+	EventRevokedOnBackend = "RevokedOnBackend"
+	// EventRevoked: the backend token was deactivated because the APIToken was deleted.
+	EventRevoked = "Revoked"
+	// EventExpired: spec.expiresAt was reached and the token deactivated.
+	EventExpired = "Expired"
+	// EventDeactivated: spec.active is false and the token was deactivated.
+	EventDeactivated = "Deactivated"
+	// EventPolicyDeactivated (Warning): a backend policy (allowedNamespaces,
+	// fullAccessNamespaces) no longer allows the token, and it was deactivated.
+	EventPolicyDeactivated = "PolicyDeactivated"
+	// EventFailed (Warning): the APIToken needs a person; the note says what to do.
+	EventFailed = "Failed"
+	// EventBackendMismatch (Warning): a create reply was refused (see ReasonBackendMismatch).
+	EventBackendMismatch = "BackendMismatch"
+	// EventSecretWriteFailed (Warning): the API server refused the Secret.
+	EventSecretWriteFailed = "SecretWriteFailed"
+	// EventRevocationSkipped (Warning): deleted with the skip-revoke annotation; the backend
+	// token may stay active.
+	EventRevocationSkipped = "RevocationSkipped"
+	// EventDeactivationAbandoned (Warning): a token to deactivate is on a backend object that
+	// no longer exists; it may stay active until it expires.
+	EventDeactivationAbandoned = "DeactivationAbandoned"
+	// EventPredecessorRetired: a replaced token was deactivated; the note says why (grace
+	// over, unused, superseded by a newer replacement, revoked).
+	EventPredecessorRetired = "PredecessorRetired"
+	// EventPredecessorStillInUse (Warning): a replaced token was still used when its grace
+	// period ended and was retired anyway; a consumer never picked up the new value.
+	EventPredecessorStillInUse = "PredecessorStillInUse"
+	// EventRetained (Warning): deletionPolicy Retain left tokens active that could not all be
+	// checked.
+	EventRetained = "Retained"
+)
+
 // Well-known labels and annotations.
 const (
 	// LabelManagedBy is put on every Secret the operator writes; the operator caches only
@@ -92,6 +134,9 @@ const (
 	LabelAPIToken = "tokens.statusops.dev/apitoken"
 	// AnnotationRotateRequestedAt: setting it to a new value replaces the token once.
 	AnnotationRotateRequestedAt = "tokens.statusops.dev/rotate-requested-at"
+	// AnnotationRevokeRequestedAt: setting it to a new value (a leaked token) issues a new
+	// token and deactivates every older one at once, with no overlap.
+	AnnotationRevokeRequestedAt = "tokens.statusops.dev/revoke-requested-at"
 	// AnnotationSkipRevoke set to "true" on an APIToken lets it be deleted without deactivating
 	// its backend token: the way out when a backend is gone for good. An Event says the backend
 	// token may still be active.

@@ -5,12 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strconv"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/statusops/apitoken-operator/internal/metrics"
@@ -25,8 +22,13 @@ func main() {
 		logFormat  string
 		qps        float64
 		burst      int
+		namespaced bool
 	)
-	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; \"0\" disables it.")
+	secureMetrics := flag.Bool("metrics-secure", true, "Serve metrics over HTTPS to authenticated and authorized clients only (a bearer token allowed to get the non-resource URL /metrics); false serves plain HTTP to anyone.")
+	flag.StringVar(&o.MetricsCertDir, "metrics-cert-path", "", "Directory holding the metrics server's certificate and key; empty generates a self-signed certificate.")
+	flag.StringVar(&o.MetricsCertName, "metrics-cert-name", "tls.crt", "File name of the metrics server's certificate in --metrics-cert-path.")
+	flag.StringVar(&o.MetricsKeyName, "metrics-cert-key", "tls.key", "File name of the metrics server's key in --metrics-cert-path.")
 	flag.StringVar(&o.PprofAddr, "pprof-bind-address", "0", "Address of the net/http/pprof endpoints, for profiling; \"0\" disables them.")
 	flag.StringVar(&o.HealthAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz endpoints.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica reconciles.")
@@ -35,6 +37,8 @@ func main() {
 	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
 	flag.IntVar(&o.IssuanceBudget, "issuance-budget", 5, "Most tokens one APIToken may have created within 10 minutes; past it the APIToken is Stalled (IssuanceLimited). Negative: no limit.")
+	flag.IntVar(&o.MaxInFlightPerBackend, "max-inflight-per-backend", 4, "Requests in flight to one backend at most; APITokens beyond it requeue shortly, so a hanging backend holds only this many workers. Negative: no cap.")
+	flag.BoolVar(&namespaced, "namespaced-backends", true, "Reconcile namespaced StatusBackends. Off allows only ClusterStatusBackends: a StatusBackend's URL is chosen by a tenant and called from the operator's network.")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to watch; empty watches all.")
 	flag.StringVar(&logLevel, "log-level", "info", "Log level: debug, info, error, or a number N for verbosity V(N).")
 	flag.StringVar(&logFormat, "log-format", "json", "Log format: json or console.")
@@ -42,16 +46,23 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 600, "Burst of queries to the Kubernetes API server.")
 	flag.Parse()
 
-	level, err := parseLevel(logLevel)
+	level, err := operator.ParseLogLevel(logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	ctrl.SetLogger(zap.New(zap.Level(level), zap.UseDevMode(logFormat == "console")))
+	// Every logger of the process (controller-runtime's, klog's, client-go's) is capped at
+	// operator.MaxVerbosity, whatever --log-level says: above it client-go logs Secret bodies.
+	if err := operator.SetGlobalLoggers(operator.NewLogger(level, logFormat == "console", nil), level); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	if soft := operator.SetMemoryLimitFromCgroup(); soft > 0 {
 		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
 	}
+	o.InsecureMetrics = !*secureMetrics
 	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
+	o.DisableNamespacedBackends = !namespaced
 	o.BackendObserver = metrics.NewBackendObserver()
 	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }
 
@@ -65,20 +76,4 @@ func main() {
 		ctrl.Log.Error(err, "Manager stopped")
 		os.Exit(1)
 	}
-}
-
-func parseLevel(s string) (zapcore.Level, error) {
-	switch s {
-	case "debug":
-		return zapcore.Level(-5), nil
-	case "info":
-		return zapcore.InfoLevel, nil
-	case "error":
-		return zapcore.ErrorLevel, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("--log-level must be debug, info, error or a verbosity number, not %q", s)
-	}
-	return zapcore.Level(-n), nil
 }

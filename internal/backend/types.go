@@ -14,7 +14,7 @@ type Permission string
 const (
 	// PermissionReadOnly allows GET, HEAD and OPTIONS on every resource.
 	PermissionReadOnly Permission = "read_only"
-	// PermissionFullAccess allows every method, including token management.
+	// PermissionFullAccess allows every method; token management also needs RoleAdmin.
 	PermissionFullAccess Permission = "full_access"
 )
 

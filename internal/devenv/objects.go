@@ -235,6 +235,8 @@ func (e *Env) startManager(ctx context.Context) error {
 	args := append([]string{
 		"--kubeconfig=" + e.ManagerKubeconfig,
 		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(e.Ports.ManagerMetrics),
+		// Plain HTTP on loopback: the quickstart scrapes with curl, without a token.
+		"--metrics-secure=false",
 		"--health-probe-bind-address=" + health,
 		"--leader-elect=false",
 		"--log-format=console",

@@ -3,12 +3,16 @@
 package operator
 
 import (
+	"cmp"
 	"context"
-
+	"crypto/tls"
 	"fmt"
-	"github.com/go-logr/logr"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/go-logr/logr"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,12 +20,14 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -32,6 +38,14 @@ import (
 // Options configure the manager. Zero values take the defaults of cmd/manager's flags.
 type Options struct {
 	MetricsAddr string
+	// InsecureMetrics serves metrics over plain HTTP to anyone who can reach the port. The
+	// default is HTTPS where only a bearer token allowed to get /metrics (a TokenReview and a
+	// SubjectAccessReview) may read them: the series carry token ids and namespaces. make dev
+	// and the bench scrape plainly.
+	InsecureMetrics bool
+	// MetricsCertDir holds the metrics server's certificate (MetricsCertName, MetricsKeyName;
+	// default tls.crt and tls.key); empty means a self-signed one generated at start.
+	MetricsCertDir, MetricsCertName, MetricsKeyName string
 	// PprofAddr serves net/http/pprof when set ("0" or empty: off).
 	PprofAddr               string
 	HealthAddr              string
@@ -40,6 +54,12 @@ type Options struct {
 	LeaderElectionNamespace string
 	SyncInterval            time.Duration
 	MaxConcurrentReconciles int
+	// MaxInFlightPerBackend caps the requests in flight to one backend (a bulkhead); calls
+	// beyond it fail at once and their APITokens requeue. 0 means 4; negative means no cap.
+	MaxInFlightPerBackend int
+	// DisableNamespacedBackends turns StatusBackends off (--namespaced-backends=false), for
+	// clusters that allow only cluster-scoped backends (a tenant's URL is an SSRF probe).
+	DisableNamespacedBackends bool
 	// WatchNamespaces limits the APITokens and StatusBackends watched; empty means all.
 	WatchNamespaces []string
 	// Clock is injected for tests; nil means time.Now.
@@ -109,7 +129,10 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		// object and are never read here.
 		DefaultTransform: trimForCache,
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: managed},
+			// Anyone who may create a Secret can give it the managed-by label: the cache
+			// keeps only what the operator reads and a hash of the token, so such Secrets
+			// cost bounded memory and no token value sits in the operator's heap.
+			&corev1.Secret{}: {Label: managed, Transform: chainTransforms(trimForCache, controllers.TrimManagedSecret)},
 		},
 	}
 	if len(o.WatchNamespaces) > 0 {
@@ -123,12 +146,16 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		logger = *o.Logger
 	}
 	logger = CapVerbosity(logger, MaxVerbosity)
+	metricsOpts, err := metricsServerOptions(o)
+	if err != nil {
+		return nil, err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Logger:                        logger,
 		Controller:                    config.Controller{SkipNameValidation: &o.SkipNameValidation},
 		Scheme:                        scheme,
 		Cache:                         cacheOpts,
-		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.HealthAddr,
 		PprofBindAddress:              o.PprofAddr,
 		LeaderElection:                o.LeaderElection,
@@ -163,10 +190,15 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err := mgr.Add(credCache); err != nil {
 		return nil, err
 	}
-	registry := controllers.NewBackendRegistry()
+	if o.MaxInFlightPerBackend == 0 {
+		o.MaxInFlightPerBackend = 4
+	}
+	registry := controllers.NewBackendRegistry(controllers.WithMaxInFlightPerBackend(o.MaxInFlightPerBackend))
 	checker := controllers.NewBackendChecker(mgr.GetAPIReader(), registry, newClient)
-	if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
-		return nil, err
+	if !o.DisableNamespacedBackends {
+		if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 	if err := (&controllers.ClusterStatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -176,17 +208,18 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		return nil, err
 	}
 	if err := (&controllers.APITokenReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Scheme:                  scheme,
-		Recorder:                mgr.GetEventRecorder("apitoken-operator"),
-		Registry:                registry,
-		Inventory:               inventory,
-		SecretMetadata:          credCache,
-		Clock:                   o.Clock,
-		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
-		AfterCreate:             o.AfterCreate,
-		IssuanceBudget:          issuanceBudget(o.IssuanceBudget),
+		Client:                     mgr.GetClient(),
+		APIReader:                  mgr.GetAPIReader(),
+		Scheme:                     scheme,
+		Recorder:                   mgr.GetEventRecorder("apitoken-operator"),
+		Registry:                   registry,
+		Inventory:                  inventory,
+		SecretMetadata:             credCache,
+		Clock:                      o.Clock,
+		MaxConcurrentReconciles:    o.MaxConcurrentReconciles,
+		AfterCreate:                o.AfterCreate,
+		IssuanceBudget:             issuanceBudget(o.IssuanceBudget),
+		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -202,6 +235,36 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		}
 	}
 	return mgr, nil
+}
+
+// metricsServerOptions serves metrics as the kubebuilder scaffold does: HTTPS with
+// controller-runtime's authentication and authorization filter unless InsecureMetrics.
+func metricsServerOptions(o Options) (metricsserver.Options, error) {
+	m := metricsserver.Options{BindAddress: o.MetricsAddr}
+	if o.InsecureMetrics {
+		return m, nil
+	}
+	m.SecureServing = true
+	m.FilterProvider = filters.WithAuthenticationAndAuthorization
+	// HTTP/2 is off, as in the scaffold: its stream handling had denial-of-service bugs
+	// (CVE-2023-44487, CVE-2023-39325) and a scraper needs only HTTP/1.1.
+	m.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
+	if o.MetricsCertDir == "" {
+		// controller-runtime looks for certificates in a default directory under /tmp
+		// before it generates a self-signed one; a directory of our own that never has
+		// any makes "no cert flags" mean self-signed, whatever /tmp holds.
+		m.CertDir = filepath.Join(os.TempDir(), "apitoken-operator-no-metrics-certs")
+		return m, nil
+	}
+	m.CertDir, m.CertName, m.KeyName = o.MetricsCertDir, o.MetricsCertName, o.MetricsKeyName
+	for _, f := range []string{cmp.Or(m.CertName, "tls.crt"), cmp.Or(m.KeyName, "tls.key")} {
+		// Without the files controller-runtime silently falls back to a self-signed
+		// certificate; a configured certificate that is missing is an error instead.
+		if _, err := os.Stat(filepath.Join(m.CertDir, f)); err != nil {
+			return m, fmt.Errorf("metrics certificate: %w", err)
+		}
+	}
+	return m, nil
 }
 
 // Run builds the manager and runs it until ctx ends.
@@ -223,11 +286,6 @@ func SplitNamespaces(s string) []string {
 	}
 	return out
 }
-
-// MaxVerbosity is the most verbose level the manager logs at. client-go logs request and
-// response bodies (which for a Secret include the token) at V(8) and headers at V(7), so
-// nothing above V(5) is ever written, whatever the configured level.
-const MaxVerbosity = 5
 
 // CapVerbosity drops every log line above V(max).
 func CapVerbosity(l logr.Logger, max int) logr.Logger {
@@ -280,14 +338,48 @@ func trimForCache(obj any) (any, error) {
 	return obj, nil
 }
 
+// chainTransforms applies the transforms in order. A ByObject transform replaces the
+// DefaultTransform rather than adding to it, hence the chain.
+func chainTransforms(fs ...toolscache.TransformFunc) toolscache.TransformFunc {
+	return func(obj any) (any, error) {
+		for _, f := range fs {
+			var err error
+			if obj, err = f(obj); err != nil {
+				return nil, err
+			}
+		}
+		return obj, nil
+	}
+}
+
 // trimSecretMetadata keeps of every Secret's metadata only what the operator reads: name,
-// namespace, labels and owner references. Annotations can be large (and, for a Secret applied
-// with kubectl, carry its data); they are dropped.
+// namespace, the managed-by label and the controller owner reference. Anyone who may create
+// a Secret can give it labels, annotations and owner references up to the object size limit,
+// and this cache holds every Secret in the cluster: the rest is dropped.
 func trimSecretMetadata(obj any) (any, error) {
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
 		m.SetAnnotations(nil)
 		m.SetFinalizers(nil)
+		m.SetLabels(managedByLabelOnly(m.GetLabels()))
+		m.SetOwnerReferences(controllerRefOnly(m.GetOwnerReferences()))
 	}
 	return obj, nil
+}
+
+// managedByLabelOnly keeps the managed-by label, which tells a foreign Secret from ours.
+func managedByLabelOnly(l map[string]string) map[string]string {
+	v, ok := l[tokensv1alpha1.LabelManagedBy]
+	if !ok {
+		return nil
+	}
+	return map[string]string{tokensv1alpha1.LabelManagedBy: v}
+}
+
+// controllerRefOnly keeps the controller owner reference, the one metav1.IsControlledBy reads.
+func controllerRefOnly(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	if ref := metav1.GetControllerOfNoCopy(&metav1.ObjectMeta{OwnerReferences: refs}); ref != nil {
+		return []metav1.OwnerReference{*ref}
+	}
+	return nil
 }

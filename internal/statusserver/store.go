@@ -323,6 +323,13 @@ func (s *Store) HasAdmin() bool {
 	return s.adminID != ""
 }
 
+// IsAdmin reports whether id is the bootstrap admin token.
+func (s *Store) IsAdmin(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return id != "" && s.adminID == id
+}
+
 func validateImportedValue(v string) error {
 	if len(v) < 16 || len(v) > 256 {
 		return errors.New("admin token must be 16 to 256 characters")

@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,7 +41,9 @@ func TestManagerNeedsOnlyTheShippedRBAC(t *testing.T) {
 
 	opts := envOptions(filepath.Join(t.TempDir(), "env"))
 	opts.ManagerImpersonation = true
-	opts.ManagerArgs = append(opts.ManagerArgs, "--leader-elect", "--leader-election-namespace="+installtest.Namespace)
+	// --metrics-secure=true (the default, which make dev turns off): the metrics endpoint's
+	// TokenReviews and SubjectAccessReviews run under the shipped RBAC too.
+	opts.ManagerArgs = append(opts.ManagerArgs, "--leader-elect", "--leader-election-namespace="+installtest.Namespace, "--metrics-secure=true")
 	managerLog := filepath.Join(opts.Dir, "logs", "manager.log")
 	// Runs last (cleanups are last in, first out), after every scenario and the manager's
 	// shutdown: whatever else failed, say what the API server refused.
@@ -91,6 +96,8 @@ func TestManagerNeedsOnlyTheShippedRBAC(t *testing.T) {
 			})
 		}
 	})
+
+	t.Run("MetricsForAuthorizedScrapersOnly", func(t *testing.T) { metricsForAuthorizedScrapersOnly(t, e) })
 
 	// Still the leader at the end: renewing the Lease was allowed throughout.
 	g.Expect(kubectl(t, e, "get", "lease", leaderElectionID, "-n", installtest.Namespace, "-o", "jsonpath={.spec.holderIdentity}")).
@@ -197,4 +204,45 @@ func TestForbiddenRequestsNamesTheMissingRule(t *testing.T) {
 	got, terminating = forbiddenRequests("all good\n")
 	g.Expect(got).To(BeEmpty())
 	g.Expect(terminating).To(BeZero())
+}
+
+// metricsForAuthorizedScrapersOnly: the manager, with only the shipped RBAC, checks scrapers
+// itself (issue 11, finding 3): no token is 401, a ServiceAccount bound to the shipped
+// metrics-reader ClusterRole reads the metrics, one without it is 403. A manager lacking
+// create on tokenreviews or subjectaccessreviews would answer 500 and log the refusal.
+func metricsForAuthorizedScrapersOnly(t *testing.T, e *devenv.Env) {
+	g := NewWithT(t)
+	ctx := t.Context()
+	kubectl(t, e, "create", "serviceaccount", "scraper", "-n", "default")
+	kubectl(t, e, "create", "serviceaccount", "stranger", "-n", "default")
+	kubectl(t, e, "create", "clusterrolebinding", "scraper-metrics", "--clusterrole=apitoken-operator-metrics-reader", "--serviceaccount=default:scraper")
+	token := func(sa string) string {
+		return strings.TrimSpace(kubectl(t, e, "create", "token", sa, "-n", "default"))
+	}
+	scraper, stranger := token("scraper"), token("stranger")
+	// The certificate is self-signed (no --metrics-cert-path); who may read is the point here.
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // self-signed by design
+	}}
+	url := fmt.Sprintf("https://127.0.0.1:%d/metrics", e.Ports.ManagerMetrics)
+	status := func(bearer string) (int, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return 0, err
+		}
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	// RBAC bindings reach the authorizer after a moment.
+	g.Eventually(func() (int, error) { return status(scraper) }).WithTimeout(30 * time.Second).Should(Equal(http.StatusOK))
+	g.Expect(status("")).To(Equal(http.StatusUnauthorized))
+	g.Expect(status(stranger)).To(Equal(http.StatusForbidden))
 }

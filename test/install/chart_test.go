@@ -81,6 +81,10 @@ func TestChartOptionalParts(t *testing.T) {
 		"--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.serviceMonitor.labels.release=prometheus")
 	monitors := byKind(objs, "ServiceMonitor")
 	g.Expect(monitors).To(HaveLen(1))
+	endpoints, _, _ := unstructured.NestedSlice(monitors[0].Object, "spec", "endpoints")
+	g.Expect(endpoints).To(HaveLen(1))
+	g.Expect(endpoints[0]).To(HaveKeyWithValue("scheme", "https"), "the secure endpoint is scraped over HTTPS")
+	g.Expect(endpoints[0]).To(HaveKey("bearerTokenFile"), "with Prometheus's ServiceAccount token")
 	g.Expect(monitors[0].GetLabels()).To(HaveKeyWithValue("release", "prometheus"))
 	svc := byKind(objs, "Service")
 	g.Expect(svc).To(HaveLen(1))
@@ -89,6 +93,34 @@ func TestChartOptionalParts(t *testing.T) {
 	for k, v := range sel {
 		g.Expect(svc[0].GetLabels()).To(HaveKeyWithValue(k, v), "the ServiceMonitor must select the metrics Service")
 	}
+}
+
+// TestChartInsecureMetrics: metrics.secure=false serves plain HTTP (--metrics-secure=false),
+// without the TokenReview/SubjectAccessReview grants and the metrics-reader role; by default
+// all three are there and the manager serves HTTPS.
+func TestChartInsecureMetrics(t *testing.T) {
+	g := NewWithT(t)
+	roleNames := func(objs []*unstructured.Unstructured) []string {
+		var out []string
+		for _, o := range byKind(objs, "ClusterRole") {
+			out = append(out, o.GetName())
+		}
+		return out
+	}
+	secure := helmTemplate(t, "apitoken-operator", installtest.Namespace)
+	g.Expect(managerDeployment(t, secure).Spec.Template.Spec.Containers[0].Args).To(ContainElement("--metrics-secure=true"))
+	g.Expect(roleNames(secure)).To(ContainElements("apitoken-operator-metrics-auth-role", "apitoken-operator-metrics-reader"))
+
+	objs := helmTemplate(t, "apitoken-operator", installtest.Namespace,
+		"--set", "metrics.secure=false", "--set", "metrics.serviceMonitor.enabled=true")
+	c := managerDeployment(t, objs).Spec.Template.Spec.Containers[0]
+	g.Expect(c.Args).To(ContainElement("--metrics-secure=false"))
+	g.Expect(roleNames(objs)).NotTo(ContainElements(ContainSubstring("metrics")))
+	g.Expect(byKind(objs, "ClusterRoleBinding")).To(HaveLen(1), "only the manager's")
+	g.Expect(c.Ports).To(ContainElement(HaveField("Name", "http-metrics")))
+	endpoints, _, _ := unstructured.NestedSlice(byKind(objs, "ServiceMonitor")[0].Object, "spec", "endpoints")
+	g.Expect(endpoints[0]).NotTo(HaveKey("scheme"))
+	g.Expect(endpoints[0]).To(HaveKeyWithValue("port", "http-metrics"))
 }
 
 // TestChartRejectsUnsafeValues: two managers without leader election would both issue tokens.

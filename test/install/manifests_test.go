@@ -77,7 +77,10 @@ func checkManagerDeployment(t *testing.T, objs []*unstructured.Unstructured, ima
 
 	c := pod.Containers[0]
 	g.Expect(c.Image).To(Equal(image))
-	g.Expect(c.Args).To(ContainElements("--leader-elect", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081"))
+	g.Expect(c.Args).To(ContainElements("--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"))
+	// Metrics name tokens and namespaces: only authorized scrapers may read them (issue 11).
+	g.Expect(c.Args).To(ContainElement("--metrics-secure=true"))
+	g.Expect(c.Args).NotTo(ContainElement("--metrics-secure=false"))
 	sc := c.SecurityContext
 	g.Expect(sc).NotTo(BeNil())
 	g.Expect(sc.AllowPrivilegeEscalation).To(HaveValue(BeFalse()))
@@ -101,7 +104,7 @@ func checkManagerDeployment(t *testing.T, objs []*unstructured.Unstructured, ima
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	g.Expect(ports).To(Equal(map[string]int32{"http-metrics": 8080, "health": 8081}))
+	g.Expect(ports).To(Equal(map[string]int32{"https": 8443, "health": 8081}))
 	g.Expect(c.LivenessProbe.HTTPGet.Port.String()).To(Equal("health"))
 
 	// The metrics Service selects the manager's Pods and targets the metrics port.
@@ -113,7 +116,7 @@ func checkManagerDeployment(t *testing.T, objs []*unstructured.Unstructured, ima
 		g.Expect(d.Spec.Template.Labels).To(HaveKeyWithValue(k, v), "Service selector %s=%s does not match the Pods", k, v)
 	}
 	g.Expect(svc.Spec.Ports).To(HaveLen(1))
-	g.Expect(svc.Spec.Ports[0].TargetPort.String()).To(Equal("http-metrics"))
+	g.Expect(svc.Spec.Ports[0].TargetPort.String()).To(Equal("https"))
 }
 
 // TestInstallYAMLAppliesToAPIServer creates the CRDs and the Namespace of dist/install.yaml
@@ -132,7 +135,7 @@ func TestInstallYAMLAppliesToAPIServer(t *testing.T) {
 	}
 	g.Expect(kinds).To(Equal(map[string]int{
 		"Namespace": 1, "CustomResourceDefinition": 3, "ServiceAccount": 1,
-		"ClusterRole": 3, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1,
+		"ClusterRole": 5, "ClusterRoleBinding": 2, "Role": 1, "RoleBinding": 1,
 		"Deployment": 1, "Service": 1,
 	}))
 	applyForRealThenDryRun(t, objs)

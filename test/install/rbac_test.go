@@ -80,6 +80,15 @@ var managerClusterPermissions = []permission{
 		"records the Issued, Replaced, Expired, Deactivated, Revoked and Failed Events users see in kubectl describe (mgr.GetEventRecorder writes events.k8s.io/v1 Events)", false},
 }
 
+// metricsAuthPermissions is what config/rbac/metrics_auth_role.yaml grants the manager,
+// cluster-wide: the metrics endpoint (--metrics-secure, the default) checks each scraper.
+var metricsAuthPermissions = []permission{
+	{"authentication.k8s.io", "tokenreviews", []string{"create"},
+		"the metrics endpoint authenticates each scraper's bearer token with a TokenReview (controller-runtime's filters.WithAuthenticationAndAuthorization)", false},
+	{"authorization.k8s.io", "subjectaccessreviews", []string{"create"},
+		"the metrics endpoint asks whether the scraper may get the non-resource URL /metrics", false},
+}
+
 // leaderElectionPermissions is what the leader-election Role grants, in the operator's
 // namespace only.
 var leaderElectionPermissions = []permission{
@@ -239,7 +248,8 @@ func checkShippedPermissions(t *testing.T, objs []*unstructured.Unstructured, sa
 
 	got, problems := flattenRules(cluster)
 	g.Expect(problems).To(BeEmpty())
-	extra, missing := compareGrants(got, grants(managerClusterPermissions, false), grants(managerClusterPermissions, true))
+	clusterWide := slices.Concat(managerClusterPermissions, metricsAuthPermissions)
+	extra, missing := compareGrants(got, grants(clusterWide, false), grants(clusterWide, true))
 	g.Expect(extra).To(BeEmpty(), "cluster-wide grants beyond the allow-list")
 	g.Expect(missing).To(BeEmpty(), "cluster-wide grants the operator needs")
 
@@ -331,6 +341,7 @@ func TestImpersonatedServiceAccount(t *testing.T) {
 		must = append(must, checksFor(managerClusterPermissions, ns, clusterScoped)...)
 	}
 	must = append(must, checksFor(managerClusterPermissions, "", nil)...) // cluster-wide list/watch
+	must = append(must, checksFor(metricsAuthPermissions, "", nil)...)
 	must = append(must, checksFor(leaderElectionPermissions, installtest.Namespace, nil)...)
 
 	mustNot := []accessCheck{
@@ -357,6 +368,8 @@ func TestImpersonatedServiceAccount(t *testing.T) {
 		{"", "serviceaccounts", "", "impersonate", team.Name},
 		{"apiextensions.k8s.io", "customresourcedefinitions", "", "update", ""},
 		{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "create", ""},
+		{"authentication.k8s.io", "tokenreviews", "", "delete", ""},
+		{"", "serviceaccounts", "token", "create", installtest.Namespace},
 	}
 
 	// The RBAC authorizer sees new bindings after a short delay.

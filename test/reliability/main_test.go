@@ -100,7 +100,8 @@ func newScenario(t *testing.T, latency time.Duration) *harness.Scenario {
 // startManager adds and starts a manager.
 func startManager(t *testing.T, s *harness.Scenario, args ...string) *harness.Manager {
 	t.Helper()
-	m, err := s.NewManager(args...)
+	// The scenarios scrape the metrics plainly, on loopback (Scenario.Scrape).
+	m, err := s.NewManager(append([]string{"--metrics-secure=false"}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,3 +41,8 @@ control-plane: controller-manager
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The name of the metrics port: https when the endpoint is secure. */}}
+{{- define "apitoken-operator.metricsPortName" -}}
+{{- if .Values.metrics.secure }}https{{ else }}http-metrics{{ end }}
+{{- end }}

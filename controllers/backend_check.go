@@ -1,0 +1,270 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+)
+
+// BackendCheckInterval is how often a Ready backend's credential is checked again.
+const BackendCheckInterval = 5 * time.Minute
+
+// BackendCheckTimeout bounds one check (GET /api_tokens/self). It is short so that a
+// backend that never answers holds a backend worker for seconds, not the client's 10 s.
+const BackendCheckTimeout = 3 * time.Second
+
+// BackendClientFactory builds a protocol client; tests and metrics wrap it.
+type BackendClientFactory func(o backend.Options) (backend.Client, error)
+
+// DefaultBackendClientFactory builds the HTTP client.
+func DefaultBackendClientFactory(o backend.Options) (backend.Client, error) { return backend.New(o) }
+
+// BackendChecker resolves a backend's credential and checks it against the backend. The
+// StatusBackend and ClusterStatusBackend reconcilers share it, and with it the registry,
+// the per-namespace check slots and the list of who reads which credentials Secret.
+type BackendChecker struct {
+	// APIReader reads credentials Secrets uncached: the operator caches only the Secrets it
+	// manages, so unrelated Secrets cost no memory.
+	APIReader client.Reader
+	Registry  *BackendRegistry
+	NewClient BackendClientFactory
+
+	slots checkSlots
+	users credentialUsers
+}
+
+// NewBackendChecker returns a checker that registers Ready backends in reg.
+func NewBackendChecker(apiReader client.Reader, reg *BackendRegistry, newClient BackendClientFactory) *BackendChecker {
+	return &BackendChecker{APIReader: apiReader, Registry: reg, NewClient: newClient}
+}
+
+// backendInputs is everything one check gathered; classifyBackend decides on it alone.
+type backendInputs struct {
+	key BackendKey
+	// secretRef and dataKey locate the credential.
+	secretRef types.NamespacedName
+	dataKey   string
+	// secret is the credentials Secret's metadata; nil when it does not exist.
+	secret *metav1.ObjectMeta
+	// readErr: reading the Secret failed for another reason than NotFound.
+	readErr error
+	// noValue: the Secret exists but the key is missing or empty.
+	noValue bool
+	// clientErr: no client can be built from spec.url and spec.caBundle.
+	clientErr error
+	// selectorErr: allowedNamespaces or fullAccessNamespaces is not a valid selector.
+	selectorErr error
+	// self is the credential's token object, or selfErr why it could not be read.
+	self    *backend.Token
+	selfErr error
+
+	// client, url and fingerprint are what gets registered when the check succeeds.
+	client      backend.Client
+	url         string
+	fingerprint string
+}
+
+// registryAction is what a check does to the backend's registry entry.
+type registryAction int
+
+const (
+	registryRemove registryAction = iota
+	registrySet
+	// registryKeep: the check could not tell (the Secret could not be read); the last
+	// verdict stands.
+	registryKeep
+)
+
+// checkResult is the outcome of a backend check: the Ready condition, the registry update
+// and when to check again.
+type checkResult struct {
+	status   metav1.ConditionStatus
+	reason   string
+	message  string
+	retry    time.Duration
+	registry registryAction
+}
+
+// gather reads the credential, builds (or reuses) the client and asks the backend who the
+// credential is, within BackendCheckTimeout.
+func (c *BackendChecker) gather(ctx context.Context, key BackendKey, spec tokensv1alpha1.StatusBackendSpec, secretRef types.NamespacedName, selectors ...*metav1.LabelSelector) backendInputs {
+	in := backendInputs{key: key, secretRef: secretRef, dataKey: spec.CredentialsSecretRef.Key, url: spec.URL}
+	if in.dataKey == "" {
+		in.dataKey = tokensv1alpha1.SecretKeyToken
+	}
+	for _, sel := range selectors {
+		if _, err := metav1.LabelSelectorAsSelector(sel); err != nil && in.selectorErr == nil {
+			in.selectorErr = err
+		}
+	}
+	value, ok := c.readCredential(ctx, &in)
+	if !ok {
+		return in
+	}
+	sum := sha256.New()
+	sum.Write([]byte(spec.URL))
+	sum.Write(spec.CABundle)
+	sum.Write(value)
+	in.fingerprint = hex.EncodeToString(sum.Sum(nil))
+	// Reuse the registered client (and its connections) while nothing about it changed.
+	cl, fingerprint, registered := c.Registry.checkedClient(key)
+	if !registered || fingerprint != in.fingerprint {
+		cl, in.clientErr = c.NewClient(backend.Options{BaseURL: spec.URL, Token: backend.SecretValue(strings.TrimRight(string(value), "\r\n ")), CABundle: spec.CABundle})
+		if in.clientErr != nil {
+			return in
+		}
+	}
+	in.client = cl
+	checkCtx, cancel := context.WithTimeout(ctx, BackendCheckTimeout)
+	defer cancel()
+	in.self, in.selfErr = cl.Self(checkCtx)
+	return in
+}
+
+// readCredential reads the credential value; ok is false when there is none to use.
+func (c *BackendChecker) readCredential(ctx context.Context, in *backendInputs) ([]byte, bool) {
+	var secret corev1.Secret
+	if err := c.APIReader.Get(ctx, in.secretRef, &secret); err != nil {
+		if !apierrors.IsNotFound(err) {
+			in.readErr = err
+		}
+		return nil, false
+	}
+	in.secret = secret.ObjectMeta.DeepCopy()
+	value := secret.Data[in.dataKey]
+	if len(value) == 0 {
+		in.noValue = true
+		return nil, false
+	}
+	return value, true
+}
+
+// classifyBackend turns what a check gathered into its outcome. It is pure: every case is
+// a row of TestClassifyBackend.
+func classifyBackend(in backendInputs) checkResult {
+	secret := in.secretRef.String()
+	switch {
+	case in.selectorErr != nil:
+		return notReady(tokensv1alpha1.ReasonInvalidConfiguration,
+			fmt.Sprintf("spec.allowedNamespaces or spec.fullAccessNamespaces is not a valid label selector: %v", in.selectorErr), 0)
+	case in.readErr != nil:
+		return checkResult{metav1.ConditionUnknown, tokensv1alpha1.ReasonCredentialsNotFound,
+			fmt.Sprintf("Reading Secret %s failed: %v", secret, in.readErr), 10 * time.Second, registryKeep}
+	case in.secret == nil:
+		return notReady(tokensv1alpha1.ReasonCredentialsNotFound,
+			fmt.Sprintf("Secret %s does not exist: create it with the backend's admin token under the key %q.", secret, in.dataKey), 0)
+	case in.noValue:
+		return notReady(tokensv1alpha1.ReasonCredentialsNotFound,
+			fmt.Sprintf("Secret %s has no key %q: put the backend's admin token under that key or set spec.credentialsSecretRef.key.", secret, in.dataKey), 0)
+	case in.clientErr != nil:
+		return notReady(tokensv1alpha1.ReasonInvalidConfiguration,
+			fmt.Sprintf("The backend cannot be used as configured: %v. Fix spec.url or spec.caBundle.", in.clientErr), 0)
+	case in.selfErr != nil:
+		return pingFailure(in.key, in.selfErr, secret)
+	case in.self.Role != backend.RoleAdmin:
+		return notReady(tokensv1alpha1.ReasonCredentialsInvalid,
+			fmt.Sprintf("The token in Secret %s is a %s token without the admin role: token management (issuing and deactivating tokens) needs the admin role of the backend. Put the backend's admin credential there (its bootstrap token, or one an administrator gave the admin role).", secret, in.self.Permission), 0)
+	}
+	return checkResult{metav1.ConditionTrue, tokensv1alpha1.ReasonPingSucceeded,
+		"The backend answered with the credential; tokens can be issued.", BackendCheckInterval, registrySet}
+}
+
+func notReady(reason, message string, retry time.Duration) checkResult {
+	return checkResult{metav1.ConditionFalse, reason, message, retry, registryRemove}
+}
+
+// pingFailure classifies a failed GET /api_tokens/self.
+func pingFailure(key BackendKey, err error, secret string) checkResult {
+	var be *backend.Error
+	switch {
+	case backend.IsUnauthorized(err):
+		return notReady(tokensv1alpha1.ReasonCredentialsInvalid,
+			fmt.Sprintf("The backend rejected the token in Secret %s (401): it is unknown, deactivated or expired. Put the backend's admin token there.", secret), 0)
+	case backend.IsForbidden(err):
+		return notReady(tokensv1alpha1.ReasonCredentialsInvalid,
+			fmt.Sprintf("The backend refused the token in Secret %s (403). Put the backend's admin token there.", secret), 0)
+	case errors.As(err, &be) && be.Kind == backend.KindProtocol:
+		return notReady(tokensv1alpha1.ReasonBackendUnreachable,
+			fmt.Sprintf("The URL does not answer as a status backend: %s. Check spec.url (it must end in the API root, e.g. /api/v3).", DescribeBackendError(key, err)), 30*time.Second)
+	}
+	retry := backend.RetryAfter(err)
+	if retry == 0 {
+		// One cheap call per backend; a recovered backend wakes its tokens at once.
+		retry = 5 * time.Second
+	}
+	return notReady(tokensv1alpha1.ReasonBackendUnreachable,
+		fmt.Sprintf("The backend could not be reached: %s. It is checked again in %s.", DescribeBackendError(key, err), retry.Round(time.Second)), retry)
+}
+
+// DescribeBackendError says what went wrong with a call to a backend, for a status message.
+// A ClusterStatusBackend is written by a cluster admin, so its errors keep their detail. A
+// StatusBackend's URL is chosen by a tenant and is called from the operator's network
+// position: its errors are reduced to a category ("connection refused", "timed out", ...),
+// never an address, a server message or an echoed body, so status is no port scanner.
+func DescribeBackendError(key BackendKey, err error) string {
+	if key.Kind != tokensv1alpha1.BackendKindStatusBackend {
+		return err.Error()
+	}
+	return backendErrorCategory(err)
+}
+
+// backendErrorCategory names the kind of failure without any text from the far side.
+func backendErrorCategory(err error) string {
+	var (
+		be        *backend.Error
+		dnsErr    *net.DNSError
+		tlsVerify *tls.CertificateVerificationError
+		tlsRecord tls.RecordHeaderError
+		tlsAlert  tls.AlertError
+		netErr    net.Error
+	)
+	switch {
+	case IsBackendBusy(err):
+		return "busy (too many requests in flight from the operator)"
+	case errors.As(err, &be) && be.StatusCode != 0:
+		return httpCategory(be.StatusCode)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timed out"
+	case errors.As(err, &dnsErr):
+		return "DNS lookup failed"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(err, &tlsVerify), errors.As(err, &tlsRecord), errors.As(err, &tlsAlert),
+		strings.Contains(err.Error(), "tls:"), strings.Contains(err.Error(), "x509:"),
+		strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return "TLS handshake failed"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by the server"
+	case errors.As(err, &be) && be.Kind == backend.KindProtocol:
+		return "not a status backend"
+	}
+	return "request failed"
+}
+
+func httpCategory(code int) string {
+	switch {
+	case code == http.StatusTooManyRequests:
+		return "rate limited (HTTP 429)"
+	case code >= 500:
+		return fmt.Sprintf("server error (HTTP %d)", code)
+	}
+	return fmt.Sprintf("not a status backend (HTTP %d)", code)
+}
