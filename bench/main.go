@@ -28,6 +28,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/reliability/harness"
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
@@ -250,6 +251,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	readyAt := time.Now()
 	time.Sleep(2 * time.Second) // let trailing writes (events) land before counting
 	apiAfter, err := apiWrites(ctx, cp.Config)
 	if err != nil {
@@ -302,9 +304,14 @@ func run(o options) error {
 	logf("restart: every token re-verified %.2fs after the process started; %d backend writes", res.RestartSeconds, res.RestartBackendWrites)
 
 	// 5. Idle: nothing changes; what does a sync interval cost the backend? The restarted
-	// manager's first sync (a full list) is let pass first.
+	// manager's first sync (a full list) is let pass first, and so are the walks whose
+	// overlap still reaches back to the last issuance: "idle" is nothing changed since.
 	if o.idleIntervals > 0 {
-		time.Sleep(time.Until(restartBegin.Add(2 * o.syncInterval)))
+		idleFrom := restartBegin.Add(2 * o.syncInterval)
+		if t := readyAt.Add(controllers.DefaultInventoryOverlap + 2*o.syncInterval); t.After(idleFrom) {
+			idleFrom = t
+		}
+		time.Sleep(time.Until(idleFrom))
 		b0 := be.Stats()
 		time.Sleep(time.Duration(o.idleIntervals) * o.syncInterval)
 		b1 := be.Stats()

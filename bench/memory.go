@@ -86,22 +86,26 @@ func liveHeap(m *harness.Manager, pprofAddr, topPath string) (float64, error) {
 		return 0, err
 	}
 	live, _ := metric(string(data), "go_memstats_heap_alloc_bytes")
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=40", "-sample_index=inuse_space", prof.Name()).CombinedOutput()
-	if err != nil {
-		return live / (1 << 20), fmt.Errorf("go tool pprof: %v: %s", err, top)
-	}
-	// The first lines name the temporary file and the build; keep the table.
-	lines := strings.Split(string(top), "\n")
-	for i, l := range lines {
-		if strings.HasPrefix(l, "Showing") || strings.HasPrefix(l, "Type:") {
-			lines = lines[i:]
-			break
+	var report []string
+	for _, order := range []string{"-flat", "-cum"} {
+		top, err := exec.Command("go", "tool", "pprof", "-top", order, "-nodecount=35", "-sample_index=inuse_space", prof.Name()).CombinedOutput()
+		if err != nil {
+			return live / (1 << 20), fmt.Errorf("go tool pprof: %v: %s", err, top)
 		}
+		// The first lines name the temporary file and the build; keep the table.
+		lines := strings.Split(string(top), "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "Type:") {
+				lines = lines[i:]
+				break
+			}
+		}
+		report = append(report, "# go tool pprof -top "+order+" (live heap after a forced GC)", strings.Join(lines, "\n"))
 	}
 	if err := os.MkdirAll(filepath.Dir(topPath), 0o755); err != nil {
 		return live / (1 << 20), err
 	}
-	return live / (1 << 20), os.WriteFile(topPath, []byte(strings.Join(lines, "\n")), 0o644)
+	return live / (1 << 20), os.WriteFile(topPath, []byte(strings.Join(report, "\n")), 0o644)
 }
 
 // loadSampler samples the one-minute load average every ten seconds: the machine is shared,
