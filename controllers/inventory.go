@@ -136,8 +136,9 @@ func equalTimePtr(a, b *time.Time) bool {
 
 // inventoryWalk is how one registration of a backend is listed.
 type inventoryWalk struct {
-	// client is the registered client this walk belongs to: a new registration (after an
-	// outage or a change of URL or credential) starts over with a full list.
+	// client is the registered (unwrapped) client this walk belongs to: a new registration
+	// (after an outage or a change of URL or credential) starts over with a full list, a
+	// periodic re-check of the same one does not.
 	client backend.Client
 	// featuresRead: GET /ping's features were read (once per registration).
 	featuresRead bool
@@ -225,11 +226,14 @@ func (i *Inventory) Refresh(ctx context.Context) {
 		}
 	}
 	for _, key := range keys {
+		// cl is capped by the backend's in-flight limit, like every token call; raw is the
+		// checked client itself, which stays the same object while the registration lasts.
 		cl, _, ok := i.Registry.Get(key)
-		if !ok {
+		raw, _, rawOK := i.Registry.checkedClient(key)
+		if !ok || !rawOK {
 			continue
 		}
-		snap, err := i.walk(ctx, log, key, cl)
+		snap, err := i.walk(ctx, log, key, cl, raw)
 		if err != nil {
 			log.Info("Listing backend tokens failed; keeping the previous inventory", "backend", key.String(), "error", err.Error())
 			continue
@@ -241,11 +245,12 @@ func (i *Inventory) Refresh(ctx context.Context) {
 	}
 }
 
-// walk lists one backend and returns its new snapshot.
-func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, cl backend.Client) (*inventorySnapshot, error) {
+// walk lists one backend through cl and returns its new snapshot; raw identifies the
+// registration and answers the features.
+func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, cl, raw backend.Client) (*inventorySnapshot, error) {
 	w := i.walks[key]
-	if w == nil || !sameClient(w.client, cl) {
-		w = &inventoryWalk{client: cl}
+	if w == nil || !sameClient(w.client, raw) {
+		w = &inventoryWalk{client: raw}
 		i.walks[key] = w
 	}
 	if !w.featuresRead {

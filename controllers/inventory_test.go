@@ -64,7 +64,9 @@ func newInventoryFixture(t *testing.T, skew time.Duration, opts ...servertest.Op
 	t.Helper()
 	clock := servertest.NewClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
 	srv := servertest.Start(t, append([]servertest.Option{servertest.WithClock(clock.Now)}, opts...)...)
-	f := &inventoryFixture{t: t, srv: srv, clock: clock, reg: NewBackendRegistry(), logs: &logLines{},
+	// The registry caps in-flight requests as the manager's does, so the inventory sees the
+	// wrapped client a reconcile sees.
+	f := &inventoryFixture{t: t, srv: srv, clock: clock, reg: NewBackendRegistry(WithMaxInFlightPerBackend(4)), logs: &logLines{},
 		key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "b"}}
 	f.ctx = logf.IntoContext(context.Background(), funcr.New(func(prefix, args string) {
 		f.logs.mu.Lock()
@@ -290,13 +292,20 @@ func TestInventoryWithoutUpdatedSince(t *testing.T) {
 }
 
 // TestInventoryReregistrationListsInFull: a new registration (after an outage, or a new URL
-// or credential) reads the features again and lists everything before going incremental.
+// or credential) reads the features again and lists everything before going incremental; a
+// re-check that keeps the client does not.
 func TestInventoryReregistrationListsInFull(t *testing.T) {
 	g := NewWithT(t)
 	f := newInventoryFixture(t, 0)
 	f.issueMany(150)
 	f.clock.Advance(time.Minute)
 	f.refresh()
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
+
+	// The periodic re-check sets the same client again (the registry wraps it anew): the
+	// same registration, still incremental.
+	f.register(f.admin)
 	f.clock.Advance(time.Minute)
 	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
 
