@@ -277,7 +277,8 @@ func run(o options) error {
 	res.BackendWritesPerToken = float64(beAfter.WriteRequests-beBefore.WriteRequests) / float64(o.n)
 	logf("ready: %d in %.2fs (%.0f/s, %.2fx floor); API writes/token %.2f (%.2f with events) %v; backend writes/token %.2f",
 		o.n, res.ReadySeconds, res.TokensPerSecond, res.RatioToFloor, res.APIWritesPerToken, res.APIWritesPerTokenEvents, res.APIWritesByKind, res.BackendWritesPerToken)
-	live, err := liveHeap(mgr, pprofAddr, filepath.Join(testenv.RepoRoot(), "bench", strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top.txt"))
+	// The profile's summary goes next to the results file: bench/n<N>-heap-top.txt.
+	live, err := liveHeap(mgr, pprofAddr, filepath.Join(filepath.Dir(o.out), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top.txt"))
 	if err != nil {
 		logf("live heap not measured: %v", err)
 	}
