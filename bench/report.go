@@ -234,7 +234,7 @@ func format(metric string, v float64) string {
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case metric == "tokens_per_second":
 		return strconv.FormatFloat(v, 'f', 0, 64)
-	case strings.Contains(metric, "ratio") || strings.Contains(metric, "seconds") || strings.Contains(metric, "per_sync"):
+	case strings.Contains(metric, "per_token") || strings.Contains(metric, "ratio") || strings.Contains(metric, "seconds") || strings.Contains(metric, "per_sync"):
 		return strconv.FormatFloat(v, 'f', 2, 64)
 	default:
 		return strconv.FormatFloat(v, 'f', 1, 64)
