@@ -213,11 +213,18 @@ test-reliability: controlplane ## Run the full reliability scenarios (kills, fai
 
 ##@ Benchmarks
 
-# N APITokens; BACKEND_LATENCY is added to every backend request (a Go duration).
+# N APITokens; BACKEND_LATENCY is added to every backend request (a Go duration). CHECK=1
+# fails the target when a row of bench/results-n*.json misses a target of docs/performance.md.
 N ?= 1000
 BACKEND_LATENCY ?= 0ms
 BENCH_FLAGS ?=
+CHECK ?=
 
 .PHONY: bench
-bench: controlplane ## Measure the operator against the API server's floor (N=1000 BACKEND_LATENCY=0ms); writes bench/results.json.
+bench: controlplane ## Measure the operator against the API server's floor (N=1000 BACKEND_LATENCY=0ms CHECK=1); writes bench/results-n$(N).json, then the figures in docs/performance.md.
 	go run ./bench -n $(N) -backend-latency $(BACKEND_LATENCY) $(BENCH_FLAGS)
+	go run ./bench -report $(if $(CHECK),-check)
+
+.PHONY: bench-report
+bench-report: ## Regenerate docs/performance.md's figures and bench/plot.svg from bench/results-n*.json (CHECK=1 fails on a missed target).
+	go run ./bench -report $(if $(CHECK),-check)

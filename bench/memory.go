@@ -1,0 +1,168 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/statusops/apitoken-operator/internal/reliability/harness"
+)
+
+// memorySampler keeps the manager's peak RSS (VmHWM, which the kernel keeps per process, so
+// it is read before each stop) and the largest heap in use, sampled every two seconds.
+type memorySampler struct {
+	m    *harness.Manager
+	res  *Results
+	mu   sync.Mutex
+	done chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startMemorySampler(m *harness.Manager, res *Results) *memorySampler {
+	s := &memorySampler{m: m, res: res, done: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+				s.sample()
+			}
+		}
+	}()
+	return s
+}
+
+func (s *memorySampler) sample() {
+	hwm := procStatus(s.m.Pid(), "VmHWM")
+	heap := heapMiB(s.m)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.res.RSSMiBPeak = max(s.res.RSSMiBPeak, hwm)
+	s.res.HeapMiB = max(s.res.HeapMiB, heap)
+}
+
+func (s *memorySampler) stop() {
+	s.sample()
+	close(s.done)
+	s.wg.Wait()
+}
+
+// liveHeap forces a collection in the manager (pprof's heap?gc=1), returns the heap left
+// (go_memstats_heap_alloc_bytes) and writes the profile's top entries to topPath, which
+// says what holds the heap.
+func liveHeap(m *harness.Manager, pprofAddr, topPath string) (float64, error) {
+	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("pprof heap: %s", resp.Status)
+	}
+	prof, err := os.CreateTemp("", "bench-heap-*.pb.gz")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(prof.Name())
+	if _, err := io.Copy(prof, resp.Body); err != nil {
+		prof.Close()
+		return 0, err
+	}
+	prof.Close()
+	data, err := m.Scrape()
+	if err != nil {
+		return 0, err
+	}
+	live, _ := metric(string(data), "go_memstats_heap_alloc_bytes")
+	var report []string
+	for _, order := range []string{"-flat", "-cum"} {
+		top, err := exec.Command("go", "tool", "pprof", "-top", order, "-nodecount=35", "-sample_index=inuse_space", prof.Name()).CombinedOutput()
+		if err != nil {
+			return live / (1 << 20), fmt.Errorf("go tool pprof: %v: %s", err, top)
+		}
+		// The first lines name the temporary file and the build; keep the table.
+		lines := strings.Split(string(top), "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "Type:") {
+				lines = lines[i:]
+				break
+			}
+		}
+		report = append(report, "# go tool pprof -top "+order+" (live heap after a forced GC)", strings.Join(lines, "\n"))
+	}
+	if err := os.MkdirAll(filepath.Dir(topPath), 0o755); err != nil {
+		return live / (1 << 20), err
+	}
+	return live / (1 << 20), os.WriteFile(topPath, []byte(strings.Join(report, "\n")), 0o644)
+}
+
+// loadSampler samples the one-minute load average every ten seconds: the machine is shared,
+// and a figure means little without how busy it was.
+type loadSampler struct {
+	mu      sync.Mutex
+	samples []float64
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startLoadSampler() *loadSampler {
+	s := &loadSampler{done: make(chan struct{})}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			s.sample()
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *loadSampler) sample() {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return
+	}
+	f := strings.Fields(string(data))
+	if len(f) == 0 {
+		return
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.samples = append(s.samples, v)
+	s.mu.Unlock()
+}
+
+func (s *loadSampler) stop() (mean, peak float64) {
+	close(s.done)
+	s.wg.Wait()
+	for _, v := range s.samples {
+		mean += v
+		peak = max(peak, v)
+	}
+	if len(s.samples) > 0 {
+		mean /= float64(len(s.samples))
+	}
+	return mean, peak
+}

@@ -1,0 +1,381 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/statusserver"
+	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
+	"github.com/statusops/apitoken-operator/internal/testenv"
+)
+
+// The inventory tests run the reference backend over real HTTP on loopback, and count its
+// requests; the APIToken side is a fake client (the inventory only lists APITokens to wake
+// them), so they need no control plane.
+
+// inventoryFixture is a backend with a manual clock, registered in a registry, and an
+// inventory over it.
+type inventoryFixture struct {
+	t     *testing.T
+	ctx   context.Context
+	srv   *servertest.Instance
+	clock *servertest.Clock
+	admin *backend.HTTPClient
+	reg   *BackendRegistry
+	key   BackendKey
+	inv   *Inventory
+	logs  *logLines
+}
+
+// logLines collects the inventory's log messages.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.lines {
+		if strings.Contains(s, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// newInventoryFixture starts a backend; skew is how far the operator's clock is ahead of the
+// backend's.
+func newInventoryFixture(t *testing.T, skew time.Duration, opts ...servertest.Option) *inventoryFixture {
+	t.Helper()
+	clock := servertest.NewClock(time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC))
+	srv := servertest.Start(t, append([]servertest.Option{servertest.WithClock(clock.Now)}, opts...)...)
+	// The registry caps in-flight requests as the manager's does, so the inventory sees the
+	// wrapped client a reconcile sees.
+	f := &inventoryFixture{t: t, srv: srv, clock: clock, reg: NewBackendRegistry(WithMaxInFlightPerBackend(4)), logs: &logLines{},
+		key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "b"}}
+	f.ctx = logf.IntoContext(context.Background(), funcr.New(func(prefix, args string) {
+		f.logs.mu.Lock()
+		f.logs.lines = append(f.logs.lines, args)
+		f.logs.mu.Unlock()
+	}, funcr.Options{}))
+	f.admin = f.newClient()
+	f.register(f.admin)
+	reader := fake.NewClientBuilder().WithScheme(testenv.Scheme).
+		WithIndex(&tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
+			return backendsOf(o.(*tokensv1alpha1.APIToken))
+		}).Build()
+	f.inv = NewInventory(f.reg, reader, time.Minute, func() time.Time { return clock.Now().Add(skew) })
+	return f
+}
+
+func (f *inventoryFixture) newClient() *backend.HTTPClient {
+	f.t.Helper()
+	c, err := backend.New(backend.Options{BaseURL: f.srv.URL, Token: backend.SecretValue(f.srv.AdminToken)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+// register puts c in the registry as the backend's client, as a successful check does.
+func (f *inventoryFixture) register(c backend.Client) {
+	f.reg.Set(f.ctx, f.key, &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: f.key.Name}}, c, f.srv.URL, fmt.Sprintf("%p", c))
+}
+
+// issue creates a token the way the operator does (our label, external_id set).
+func (f *inventoryFixture) issue(name, externalID string, expires *time.Time) *backend.CreatedToken {
+	f.t.Helper()
+	ct, err := f.admin.CreateToken(f.ctx, "key-"+name, backend.CreateRequest{Name: name, Permission: backend.PermissionReadOnly,
+		ExternalID: externalID, Labels: backendTokenLabels, ExpiresAt: expires})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ct
+}
+
+// issueMany creates n tokens on 8 workers.
+func (f *inventoryFixture) issueMany(n int) {
+	f.t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				name := fmt.Sprintf("many-%04d", i)
+				if _, err := f.admin.CreateToken(f.ctx, "key-"+name, backend.CreateRequest{Name: name, Permission: backend.PermissionReadOnly,
+					ExternalID: "uid-" + name, Labels: backendTokenLabels}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		f.t.Fatal(err)
+	}
+}
+
+// use makes one authenticated request with the token's value, which stamps last_used_at.
+func (f *inventoryFixture) use(ct *backend.CreatedToken) {
+	f.t.Helper()
+	c, err := backend.New(backend.Options{BaseURL: f.srv.URL, Token: ct.Value})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if _, err := c.Self(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// refresh runs one sync interval and returns the backend requests it made.
+func (f *inventoryFixture) refresh() statusserver.Stats {
+	f.t.Helper()
+	before := f.srv.Server.Stats()
+	f.inv.Refresh(f.ctx)
+	after := f.srv.Server.Stats()
+	return statusserver.Stats{Requests: after.Requests - before.Requests, ListCalls: after.ListCalls - before.ListCalls,
+		PingCalls: after.PingCalls - before.PingCalls}
+}
+
+func (f *inventoryFixture) snapshot() *inventorySnapshot {
+	f.t.Helper()
+	s := f.inv.Snapshot(f.key)
+	if s == nil {
+		f.t.Fatal("no snapshot")
+	}
+	return s
+}
+
+func activeIDs(s *inventorySnapshot) []string {
+	var ids []string
+	for id := range s.active {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// TestInventoryMergesChanges: after the first full list, one incremental request brings a
+// deactivation (the token leaves active and byExternalID), a use (last_used_at), and a new
+// token of an APIToken that already has one; a token without our label never appears, and
+// the snapshot published before is left as it was.
+func TestInventoryMergesChanges(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	a := f.issue("a", "uid-a", nil)
+	b := f.issue("b", "uid-b", nil)
+	c := f.issue("c", "uid-c", nil)
+	if _, err := f.admin.CreateToken(f.ctx, "key-foreign", backend.CreateRequest{Name: "foreign", Permission: backend.PermissionReadOnly}); err != nil {
+		t.Fatal(err)
+	}
+
+	f.refresh()
+	first := f.snapshot()
+	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID))
+	g.Expect(first.byExternalID).To(Equal(map[string][]string{"uid-a": {a.ID}, "uid-b": {b.ID}, "uid-c": {c.ID}}))
+	g.Expect(first.active[a.ID].LastUsedAt).To(BeNil())
+
+	f.clock.Advance(10 * time.Second)
+	if _, err := f.admin.DeactivateToken(f.ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.use(a)
+	d := f.issue("d", "uid-a", nil)
+	f.clock.Advance(50 * time.Second)
+
+	got := f.refresh()
+	g.Expect(got.Requests).To(Equal(int64(1)), "one incremental list request")
+	next := f.snapshot()
+	g.Expect(next.takenAt).To(Equal(f.clock.Now()))
+	g.Expect(activeIDs(next)).To(ConsistOf(a.ID, c.ID, d.ID))
+	g.Expect(next.byExternalID).To(HaveLen(2))
+	g.Expect(next.byExternalID["uid-a"]).To(ConsistOf(a.ID, d.ID))
+	g.Expect(next.byExternalID["uid-c"]).To(Equal([]string{c.ID}))
+	g.Expect(next.active[a.ID].LastUsedAt).NotTo(BeNil())
+	g.Expect(next.active[a.ID].Labels).To(BeNil(), "the inventory keeps no labels")
+
+	// Reconciles may still hold the first snapshot: it must not have changed.
+	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID))
+	g.Expect(first.byExternalID).To(Equal(map[string][]string{"uid-a": {a.ID}, "uid-b": {b.ID}, "uid-c": {c.ID}}))
+	g.Expect(first.active[a.ID].LastUsedAt).To(BeNil())
+}
+
+// TestInventoryDropsExpiredTokens: a token that expires between two walks is listed by the
+// next incremental walk as inactive and leaves the snapshot, although nobody touched it.
+func TestInventoryDropsExpiredTokens(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	at := f.clock.Now().Add(30 * time.Second)
+	e := f.issue("expiring", "uid-e", &at)
+	k := f.issue("kept", "uid-k", nil)
+
+	f.refresh()
+	g.Expect(activeIDs(f.snapshot())).To(ConsistOf(e.ID, k.ID))
+
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
+	g.Expect(activeIDs(f.snapshot())).To(ConsistOf(k.ID))
+	g.Expect(f.snapshot().byExternalID).NotTo(HaveKey("uid-e"))
+}
+
+// TestInventoryIdleIntervalCostsOneRequest: 500 tokens, nothing changes. The first refresh
+// reads the features and lists everything (1 ping + 5 pages); every later interval costs
+// one request (the target is at most 2), whatever the number of tokens.
+func TestInventoryIdleIntervalCostsOneRequest(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	f.issueMany(500)
+	// Issued a while ago: within the overlap before the first walk they would be listed
+	// once more by the second.
+	f.clock.Advance(time.Minute)
+
+	first := f.refresh()
+	g.Expect(first.PingCalls).To(Equal(int64(1)))
+	g.Expect(first.ListCalls).To(Equal(int64(5)))
+	g.Expect(f.snapshot().active).To(HaveLen(500))
+
+	for interval := 1; interval <= 3; interval++ {
+		f.clock.Advance(time.Minute)
+		got := f.refresh()
+		g.Expect(got.Requests).To(Equal(int64(1)), "idle interval %d", interval)
+		g.Expect(f.snapshot().active).To(HaveLen(500))
+	}
+	g.Expect(f.logs.count("listing only changed tokens")).To(Equal(1))
+}
+
+// TestInventoryWithoutUpdatedSince: against a server without the feature every interval
+// lists every active token in full (3 pages for 250), deactivations are still seen, and the
+// fallback is logged once, not every interval nor every registration.
+func TestInventoryWithoutUpdatedSince(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0, servertest.WithoutFeatures(statusserver.FeatureUpdatedSince))
+	f.issueMany(249)
+	gone := f.issue("gone", "uid-gone", nil)
+
+	g.Expect(f.refresh().ListCalls).To(Equal(int64(3)))
+	g.Expect(f.snapshot().active).To(HaveLen(250))
+
+	if _, err := f.admin.DeactivateToken(f.ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	for interval := 1; interval <= 3; interval++ {
+		f.clock.Advance(time.Minute)
+		got := f.refresh()
+		g.Expect(got.ListCalls).To(Equal(int64(3)), "interval %d lists in full", interval)
+		g.Expect(got.PingCalls).To(BeZero(), "features are read once per registration")
+		g.Expect(f.snapshot().active).To(HaveLen(249))
+		g.Expect(f.snapshot().active).NotTo(HaveKey(gone.ID))
+	}
+	// A re-registration (after an outage) reads the features again, and says nothing new.
+	f.reg.Remove(f.key)
+	f.register(f.newClient())
+	g.Expect(f.refresh().PingCalls).To(Equal(int64(1)))
+	g.Expect(f.logs.count("does not list the updated_since feature")).To(Equal(1))
+}
+
+// TestInventoryReregistrationListsInFull: a new registration (after an outage, or a new URL
+// or credential) reads the features again and lists everything before going incremental; a
+// re-check that keeps the client does not.
+func TestInventoryReregistrationListsInFull(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	f.issueMany(150)
+	f.clock.Advance(time.Minute)
+	f.refresh()
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
+
+	// The periodic re-check sets the same client again (the registry wraps it anew): the
+	// same registration, still incremental.
+	f.register(f.admin)
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
+
+	f.reg.Remove(f.key)
+	f.register(f.newClient())
+	f.clock.Advance(time.Minute)
+	got := f.refresh()
+	g.Expect(got.PingCalls).To(Equal(int64(1)))
+	g.Expect(got.ListCalls).To(Equal(int64(2)), "150 tokens in full: 2 pages")
+
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
+}
+
+// TestInventoryToleratesBackendClockBehind: the backend's clock is 20 s behind ours (less
+// than the overlap). A token deactivated just after a walk carries a backend time before
+// that walk's start on our clock, and the next walk still sees it.
+func TestInventoryToleratesBackendClockBehind(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 20*time.Second)
+	tok := f.issue("skewed", "uid-s", nil)
+	f.refresh()
+	f.clock.Advance(time.Second)
+	if _, err := f.admin.DeactivateToken(f.ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Minute)
+	f.refresh()
+	g.Expect(f.snapshot().active).NotTo(HaveKey(tok.ID))
+}
+
+// TestInventoryFullListInterval: with updated_since the inventory still lists everything
+// once per FullListInterval, so a backend restored from a backup is seen whole again.
+func TestInventoryFullListInterval(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	f.inv.FullListInterval = 3 * time.Minute
+	f.issueMany(150)
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().ListCalls).To(Equal(int64(2)))
+	var lists []int64
+	for interval := 1; interval <= 4; interval++ {
+		f.clock.Advance(time.Minute)
+		lists = append(lists, f.refresh().ListCalls)
+	}
+	g.Expect(lists).To(Equal([]int64{1, 1, 2, 1}))
+}
+
+// TestInventoryMergeIsPure: merging changes never writes into the snapshot it starts from,
+// and re-listed changes it already holds share its maps.
+func TestInventoryMergeIsPure(t *testing.T) {
+	g := NewWithT(t)
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	u := t0.Add(-time.Minute)
+	base := newInventorySnapshot(t0, []backend.Token{
+		{ID: "t1", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u},
+		{ID: "t2", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u},
+	})
+	same := base.merge(t0.Add(time.Minute), []backend.Token{{ID: "t1", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u}})
+	g.Expect(same.takenAt).To(Equal(t0.Add(time.Minute)))
+	g.Expect(fmt.Sprintf("%p", same.active)).To(Equal(fmt.Sprintf("%p", base.active)), "nothing new: the maps are shared")
+
+	later := t0
+	next := base.merge(t0.Add(time.Minute), []backend.Token{
+		{ID: "t1", ExternalID: "x", Status: backend.StatusInactive, UpdatedAt: &later},
+		{ID: "t2", ExternalID: "y", Status: backend.StatusActive, UpdatedAt: &later},
+		{ID: "t3", ExternalID: "gone", Status: backend.StatusInactive, UpdatedAt: &later},
+	})
+	g.Expect(next.byExternalID).To(Equal(map[string][]string{"y": {"t2"}}))
+	g.Expect(activeIDs(next)).To(ConsistOf("t2"))
+	g.Expect(base.byExternalID).To(Equal(map[string][]string{"x": {"t1", "t2"}}))
+	g.Expect(activeIDs(base)).To(ConsistOf("t1", "t2"))
+}
