@@ -31,8 +31,10 @@
 //
 // # Inventory (inventory.go)
 //
-// Once per sync interval, one list call per registered backend reads every active token the
-// operator manages there. It feeds status.lastUsedAt, finds tokens revoked by hand (then
+// Once per sync interval, per registered backend, it reads the tokens the operator manages
+// there: a full list after each registration (and every few hours), and in between, where the
+// backend offers updated_since, only the tokens changed since the last walk (so an idle
+// interval costs one request whatever the number of tokens). It feeds status.lastUsedAt, finds tokens revoked by hand (then
 // confirmed with a GET on the token itself, since a list walk can miss one), and finds active
 // tokens of an APIToken that its status does not name, which the next pass deactivates. It
 // wakes only the APITokens whose view changed.
