@@ -181,3 +181,24 @@ func walk(path string, s apiextensionsv1.JSONSchemaProps, undocumented *[]string
 		walk(path+"[]", *s.Items.Schema, undocumented)
 	}
 }
+
+// TestAdoptCannotChange: spec.adopt is fixed once set; changing it names the field and says
+// what to do instead, while removing it is allowed (it is ignored after adoption).
+func TestAdoptCannotChange(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	g := NewWithT(t)
+	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "adopt-test"}})).To(Succeed())
+	tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: "adopt-test", Name: "legacy"}}
+	tok.Spec.Permission = tokensv1alpha1.PermissionReadOnly
+	tok.Spec.Adopt = &tokensv1alpha1.AdoptSpec{TokenID: "tok_legacy42", SecretRef: tokensv1alpha1.AdoptSecretReference{Name: "legacy"}}
+	g.Expect(env.Client.Create(ctx, tok)).To(Succeed())
+	tok.Spec.Adopt.TokenID = "tok_other"
+	err := env.Client.Update(ctx, tok)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
+	g.Expect(err.Error()).To(ContainSubstring("spec.adopt"))
+	g.Expect(err.Error()).To(ContainSubstring("create another APIToken"))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(tok), tok)).To(Succeed())
+	tok.Spec.Adopt = nil
+	g.Expect(env.Client.Update(ctx, tok)).To(Succeed())
+}
