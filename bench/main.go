@@ -78,14 +78,16 @@ type Results struct {
 	LoadAverageMax  float64 `json:"load_average_1m_max"`
 	Date            string  `json:"date"`
 	WallSeconds     float64 `json:"wall_seconds"`
+	// The rotation phase (spec.rotation), when it ran.
+	*rotationFigures
 }
 
 // options are the flags of one measuring run.
 type options struct {
-	n, conc, qps, burst, expiryN, unrelated, floorTokens, idleIntervals int
-	latency, syncInterval                                               time.Duration
-	floorConcurrencies                                                  []int
-	managerArgs, managerEnv, out                                        string
+	n, conc, qps, burst, expiryN, unrelated, floorTokens, idleIntervals, rotationN int
+	latency, syncInterval                                                          time.Duration
+	floorConcurrencies                                                             []int
+	managerArgs, managerEnv, out                                                   string
 }
 
 func main() {
@@ -103,6 +105,7 @@ func main() {
 	flag.DurationVar(&o.syncInterval, "sync-interval", 10*time.Second, "manager --sync-interval, also the unit of the idle request count")
 	flag.IntVar(&o.idleIntervals, "idle-intervals", 6, "sync intervals over which idle backend requests are counted (0 skips)")
 	flag.IntVar(&o.expiryN, "expiry-tokens", 200, "tokens expiring within one minute, for the expiry lag (0 skips)")
+	flag.IntVar(&o.rotationN, "rotation-tokens", 200, "tokens that rotate once (lifetime 1m, grace 5s), and as many with a 720h lifetime for the spread (0 skips)")
 	flag.IntVar(&o.unrelated, "unrelated-secrets", 300, "unrelated 1 MiB Secrets for the memory check (0 skips)")
 	flag.StringVar(&o.managerArgs, "manager-args", "", "comma-separated extra manager flags")
 	flag.StringVar(&o.managerEnv, "manager-env", "", "comma-separated KEY=VALUE added to the manager's environment, e.g. GOMEMLIMIT=80MiB")
@@ -177,7 +180,7 @@ func run(o options) error {
 	kube := cp.Client
 	logf("control plane up; manager built from %s at %s", pkg, res.Commit)
 
-	for _, ns := range []string{"bench", "bench-expiry"} {
+	for _, ns := range []string{"bench", "bench-expiry", "bench-rotation"} {
 		if err := kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
@@ -209,7 +212,7 @@ func run(o options) error {
 	}
 	pprofAddr := "127.0.0.1:" + strconv.Itoa(pprofPort)
 	// --metrics-secure=false: the bench scrapes the manager's metrics plainly, on loopback.
-	args := []string{"--watch-namespaces=bench,bench-expiry", "--log-level=info", "--metrics-secure=false",
+	args := []string{"--watch-namespaces=bench,bench-expiry,bench-rotation,bench-rotation-spread", "--log-level=info", "--metrics-secure=false",
 		"--max-concurrent-reconciles=" + strconv.Itoa(o.conc), "--sync-interval=" + o.syncInterval.String()}
 	if o.qps > 0 {
 		args = append(args, "--kube-api-qps="+strconv.Itoa(o.qps))
@@ -333,7 +336,16 @@ func run(o options) error {
 		logf("expiry lag of %d tokens: p50 %.3fs, p99 %.3fs", o.expiryN, p50, p99)
 	}
 
-	// 7. Unrelated Secrets.
+	// 7. Rotation without downtime.
+	if o.rotationN > 0 {
+		rf, err := measureRotation(ctx, cp.Config, kube, be, o.rotationN, o.conc)
+		if err != nil {
+			return err
+		}
+		res.rotationFigures = rf
+	}
+
+	// 8. Unrelated Secrets.
 	if o.unrelated > 0 {
 		rss0, heap0 := settledMemory(mgr)
 		if err := createUnrelated(ctx, kube, o.unrelated, o.conc); err != nil {
