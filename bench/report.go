@@ -42,6 +42,8 @@ var targets = []target{
 	{"rss_mib_peak", []int{5000}, "<", 100},
 	{"rss_mib_peak", []int{20000}, "<", 256},
 	{"unrelated_secrets_rss_growth_mib", []int{5000}, "<", 5},
+	// One overlapped rotation: one create and one retirement on the backend (issue 14).
+	{"rotation_backend_writes_per_token", []int{1000}, "==", 2},
 }
 
 func (t target) appliesTo(n int) bool {
@@ -96,6 +98,9 @@ var measuredBy = map[string]string{
 	"expiry_lag_p50_seconds": "expiry_tokens", "expiry_lag_p99_seconds": "expiry_tokens",
 	"backend_requests_per_sync_idle": "idle_intervals", "backend_list_calls_per_sync_idle": "idle_intervals",
 	"unrelated_secrets_rss_growth_mib": "unrelated_secrets", "unrelated_secrets_heap_growth_mib": "unrelated_secrets",
+	"rotation_api_writes_per_token": "rotation_tokens", "rotation_backend_writes_per_token": "rotation_tokens",
+	"rotation_lag_p50_seconds": "rotation_tokens", "rotation_lag_p99_seconds": "rotation_tokens",
+	"rotation_peak_renewals_per_second": "rotation_tokens",
 }
 
 func measured(f map[string]any, metric string) bool {
@@ -224,13 +229,15 @@ var metrics = []string{
 	"expiry_lag_p50_seconds", "expiry_lag_p99_seconds",
 	"rss_mib_peak", "heap_mib", "heap_live_mib_after_ready",
 	"unrelated_secrets_rss_growth_mib", "unrelated_secrets_heap_growth_mib",
+	"rotation_api_writes_per_token", "rotation_backend_writes_per_token", "rotation_lag_p50_seconds", "rotation_lag_p99_seconds",
+	"rotation_peak_renewals_per_second",
 }
 
 func format(metric string, v float64) string {
 	switch {
 	case strings.HasPrefix(metric, "expiry_lag"):
 		return strconv.FormatFloat(v, 'f', 3, 64)
-	case metric == "restart_backend_writes":
+	case metric == "restart_backend_writes" || metric == "rotation_peak_renewals_per_second":
 		return strconv.FormatFloat(v, 'f', 0, 64)
 	case metric == "tokens_per_second":
 		return strconv.FormatFloat(v, 'f', 0, 64)

@@ -280,3 +280,24 @@ func TestCrashAfterSuccessorCreate(t *testing.T) {
 	g.Expect(h.activeBackendTokens(got.UID)).To(ConsistOf(HaveField("ID", got.Status.TokenID), HaveField("ID", tok.Status.TokenID)))
 	g.Expect(h.useToken(h.secret(tok.Name).Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
 }
+
+// TestOutageSpanningRetireAt: the backend refuses deactivations when a predecessor's grace
+// ends; it stays listed (pendingDeactivation, so nothing is unlisted while it is active) and
+// is retired when the backend answers again.
+func TestOutageSpanningRetireAt(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	f, tok := frontedToken(t, h, "outage-retire", withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(3 * time.Second)}))
+	first := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	annotate(h, tok.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, tok.Name, first.Status.TokenID)
+	f.fail("deactivate", http.StatusServiceUnavailable)
+	got := waitForPending(h, tok.Name)
+	g.Expect(got.Status.PreviousTokens).To(BeEmpty())
+	g.Expect(got.Status.PendingDeactivation).To(ConsistOf(HaveField("TokenID", first.Status.TokenID)))
+	g.Expect(h.backendToken(first.Status.TokenID).Status).To(Equal(backend.StatusActive))
+	f.fail("deactivate", 0)
+	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.backendToken(first.Status.TokenID).Status).To(Equal(backend.StatusInactive))
+	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventPredecessorRetired)).To(ContainSubstring("grace period is over"))
+}
