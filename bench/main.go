@@ -79,7 +79,7 @@ type Results struct {
 	Date            string  `json:"date"`
 	WallSeconds     float64 `json:"wall_seconds"`
 	// The rotation phase (spec.rotation), when it ran.
-	*rotationFigures
+	*RotationFigures
 }
 
 // options are the flags of one measuring run.
@@ -342,7 +342,7 @@ func run(o options) error {
 		if err != nil {
 			return err
 		}
-		res.rotationFigures = rf
+		res.RotationFigures = rf
 	}
 
 	// 8. Unrelated Secrets.

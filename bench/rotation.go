@@ -17,8 +17,8 @@ import (
 	"github.com/statusops/apitoken-operator/internal/reliability/harness"
 )
 
-// rotationFigures are the rotation phase's results.
-type rotationFigures struct {
+// RotationFigures are the rotation phase's results.
+type RotationFigures struct {
 	Tokens int `json:"rotation_tokens"`
 	// APIWritesPerToken and BackendWritesPerToken count what one overlapped rotation costs:
 	// expected one create and one retirement on the backend.
@@ -38,9 +38,9 @@ type rotationFigures struct {
 // counts the writes; afterwards the tokens are deleted, so nothing rotates on;
 // the lag is from status.renewalTime to the successor's issue. A second batch with a 720h
 // lifetime, created together, gives the spread of their renewal times.
-func measureRotation(ctx context.Context, cfg *rest.Config, kube client.Client, be *harness.Backend, n, conc int) (*rotationFigures, error) {
+func measureRotation(ctx context.Context, cfg *rest.Config, kube client.Client, be *harness.Backend, n, conc int) (*RotationFigures, error) {
 	const ns = "bench-rotation"
-	f := &rotationFigures{Tokens: n}
+	f := &RotationFigures{Tokens: n}
 	rot := tokensv1alpha1.RotationSpec{Lifetime: &metav1.Duration{Duration: 3 * time.Minute}, RenewBefore: &metav1.Duration{Duration: 150 * time.Second},
 		GracePeriod: &metav1.Duration{Duration: 5 * time.Second}}
 	if _, err := createAndWait(ctx, cfg, kube, ns, n, conc, func(_ int, t *tokensv1alpha1.APIToken) { t.Spec.Rotation = &rot }); err != nil {
