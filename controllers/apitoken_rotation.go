@@ -152,7 +152,9 @@ type retirement struct {
 func retirementsDue(in tokenInputs) []retirement {
 	tok := in.token
 	quiet, whenUnused := quietPeriodOf(tok)
-	successorUsed := tok.Status.LastUsedAt != nil && tok.Status.IssuedAt != nil && tok.Status.LastUsedAt.After(tok.Status.IssuedAt.Time)
+	// Both times have a precision of a second in status, and a token cannot be used before
+	// its issue: a use in the second of the issue counts.
+	successorUsed := tok.Status.LastUsedAt != nil && tok.Status.IssuedAt != nil && !tok.Status.LastUsedAt.Before(tok.Status.IssuedAt)
 	var out []retirement
 	for _, p := range tok.Status.PreviousTokens {
 		p = withUse(p, in.predecessorUse)

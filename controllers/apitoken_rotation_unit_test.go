@@ -101,6 +101,7 @@ func TestRetirementsDue(t *testing.T) {
 		{name: "grace over, used just after the swap", p: prev(-2*time.Hour, 0, at(-2*time.Hour+time.Second)), due: true},
 		{name: "grace over, used lately", p: prev(-2*time.Hour, 0, at(-time.Minute)), due: true, stillInUse: true, why: "still used"},
 		{name: "quiet and successor used", p: prev(-time.Hour, time.Hour, at(-10*time.Minute)), quiet: 5 * time.Minute, successor: at(-time.Minute), due: true, why: "has not been used"},
+		{name: "successor used in the second of its issue", p: prev(-time.Hour, time.Hour, at(-10*time.Minute)), quiet: 5 * time.Minute, successor: at(-time.Hour), due: true, why: "has not been used"},
 		{name: "quiet but successor idle", p: prev(-time.Hour, time.Hour, at(-10*time.Minute)), quiet: 5 * time.Minute},
 		{name: "successor used but predecessor busy", p: prev(-time.Hour, time.Hour, at(-time.Minute)), quiet: 5 * time.Minute, successor: at(-time.Minute)},
 	}
