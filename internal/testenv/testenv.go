@@ -93,6 +93,9 @@ func StartEnv() (*Env, error) {
 	}
 	cfg, err := e.Start()
 	if err != nil {
+		// Start may fail after etcd and kube-apiserver are up (a CRD the server refuses):
+		// stop them, or they outlive the test binary.
+		_ = e.Stop()
 		return nil, err
 	}
 	c, err := client.New(cfg, client.Options{Scheme: Scheme})
