@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"github.com/statusops/apitoken-operator/internal/reliability/oracle"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,31 +99,6 @@ func encodings(v string) map[string]string {
 	}
 }
 
-// hexDumpLine is one line of a hexdump -C style dump (what client-go's logBody prints for
-// binary bodies): offset, up to 16 hex bytes, the ASCII column.
-var hexDumpLine = regexp.MustCompile(`^\s*[0-9a-f]{8}  ((?:[0-9a-f]{2} {1,2})+)\s*\|`)
-
-// hexDumpBytes returns the bytes of every hex-dump line in out, concatenated in order.
-func hexDumpBytes(out string) string {
-	var b []byte
-	for _, line := range strings.FieldsFunc(strings.ReplaceAll(out, `\n`, "\n"), func(r rune) bool { return r == '\n' }) {
-		// A dump's first line follows the log line's prefix ("body":"00000000 ...).
-		if i := strings.Index(line, `"00000000  `); i >= 0 {
-			line = line[i+1:]
-		}
-		m := hexDumpLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		for _, h := range strings.Fields(m[1]) {
-			if v, err := hex.DecodeString(h); err == nil {
-				b = append(b, v...)
-			}
-		}
-	}
-	return string(b)
-}
-
 // TestLogLevelTenLeaksNoSecret (finding 4): with informers listing instead of streaming
 // (KUBE_FEATURE_WatchListClient=false) and --log-level=10, client-go would log the SecretList
 // its reflector reads, token values included. No logger in the process may write above the
@@ -156,7 +132,7 @@ func TestLogLevelTenLeaksNoSecret(t *testing.T) {
 			g.Expect(regexp.MustCompile(`(?i)level\(-[2-5]\)`).MatchString(out)).To(BeTrue(), "no V(2..5) line was logged")
 			// client-go logs protobuf bodies (a SecretList is one) as a hex dump, whose
 			// 16-byte lines split the value: search the dumped bytes too.
-			dumped := hexDumpBytes(out)
+			dumped := oracle.HexDumpBytes(out)
 			for form, v := range encodings(canary) {
 				g.Expect(strings.Contains(out, v)).To(BeFalse(), "the canary appears %s in the manager's output", form)
 				g.Expect(strings.Contains(dumped, v)).To(BeFalse(), "the canary appears %s in a hex dump in the manager's output", form)

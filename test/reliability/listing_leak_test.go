@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"github.com/statusops/apitoken-operator/internal/reliability/oracle"
 	"os"
 	"regexp"
 	"strings"
@@ -57,7 +58,7 @@ func TestLeakCheckWithListing(t *testing.T) {
 	if len(values) < n {
 		t.Fatalf("only %d token values collected for %d APITokens", len(values), n)
 	}
-	logs, dumped := string(data), hexDumpBytes(string(data))
+	logs, dumped := string(data), oracle.HexDumpBytes(string(data))
 	for v := range values {
 		for form, enc := range encodings(v) {
 			if strings.Contains(logs, enc) {
@@ -82,27 +83,4 @@ func encodings(v string) map[string]string {
 		"base64": base64.StdEncoding.EncodeToString(b), "base64 url": base64.URLEncoding.EncodeToString(b),
 		"base64 raw": base64.RawStdEncoding.EncodeToString(b), "base64 rawurl": base64.RawURLEncoding.EncodeToString(b),
 	}
-}
-
-// hexDumpLine is one line of a hexdump -C style dump, as client-go logs binary bodies.
-var hexDumpLine = regexp.MustCompile(`^\s*[0-9a-f]{8}  ((?:[0-9a-f]{2} {1,2})+)\s*\|`)
-
-// hexDumpBytes returns the bytes of every hex-dump line in out, concatenated in order.
-func hexDumpBytes(out string) string {
-	var b []byte
-	for _, line := range strings.FieldsFunc(strings.ReplaceAll(out, `\n`, "\n"), func(r rune) bool { return r == '\n' }) {
-		if i := strings.Index(line, `"00000000  `); i >= 0 {
-			line = line[i+1:]
-		}
-		m := hexDumpLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		for _, h := range strings.Fields(m[1]) {
-			if v, err := hex.DecodeString(h); err == nil {
-				b = append(b, v...)
-			}
-		}
-	}
-	return string(b)
 }
