@@ -205,7 +205,9 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	case observed == hash:
 		return w.watchRollout(ctx, m, key)
 	}
-	if due := lastChange.Add(w.Debounce); w.Clock().Before(due) {
+	// IssuedAt has a second's precision: the change happened somewhere in that second, so
+	// the debounce counts from its end (else a 1 s debounce could be no wait at all).
+	if due := lastChange.Add(time.Second + w.Debounce); w.Clock().Before(due) {
 		return ctrl.Result{RequeueAfter: due.Sub(w.Clock())}, nil
 	}
 	if !w.Limit.take(key) {

@@ -62,7 +62,9 @@ func completeRollout(h *harness, name string) {
 // patches nothing; a workload without consent is never touched; and the predecessor stays
 // active until the rollout has completed, even when it is unused.
 func TestRestartOnRotate(t *testing.T) {
-	h := newHarness(t, withRestarts)
+	// A debounce of a few seconds: the two rotations below are two annotations, issued one
+	// after the other, and must land within it even on a loaded CI machine.
+	h := newHarness(t, withRestarts, func(o *operator.Options) { o.RestartDebounce = 4 * time.Second })
 	g := NewWithT(t)
 	rot := withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(10 * time.Minute), RetireWhenUnused: &tokensv1alpha1.RetireWhenUnused{QuietPeriod: metav1.Duration{Duration: time.Second}}})
 	a := h.waitFor(h.create(h.newToken("panel-a", tokensv1alpha1.PermissionReadOnly, rot)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
@@ -86,7 +88,7 @@ func TestRestartOnRotate(t *testing.T) {
 	a2 := waitForNewToken(h, a.Name, a.Status.TokenID)
 	waitForNewToken(h, b.Name, b.Status.TokenID)
 	g.Eventually(func() map[string]string { return getDeployment(h, "consenting").Spec.Template.Annotations }).WithTimeout(15 * time.Second).Should(HaveKey(tokensv1alpha1.AnnotationTokensHash))
-	g.Consistently(func() int64 { return getDeployment(h, "consenting").Generation }).WithTimeout(3*time.Second).Should(Equal(optedIn+1), "two tokens rotating together cause one rollout (one patch)")
+	g.Consistently(func() int64 { return getDeployment(h, "consenting").Generation }).WithTimeout(6*time.Second).Should(Equal(optedIn+1), "two tokens rotating together cause one rollout (one patch)")
 	g.Expect(h.expectEvent(a.Name, tokensv1alpha1.EventRolloutTriggered)).To(ContainSubstring("consenting"))
 
 	// The successor is used and the predecessor quiet, but the rollout is not complete: the
