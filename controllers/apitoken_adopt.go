@@ -67,12 +67,12 @@ func (r *APITokenReconciler) gatherAdoption(ctx context.Context, tok *tokensv1al
 }
 
 // adoptToken verifies, claims and stores the token spec.adopt names.
-func (r *APITokenReconciler) adoptToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs) (ctrl.Result, error) {
+func (r *APITokenReconciler) adoptToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, cl backend.Client) (ctrl.Result, error) {
 	ad := tok.Spec.Adopt
 	if in.adoptProblem != "" {
 		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, in.adoptProblem)
 	}
-	ext, ok := in.backend.client.(backend.ExtendedClient)
+	ext, ok := cl.(backend.ExtendedClient)
 	if !ok {
 		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, "The backend client cannot claim tokens.")
 	}

@@ -79,7 +79,6 @@ type backendState struct {
 	disabled bool
 	uid      string
 	caBundle []byte
-	client   backend.Client
 	url      string
 }
 
@@ -113,9 +112,17 @@ const (
 	actionAdopt
 )
 
-// decision is the outcome of decide.
+// decision is the outcome of decide: the action, the status to report once it is carried
+// out, and the event to emit then, if any.
 type decision struct {
 	action actionKind
+	// report is the status once the action is done. A backend step that fails or has to wait
+	// reports progress instead (backendFailed, pendingMessage): that is the executor's.
+	report report
+	// event is the Event to emit once the action is done; nil for none. For actionIssue its
+	// note is the reason for the new token, which issuedNote completes with the new token's
+	// id (unknown before the create).
+	event *eventSpec
 	// reason is the condition reason for actionFail, or the event reason for actionIssue
 	// (EventIssued for a first token, EventReplaced or EventRevokedOnBackend for a replacement).
 	reason string
@@ -130,12 +137,100 @@ type decision struct {
 	retire []retirement
 }
 
-// decide is the whole policy of the APIToken controller, in order of precedence.
+// eventSpec is an Event to emit on the APIToken.
+type eventSpec struct {
+	typ, reason, note string
+}
+
+// decide is the whole policy of the APIToken controller: the action, in order of
+// precedence (chooseAction), the backend-not-ready override, and the status and event that
+// go with the outcome (withOutcome).
 func decide(in tokenInputs) decision {
+	d := chooseAction(in)
+	if (d.action == actionIssue || d.action == actionAdopt) && !in.backend.ready {
+		d = decision{action: actionWait}
+	}
+	return withOutcome(in, d)
+}
+
+// withOutcome adds to an action the status to report and the event to emit.
+func withOutcome(in tokenInputs, d decision) decision {
+	tok := in.token
+	switch d.action {
+	case actionFail:
+		d.report = report{kind: reportStalled, reason: d.reason, message: d.why}
+		// Failed is emitted once per reason, not on every pass that finds it unchanged.
+		if c := readyCondition(tok); c == nil || c.Reason != d.reason {
+			d.event = &eventSpec{corev1.EventTypeWarning, tokensv1alpha1.EventFailed, d.why}
+		}
+	case actionWait:
+		d.report = report{kind: reportProgressing, reason: tokensv1alpha1.ReasonBackendNotReady, message: in.backend.message}
+	case actionIssue:
+		d.report = report{kind: reportIssued}
+		d.event = issueEvent(tok, d)
+	case actionAdopt:
+		// adoptToken emits Adopted or the refusal: both name what the verification found.
+		d.report = report{kind: reportIssued}
+	case actionDeactivate:
+		d.report = report{kind: reportDeactivated}
+		d.event = &eventSpec{corev1.EventTypeNormal, tokensv1alpha1.EventDeactivated,
+			fmt.Sprintf("Deactivated token %s because spec.active is false", tok.Status.TokenID)}
+	case actionExpire:
+		d.report = report{kind: reportExpired}
+		d.event = &eventSpec{corev1.EventTypeNormal, tokensv1alpha1.EventExpired,
+			fmt.Sprintf("Token %s expired at %s and was deactivated", tok.Status.TokenID, formatTime(tok.Spec.ExpiresAt))}
+	case actionRevoke:
+		d.report = report{kind: reportFailed, reason: d.reason, message: d.why}
+		d.event = &eventSpec{corev1.EventTypeWarning, tokensv1alpha1.EventPolicyDeactivated, d.why}
+	default:
+		d.report = steadyReport(tok)
+	}
+	return d
+}
+
+// steadyReport is what holds when nothing is left to do: deactivated on request, expired,
+// or an active token in the Secret.
+func steadyReport(tok *tokensv1alpha1.APIToken) report {
+	switch {
+	case !tok.IsActiveRequested():
+		return report{kind: reportDeactivated}
+	case tok.Status.Phase == tokensv1alpha1.PhaseInactive:
+		return report{kind: reportExpired}
+	}
+	return report{kind: reportIssued}
+}
+
+// issueEvent is the event of an issue: a first token, a re-issue (reactivated), a
+// replacement, or a replacement of a token revoked on the backend.
+func issueEvent(tok *tokensv1alpha1.APIToken, d decision) *eventSpec {
+	switch {
+	case tok.Status.TokenID == "":
+		return &eventSpec{corev1.EventTypeNormal, tokensv1alpha1.EventIssued, ""}
+	case d.reason == tokensv1alpha1.EventRevokedOnBackend:
+		return &eventSpec{corev1.EventTypeWarning, tokensv1alpha1.EventRevokedOnBackend, d.why}
+	case d.reason == tokensv1alpha1.EventIssued:
+		return &eventSpec{corev1.EventTypeNormal, tokensv1alpha1.EventIssued, d.why}
+	}
+	return &eventSpec{corev1.EventTypeNormal, tokensv1alpha1.EventReplaced, d.why}
+}
+
+// issuedNote completes an issue event's note with the new token, now that it exists.
+func issuedNote(ev *eventSpec, previous string, st tokensv1alpha1.APITokenStatus) string {
+	switch {
+	case ev.reason == tokensv1alpha1.EventRevokedOnBackend:
+		return fmt.Sprintf("Token %s was revoked on the backend; issued %s into Secret %s", previous, st.TokenID, st.SecretName)
+	case ev.reason == tokensv1alpha1.EventIssued && ev.note == "":
+		return fmt.Sprintf("Issued %s token %s (%s) into Secret %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName)
+	case ev.reason == tokensv1alpha1.EventIssued:
+		return fmt.Sprintf("Issued %s token %s (%s) into Secret %s because %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName, ev.note)
+	}
+	return fmt.Sprintf("Replaced token %s with %s because %s", previous, st.TokenID, ev.note)
+}
+
+// chooseAction is the policy's order of precedence.
+func chooseAction(in tokenInputs) decision {
 	tok := in.token
 	st := tok.Status
-	issued := st.TokenID != ""
-
 	if in.secretConflict {
 		return decision{action: actionFail, reason: tokensv1alpha1.ReasonSecretConflict,
 			why: fmt.Sprintf("Secret %q exists and is not owned by this APIToken; it is never overwritten. Delete or rename that Secret, or set spec.secretName to another name.", tok.SecretNameOrDefault())}
@@ -160,15 +255,8 @@ func decide(in tokenInputs) decision {
 		}
 		return decision{action: actionNone}
 	}
-	if exp := tok.Spec.ExpiresAt; exp != nil && !in.now.Before(exp.Time) {
-		if issued && sameTime(requestedExpiry(tok), exp) {
-			if mayBeActive(tok) {
-				return decision{action: actionExpire}
-			}
-			return decision{action: actionNone}
-		}
-		return decision{action: actionFail, reason: tokensv1alpha1.ReasonExpiresAtInPast,
-			why: fmt.Sprintf("spec.expiresAt %s is in the past, so no token was issued. Set a future time or remove it.", exp.UTC().Format(time.RFC3339))}
+	if d, ok := expiryDecision(in); ok {
+		return d
 	}
 	if d, ok := stuckDecision(in); ok {
 		return d
@@ -193,6 +281,24 @@ func decide(in tokenInputs) decision {
 		return decision{action: actionUpdateSecret, requeueAt: nextDeadline(tok)}
 	}
 	return decision{action: actionNone, requeueAt: nextDeadline(tok)}
+}
+
+// expiryDecision: spec.expiresAt has passed. The token it was issued for is expired; a time
+// already past when the spec asked for it is a failure, and nothing is issued.
+func expiryDecision(in tokenInputs) (decision, bool) {
+	tok := in.token
+	exp := tok.Spec.ExpiresAt
+	switch {
+	case exp == nil || in.now.Before(exp.Time):
+		return decision{}, false
+	case tok.Status.TokenID != "" && sameTime(requestedExpiry(tok), exp):
+		if mayBeActive(tok) {
+			return decision{action: actionExpire}, true
+		}
+		return decision{action: actionNone}, true
+	}
+	return decision{action: actionFail, reason: tokensv1alpha1.ReasonExpiresAtInPast,
+		why: fmt.Sprintf("spec.expiresAt %s is in the past, so no token was issued. Set a future time or remove it.", exp.UTC().Format(time.RFC3339))}, true
 }
 
 // secretTemplateProblem checks what the schema cannot afford to (CEL's cost budget does not

@@ -63,25 +63,35 @@ func TestDecide(t *testing.T) {
 		// overlap is checked for actionIssue rows; requeue, when set, is the expected deadline.
 		overlap bool
 		requeue *metav1.Time
+		// report, when set, is the status the decision reports; event, when set, the reason
+		// of the event it emits ("none": no event).
+		report reportKind
+		event  string
 	}{
-		{name: "new token is issued", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, action: actionIssue, reason: tokensv1alpha1.ReasonIssued},
-		{name: "steady state does nothing", tok: issued(), secret: secretFor, action: actionNone},
-		{name: "secret conflict fails first", tok: issued(), mutIn: func(in *tokenInputs) { in.secretConflict = true; in.secret = nil }, action: actionFail, reason: tokensv1alpha1.ReasonSecretConflict},
+		{name: "new token is issued", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, action: actionIssue, reason: tokensv1alpha1.ReasonIssued, report: reportIssued, event: tokensv1alpha1.EventIssued},
+		{name: "steady state does nothing", tok: issued(), secret: secretFor, action: actionNone, report: reportIssued, event: "none"},
+		{name: "secret conflict fails first", tok: issued(), mutIn: func(in *tokenInputs) { in.secretConflict = true; in.secret = nil }, action: actionFail, reason: tokensv1alpha1.ReasonSecretConflict, report: reportStalled, event: tokensv1alpha1.EventFailed},
 		{name: "missing backend fails", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.found = false }, action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound},
 		{name: "namespace not allowed fails", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed},
-		{name: "active false deactivates", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off }), secret: secretFor, action: actionDeactivate},
-		{name: "active false already done", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off; t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionNone},
-		{name: "reactivated issues", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionIssue, why: "inactive"},
-		{name: "expiry reached expires", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &past; t.Status.ExpiresAt = &past }), secret: secretFor, action: actionExpire},
+		{name: "active false deactivates", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off }), secret: secretFor, action: actionDeactivate, report: reportDeactivated, event: tokensv1alpha1.EventDeactivated},
+		{name: "active false already done", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off; t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionNone, report: reportDeactivated, event: "none"},
+		{name: "reactivated issues", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.Phase = tokensv1alpha1.PhaseInactive }), secret: secretFor, action: actionIssue, why: "inactive", report: reportIssued, event: tokensv1alpha1.EventIssued},
+		{name: "expiry reached expires", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &past; t.Status.ExpiresAt = &past }), secret: secretFor, action: actionExpire, report: reportExpired, event: tokensv1alpha1.EventExpired},
 		{name: "expired stays expired", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Spec.ExpiresAt = &past
 			t.Status.ExpiresAt = &past
 			t.Status.Phase = tokensv1alpha1.PhaseInactive
 		}), secret: secretFor, action: actionNone},
+		{name: "a backend not Ready is waited for", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly}}, mutIn: func(in *tokenInputs) {
+			in.backend.ready, in.backend.message = false, "not Ready yet"
+		}, action: actionWait, report: reportProgressing, event: "none"},
+		{name: "a backend not Ready does not stop a deactivation", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Active = &off }), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.ready = false }, action: actionDeactivate},
+		{name: "adoption is carried out", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly, Adopt: &tokensv1alpha1.AdoptSpec{TokenID: "tok_9"}}}, action: actionAdopt, report: reportIssued, event: "none"},
+		{name: "adoption waits for the backend", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly, Adopt: &tokensv1alpha1.AdoptSpec{TokenID: "tok_9"}}}, mutIn: func(in *tokenInputs) { in.backend.ready = false }, action: actionWait},
 		{name: "expiresAt in the past at creation", tok: &tokensv1alpha1.APIToken{Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly, ExpiresAt: &past}}, action: actionFail, reason: tokensv1alpha1.ReasonExpiresAtInPast},
 		{name: "expiry in the future schedules a pass", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &future; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionNone},
 		{name: "expiry moved later replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &later; t.Status.ExpiresAt = &future }), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.expiresAt changed"},
-		{name: "permission changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.permission changed"},
+		{name: "permission changed replaces", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.permission changed", report: reportIssued, event: tokensv1alpha1.EventReplaced},
 		{name: "rotation requested replaces", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Annotations = map[string]string{tokensv1alpha1.AnnotationRotateRequestedAt: "r1"}
 		}), secret: secretFor, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "rotation"},
@@ -100,9 +110,9 @@ func TestDecide(t *testing.T) {
 			s.Data["tokenID"] = []byte("tok_other")
 			return s
 		}, action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "was edited"},
-		{name: "revoked on backend replaces once confirmed", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other"); in.revokedConfirmed = true }, action: actionIssue, reason: tokensv1alpha1.EventRevokedOnBackend},
+		{name: "revoked on backend replaces once confirmed", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other"); in.revokedConfirmed = true }, action: actionIssue, reason: tokensv1alpha1.EventRevokedOnBackend, report: reportIssued, event: tokensv1alpha1.EventRevokedOnBackend},
 		{name: "missing from the inventory alone is not revoked", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_other") }, action: actionNone},
-		{name: "namespace no longer allowed revokes the token", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionRevoke, reason: tokensv1alpha1.ReasonNamespaceNotAllowed, why: "deactivated"},
+		{name: "namespace no longer allowed revokes the token", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionRevoke, reason: tokensv1alpha1.ReasonNamespaceNotAllowed, why: "deactivated", report: reportFailed, event: tokensv1alpha1.EventPolicyDeactivated},
 		{name: "FullAccess outside fullAccessNamespaces revokes", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Spec.Permission = tokensv1alpha1.PermissionFullAccess
 			t.Status.Permission = tokensv1alpha1.PermissionFullAccess
@@ -112,7 +122,7 @@ func TestDecide(t *testing.T) {
 		{name: "a revoked policy failure stays failed", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.Phase = tokensv1alpha1.PhaseFailed
 			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonNamespaceNotAllowed}}
-		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed},
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.allowed = false }, action: actionFail, reason: tokensv1alpha1.ReasonNamespaceNotAllowed, report: reportStalled, event: "none"},
 		{name: "allowed again issues a fresh token", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.Phase = tokensv1alpha1.PhaseFailed
 			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonNamespaceNotAllowed}}
@@ -120,7 +130,7 @@ func TestDecide(t *testing.T) {
 		{name: "namespaced backends turned off fail", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.disabled = true }, action: actionFail, reason: tokensv1alpha1.ReasonBackendNotFound, why: "--namespaced-backends"},
 		{name: "pending deactivation is swept", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.PendingDeactivation = []tokensv1alpha1.RetiringToken{{TokenID: "tok_0"}}
-		}), secret: secretFor, action: actionSweep},
+		}), secret: secretFor, action: actionSweep, report: reportIssued},
 		{name: "an unlisted active token of this APIToken is swept", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.extraActive = []string{"tok_orphan"} }, action: actionSweep},
 		{name: "issuance budget spent stalls", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Spec.Permission = tokensv1alpha1.PermissionFullAccess }), secret: secretFor, mutIn: func(in *tokenInputs) {
 			in.budget, in.issuesInWindow, in.windowEnds = 5, 5, now.Add(time.Minute)
@@ -174,7 +184,7 @@ func TestDecide(t *testing.T) {
 		}), secret: secretFor, action: actionNone},
 		{name: "a predecessor past its grace is retired", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", SupersededAt: issuedAt, RetireAt: past}}
-		}), secret: secretFor, action: actionRetire},
+		}), secret: secretFor, action: actionRetire, report: reportIssued},
 		{name: "a draining predecessor schedules its retirement", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", SupersededAt: issuedAt, RetireAt: future}}
 		}), secret: secretFor, action: actionNone, requeue: &future},
@@ -193,9 +203,11 @@ func TestDecide(t *testing.T) {
 			s := secretFor(t)
 			delete(s.Labels, "team")
 			return s
-		}, action: actionUpdateSecret},
+		}, action: actionUpdateSecret, report: reportIssued, event: "none"},
 	}
+	seen := map[actionKind]bool{}
 	for _, tc := range cases {
+		seen[tc.action] = true
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			in := tokenInputs{now: now, token: tc.tok, backend: ready}
@@ -216,6 +228,21 @@ func TestDecide(t *testing.T) {
 			if tc.action == actionIssue {
 				g.Expect(d.overlap).To(Equal(tc.overlap), "overlap")
 			}
+			if tc.report != reportNone {
+				g.Expect(d.report.kind).To(Equal(tc.report), "report")
+				if tc.report == reportStalled || tc.report == reportFailed {
+					g.Expect(d.report.reason).To(Equal(d.reason))
+					g.Expect(d.report.message).To(Equal(d.why))
+				}
+			}
+			switch tc.event {
+			case "":
+			case "none":
+				g.Expect(d.event).To(BeNil(), "no event")
+			default:
+				g.Expect(d.event).NotTo(BeNil(), "an event")
+				g.Expect(d.event.reason).To(Equal(tc.event))
+			}
 			if tc.requeue != nil {
 				g.Expect(d.requeueAt).To(Equal(tc.requeue.Time), "the next deadline is scheduled, not polled")
 			}
@@ -224,6 +251,25 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+	for a := actionNone; a <= actionAdopt; a++ {
+		if !seen[a] {
+			t.Errorf("no row decides action %d", a)
+		}
+	}
+}
+
+// TestIssuedNote: the issue event names the new token, and the old one when it replaces.
+func TestIssuedNote(t *testing.T) {
+	g := NewWithT(t)
+	st := tokensv1alpha1.APITokenStatus{TokenID: "tok_2", TokenHint: "…ab12", SecretName: "s", Permission: tokensv1alpha1.PermissionReadOnly}
+	first := issueEvent(&tokensv1alpha1.APIToken{}, decision{action: actionIssue, reason: tokensv1alpha1.EventIssued})
+	g.Expect(issuedNote(first, "", st)).To(Equal("Issued ReadOnly token tok_2 (…ab12) into Secret s"))
+	old := &tokensv1alpha1.APIToken{Status: tokensv1alpha1.APITokenStatus{TokenID: "tok_1"}}
+	repl := issueEvent(old, decision{action: actionIssue, reason: tokensv1alpha1.EventReplaced, why: "spec.permission changed"})
+	g.Expect(issuedNote(repl, "tok_1", st)).To(Equal("Replaced token tok_1 with tok_2 because spec.permission changed"))
+	rev := issueEvent(old, decision{action: actionIssue, reason: tokensv1alpha1.EventRevokedOnBackend})
+	g.Expect(rev.typ).To(Equal(corev1.EventTypeWarning))
+	g.Expect(issuedNote(rev, "tok_1", st)).To(ContainSubstring("tok_1 was revoked on the backend; issued tok_2"))
 }
 
 func TestIdempotencyKeyIsDeterministic(t *testing.T) {

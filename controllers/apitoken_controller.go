@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
 // backendRefIndex indexes APITokens by BackendKey.String(), so a backend event wakes
@@ -81,9 +82,6 @@ type APITokenReconciler struct {
 	// SecretMetadata is the metadata-only cache of all Secrets (see StatusBackendReconciler).
 	// It lets a token in SecretConflict proceed as soon as the foreign Secret is removed.
 	SecretMetadata cache.Cache
-	// AfterCreate is a test seam: when set, it runs after the backend create succeeded and
-	// before the Secret is written; an error aborts the pass there, as a crash would.
-	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
 	// IssuanceBudget is how many tokens one APIToken may have created within IssuanceWindow
 	// (0: no limit); past it the APIToken is Stalled with reason IssuanceLimited.
 	IssuanceBudget int
@@ -102,6 +100,25 @@ type APITokenReconciler struct {
 	NamespacedBackendsDisabled bool
 
 	expectations writeExpectations
+	// afterCreate is the crash-test seam (WithAfterCreate).
+	afterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
+}
+
+// Option sets what is not configuration: test seams.
+type Option func(*APITokenReconciler)
+
+// WithAfterCreate is the crash-test seam: f runs after the backend create succeeded and
+// before the Secret is written; an error aborts the pass there, as a crash would.
+func WithAfterCreate(f func(ctx context.Context, tok *tokensv1alpha1.APIToken) error) Option {
+	return func(r *APITokenReconciler) { r.afterCreate = f }
+}
+
+// With applies options and returns the reconciler.
+func (r *APITokenReconciler) With(opts ...Option) *APITokenReconciler {
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
 // errBusyPass is how backendFailed tells Reconcile that the pass was refused by the
@@ -197,30 +214,33 @@ func (r *APITokenReconciler) patchStatus(ctx context.Context, before, tok *token
 	return retErr
 }
 
-// reconcileNormal gathers the inputs, decides, and carries out the one action decided.
+// reconcileNormal decides, and carries out the one action decided.
 func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs) (ctrl.Result, error) {
 	if tok.Status.TokenID == "" {
 		tok.Status.SecretName = tok.SecretNameOrDefault()
 	}
 	d := decide(in)
-	if (d.action == actionIssue || d.action == actionAdopt) && !in.backend.ready {
-		d = decision{action: actionWait}
+	var cl backend.Client
+	if d.action == actionIssue || d.action == actionAdopt {
+		if cl = r.backendClient(in.backend.key); cl == nil {
+			// Unregistered since the inputs were gathered: its next registration wakes us.
+			d = withOutcome(in, decision{action: actionWait})
+			d.report.message = fmt.Sprintf("%s is being checked again; the token is issued once it is Ready.", in.backend.key)
+		}
 	}
 	switch d.action {
 	case actionFail:
-		if c := readyCondition(tok); c == nil || c.Reason != d.reason {
-			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventFailed, d.why)
-		}
-		markStalled(tok, d.reason, d.why)
+		r.emit(tok, d.event)
+		d.report.apply(tok)
 		return requeueAt(in.now, d.requeueAt), nil
 	case actionWait:
 		// The spec was observed; waiting is the outcome (a backend watch wakes us).
-		markProgressing(tok, tokensv1alpha1.ReasonBackendNotReady, in.backend.message)
+		d.report.apply(tok)
 		return ctrl.Result{}, nil
 	case actionIssue:
-		return r.issueToken(ctx, tok, in, d)
+		return r.issueToken(ctx, tok, in, d, cl)
 	case actionAdopt:
-		return r.adoptToken(ctx, tok, in)
+		return r.adoptToken(ctx, tok, in, cl)
 	case actionDeactivate, actionExpire, actionRevoke:
 		return r.deactivateEverything(ctx, tok, d)
 	case actionRetire:
@@ -240,6 +260,16 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 	return r.reportSteadyState(ctx, tok, in, d)
 }
 
+// backendClient is the registered client of a Ready backend, or nil. The decision's inputs
+// hold no client: they are data only.
+func (r *APITokenReconciler) backendClient(key BackendKey) backend.Client {
+	cl, _, ok := r.Registry.Get(key)
+	if !ok {
+		return nil
+	}
+	return cl
+}
+
 // reportSteadyState: nothing is left to do on the backend; finish the Secret rename and
 // report what holds.
 func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision) (ctrl.Result, error) {
@@ -253,12 +283,7 @@ func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv
 	if lifetimeOf(tok) == 0 {
 		tok.Status.RenewalTime = nil
 	}
-	switch {
-	case !tok.IsActiveRequested():
-		markDeactivated(tok)
-	case tok.Status.Phase == tokensv1alpha1.PhaseInactive:
-		markExpired(tok)
-	default:
+	if d.report.kind == reportIssued {
 		if lastUsed, ok := lastUsedFromInventory(in.inventory, tok.Status.TokenID); ok && lastUsed != nil {
 			t := metav1.NewTime(lastUsed.UTC().Truncate(time.Second))
 			tok.Status.LastUsedAt = &t
@@ -270,13 +295,14 @@ func (r *APITokenReconciler) reportSteadyState(ctx context.Context, tok *tokensv
 		if at := r.applyReview(tok, in); !at.IsZero() && (d.requeueAt.IsZero() || at.Before(d.requeueAt)) {
 			d.requeueAt = at
 		}
-		markIssued(tok)
 	}
+	d.report.apply(tok)
 	return requeueAt(in.now, d.requeueAt), nil
 }
 
 // deactivateEverything carries out spec.active=false, the expiry, or a policy that no longer
-// allows the token: every token of this APIToken is deactivated, with no overlap.
+// allows the token: every token of this APIToken is deactivated, with no overlap. The status
+// and event decide chose are reported only once every deactivation is confirmed.
 func (r *APITokenReconciler) deactivateEverything(ctx context.Context, tok *tokensv1alpha1.APIToken, d decision) (ctrl.Result, error) {
 	r.retireAllPredecessors(tok, "the current token is being deactivated too (no overlap)")
 	if tok.Status.TokenID != "" {
@@ -294,20 +320,16 @@ func (r *APITokenReconciler) deactivateEverything(ctx context.Context, tok *toke
 		markProgressing(tok, tokensv1alpha1.ReasonBackendNotReady, pendingMessage(tok, res))
 		return ctrl.Result{}, nil
 	}
-	switch d.action {
-	case actionDeactivate:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventDeactivated,
-			fmt.Sprintf("Deactivated token %s because spec.active is false", tok.Status.TokenID))
-		markDeactivated(tok)
-	case actionExpire:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventExpired,
-			fmt.Sprintf("Token %s expired at %s and was deactivated", tok.Status.TokenID, formatTime(tok.Spec.ExpiresAt)))
-		markExpired(tok)
-	default:
-		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventPolicyDeactivated, d.why)
-		markFailed(tok, d.reason, d.why)
-	}
+	r.emit(tok, d.event)
+	d.report.apply(tok)
 	return ctrl.Result{}, nil
+}
+
+// emit records a decided event, if any.
+func (r *APITokenReconciler) emit(tok *tokensv1alpha1.APIToken, ev *eventSpec) {
+	if ev != nil {
+		r.event(tok, ev.typ, ev.reason, ev.note)
+	}
 }
 
 func (r *APITokenReconciler) event(tok *tokensv1alpha1.APIToken, typ, reason, note string) {

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/operator"
 )
@@ -410,7 +411,7 @@ func (h *harness) createClusterBackendWithSecret(name, secret string) {
 func crashOnceAfterCreate(crashed chan<- struct{}) func(*operator.Options) {
 	armed := true
 	return func(o *operator.Options) {
-		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+		o.ReconcilerOptions = append(o.ReconcilerOptions, controllers.WithAfterCreate(func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
 			if !armed {
 				return nil
 			}
@@ -418,7 +419,7 @@ func crashOnceAfterCreate(crashed chan<- struct{}) func(*operator.Options) {
 			crashed <- struct{}{}
 			<-ctx.Done()
 			return errors.New("simulated crash after the backend create")
-		}
+		}))
 	}
 }
 

@@ -252,12 +252,12 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 		be.fullAccessAllowed = selects(o.fullAccess, ns.Labels)
 	}
 	ready := meta.FindStatusCondition(o.conditions, tokensv1alpha1.ConditionReady)
-	cl, url, registered := r.Registry.Get(be.key)
+	_, url, registered := r.Registry.Get(be.key)
 	switch {
 	case registered:
 		// The registry holds only backends this process has just checked successfully; it
 		// is fresher than the cached status.
-		be.ready, be.client, be.url = true, cl, url
+		be.ready, be.url = true, url
 	case ready == nil:
 		be.message = fmt.Sprintf("%s has not been checked yet; the token is issued once it is Ready.", be.key)
 	case ready.Status != metav1.ConditionTrue:

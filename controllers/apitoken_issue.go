@@ -66,13 +66,13 @@ func (r *APITokenReconciler) issuanceWindow() time.Duration {
 // So whatever the kill point or failure, the end state is one active token with
 // external_id = UID, the one named in status and held in the Secret, plus only the tokens
 // status lists as pending deactivation.
-func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision) (ctrl.Result, error) {
+func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision, cl backend.Client) (ctrl.Result, error) {
 	req := createRequestFor(tok, in.now)
 	serial := tok.Status.IssueSerial + 1
 	newRef := backendRefFor(in.backend.key, in.backend.uid)
-	created, err := in.backend.client.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
+	created, err := cl.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
 	if err != nil {
-		return r.createFailed(ctx, tok, in, serial, err)
+		return r.createFailed(ctx, tok, in, cl, serial, err)
 	}
 	if !created.Replayed {
 		tok.Status.RecentIssues = recordIssue(tok.Status.RecentIssues, in.now, r.issuanceWindow())
@@ -81,8 +81,8 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 		return r.refuseCreated(ctx, tok, in, serial, created, newRef, problem)
 	}
 	logf.FromContext(ctx).V(1).Info("Issued backend token", "tokenID", created.ID, "serial", serial, "replayed", created.Replayed, "why", d.why)
-	if r.AfterCreate != nil {
-		if err := r.AfterCreate(ctx, tok); err != nil {
+	if r.afterCreate != nil {
+		if err := r.afterCreate(ctx, tok); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -109,7 +109,9 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 		r.retireAllPredecessors(tok, "a revocation was requested (the token may have leaked)")
 	}
 	r.expectations.expect(tok.UID, serial, created.ID, hashToken(value), in.now)
-	r.issuedEvent(tok, previous, d)
+	if d.event != nil {
+		r.event(tok, d.event.typ, d.event.reason, issuedNote(d.event, previous, tok.Status))
+	}
 	if res, err := r.finishSweep(ctx, tok); err != nil || !res.IsZero() {
 		return res, err
 	}
@@ -120,7 +122,7 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	if at := r.applyReview(tok, in); !at.IsZero() && (next.IsZero() || at.Before(next)) {
 		next = at
 	}
-	markIssued(tok)
+	d.report.apply(tok)
 	return requeueAt(in.now, next), nil
 }
 
@@ -226,28 +228,9 @@ func (r *APITokenReconciler) finishSweep(ctx context.Context, tok *tokensv1alpha
 	return ctrl.Result{}, res.err
 }
 
-// issuedEvent reports a first token, a re-issue or a replacement.
-func (r *APITokenReconciler) issuedEvent(tok *tokensv1alpha1.APIToken, previous string, d decision) {
-	st := tok.Status
-	switch {
-	case previous == "":
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventIssued,
-			fmt.Sprintf("Issued %s token %s (%s) into Secret %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName))
-	case d.reason == tokensv1alpha1.EventRevokedOnBackend:
-		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRevokedOnBackend,
-			fmt.Sprintf("Token %s was revoked on the backend; issued %s into Secret %s", previous, st.TokenID, st.SecretName))
-	case d.reason == tokensv1alpha1.EventIssued:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventIssued,
-			fmt.Sprintf("Issued %s token %s (%s) into Secret %s because %s", st.Permission, st.TokenID, st.TokenHint, st.SecretName, d.why))
-	default:
-		r.event(tok, corev1.EventTypeNormal, tokensv1alpha1.EventReplaced,
-			fmt.Sprintf("Replaced token %s with %s because %s", previous, st.TokenID, d.why))
-	}
-}
-
 // createFailed handles a failed create. A 2xx whose body cannot be read may have created a
 // token no Secret holds: every active token of this APIToken but the current one goes.
-func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, serial int64, err error) (ctrl.Result, error) {
+func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, cl backend.Client, serial int64, err error) (ctrl.Result, error) {
 	var be *backend.Error
 	if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
 		tok.Status.IssueSerial = serial
@@ -255,7 +238,7 @@ func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alph
 		if in.backend.key == currentBackendKey(tok) {
 			keep = tok.Status.TokenID
 		}
-		if _, serr := r.sweepBackend(ctx, tok, in.backend.client, sweepScope{key: in.backend.key, keep: keep}); serr != nil {
+		if _, serr := r.sweepBackend(ctx, tok, cl, sweepScope{key: in.backend.key, keep: keep}); serr != nil {
 			logf.FromContext(ctx).Info("Deactivating a token from an unreadable create reply failed; retrying", "error", serr.Error())
 			return r.backendFailed(ctx, tok, "cleaning up after an unreadable create reply", serr)
 		}
@@ -359,6 +342,9 @@ func idempotencyKey(uid types.UID, serial int64, req backend.CreateRequest) stri
 	sum := sha256.Sum256(body)
 	return fmt.Sprintf("%s-%d-%s", uid, serial, hex.EncodeToString(sum[:8]))
 }
+
+// The managed Secrets: created, patched, and deleted when renamed or the APIToken goes.
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 
 // writeSecret creates the Secret, or patches the one this APIToken owns, with the operator's
 // labels and annotations and the keys describing t; value, when set, is the token itself.

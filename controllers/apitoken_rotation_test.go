@@ -14,6 +14,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/operator"
 )
@@ -254,14 +255,14 @@ func TestCrashAfterSuccessorCreate(t *testing.T) {
 	crashed := make(chan struct{}, 1)
 	creates := 0
 	h := newHarness(t, func(o *operator.Options) {
-		o.AfterCreate = func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+		o.ReconcilerOptions = append(o.ReconcilerOptions, controllers.WithAfterCreate(func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
 			if creates++; creates != 2 {
 				return nil
 			}
 			crashed <- struct{}{}
 			<-ctx.Done()
 			return errors.New("simulated crash after the successor's create")
-		}
+		}))
 	})
 	g := NewWithT(t)
 	tok := h.waitFor(h.create(h.newToken("crash-rotate", tokensv1alpha1.PermissionReadOnly, withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(10 * time.Minute)}))).Name,

@@ -14,6 +14,43 @@ import (
 // status.observedGeneration is not set here but once per pass, in patchStatus, when the
 // pass succeeded.
 
+// reportKind names one of the setters below.
+type reportKind int
+
+const (
+	reportNone reportKind = iota
+	reportIssued
+	reportDeactivated
+	reportExpired
+	reportFailed
+	reportStalled
+	reportProgressing
+)
+
+// report is a status outcome decided purely (decide) and applied once (apply).
+type report struct {
+	kind            reportKind
+	reason, message string
+}
+
+// apply sets the status the report names.
+func (rep report) apply(tok *tokensv1alpha1.APIToken) {
+	switch rep.kind {
+	case reportIssued:
+		markIssued(tok)
+	case reportDeactivated:
+		markDeactivated(tok)
+	case reportExpired:
+		markExpired(tok)
+	case reportFailed:
+		markFailed(tok, rep.reason, rep.message)
+	case reportStalled:
+		markStalled(tok, rep.reason, rep.message)
+	case reportProgressing:
+		markProgressing(tok, rep.reason, rep.message)
+	}
+}
+
 func setCondition(tok *tokensv1alpha1.APIToken, typ string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&tok.Status.Conditions, metav1.Condition{
 		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: tok.Generation,

@@ -88,6 +88,10 @@ func (r *backendReconciler[T]) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := obj.DeepCopyObject().(T)
 	defer func() {
+		if retErr == nil {
+			// Set only when the pass succeeded, as for APITokens (patchStatus).
+			r.kind.status(obj).ObservedGeneration = obj.GetGeneration()
+		}
 		if equality.Semantic.DeepEqual(r.kind.status(before), r.kind.status(obj)) {
 			return
 		}
@@ -191,13 +195,14 @@ func setBackendReady(st *tokensv1alpha1.StatusBackendStatus, generation int64, s
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
 		Type: tokensv1alpha1.ConditionReady, Status: status, Reason: reason, Message: message, ObservedGeneration: generation,
 	})
-	st.ObservedGeneration = generation
 }
 
 // +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends;clusterstatusbackends,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends/finalizers;clusterstatusbackends/finalizers,verbs=update
 // +kubebuilder:rbac:groups=tokens.statusops.dev,resources=statusbackends/status;clusterstatusbackends/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// The credentials Secret: read, and its finalizer patched (the APIToken controller's Secret
+// rights are beside writeSecret).
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;patch
 
 // SetupWithManager registers the controller: the backends themselves (spec changes and
 // deletion), the APITokens that start or stop depending on them, re-check requests from the

@@ -4,11 +4,13 @@
 // # APIToken reconciler (apitoken_*.go)
 //
 // Each pass gathers its inputs (apitoken_gather.go: the APIToken, its Secret from the cache,
-// the backend object, the backend's last inventory, the clock), asks the pure function
-// decide (apitoken_checks.go) what to do, and carries out that one action: issue
-// (apitoken_issue.go), deactivate or sweep (apitoken_sweep.go), delete (apitoken_delete.go).
-// Status is written once per pass, in a deferred merge patch, only when it changed; the
-// setters are in apitoken_status.go. Its event sources:
+// the backend object, the backend's last inventory, the clock; data only, no client), asks
+// the pure function decide (apitoken_checks.go) for the outcome: the one action, the status
+// to report once it is done, and the event to emit. It then carries out that action: issue
+// (apitoken_issue.go), adopt (apitoken_adopt.go), deactivate or sweep (apitoken_sweep.go),
+// delete (apitoken_delete.go), with the backend's client from the registry. Status is
+// written once per pass, in a deferred merge patch, only when it changed; the setters are in
+// apitoken_status.go. Its event sources:
 //
 //   - APITokens: spec, annotation, label and deletion changes (status writes do not wake it);
 //   - managed Secrets (Owns), and a metadata-only watch of other Secrets, so a token in

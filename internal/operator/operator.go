@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -82,8 +81,8 @@ type Options struct {
 	// IssuanceBudget is how many tokens one APIToken may have created within 10 minutes;
 	// 0 means the default (controllers.DefaultIssuanceBudget), negative means no limit.
 	IssuanceBudget int
-	// AfterCreate is the crash-test seam of the APIToken controller.
-	AfterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
+	// ReconcilerOptions are test seams of the APIToken controller (controllers.WithAfterCreate).
+	ReconcilerOptions []controllers.Option
 	// SkipNameValidation allows several managers in one process (tests).
 	SkipNameValidation bool
 	// Logger, when set, is the manager's logger (tests capture it); default ctrl.Log.
@@ -237,13 +236,12 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		SecretMetadata:             credCache,
 		Clock:                      o.Clock,
 		MaxConcurrentReconciles:    o.MaxConcurrentReconciles,
-		AfterCreate:                o.AfterCreate,
 		IssuanceBudget:             issuanceBudget(o.IssuanceBudget),
 		NewBackendClient:           newClient,
 		PermissionReviewWindow:     o.PermissionReviewWindow,
 		RestartWorkloads:           o.RestartWorkloads,
 		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
-	}).SetupWithManager(mgr); err != nil {
+	}).With(o.ReconcilerOptions...).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if o.RestartWorkloads {
