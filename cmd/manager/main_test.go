@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/hex"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,24 +22,6 @@ import (
 	"github.com/statusops/apitoken-operator/internal/installtest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // buildManager builds this command into the test's temporary directory.
 func buildManager(t *testing.T) string {
@@ -56,13 +36,13 @@ func buildManager(t *testing.T) string {
 
 // startManagerProcess runs the built manager against env with args and the extra
 // environment; it is killed when the test ends.
-func startManagerProcess(t *testing.T, bin string, env *testenv.Env, extraEnv []string, args ...string) *lockedBuffer {
+func startManagerProcess(t *testing.T, bin string, env *testenv.Env, extraEnv []string, args ...string) *testenv.SyncBuffer {
 	t.Helper()
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := installtest.WriteKubeconfig(env.Config, kubeconfig); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testenv.SyncBuffer{}
 	cmd := exec.Command(bin, append([]string{"--kubeconfig=" + kubeconfig,
 		"--health-probe-bind-address=0", "--metrics-bind-address=0"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logs, logs

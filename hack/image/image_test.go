@@ -213,7 +213,7 @@ func TestImageManagerRunsAgainstControlPlane(t *testing.T) {
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	g.Expect(installtest.WriteKubeconfig(env.Config, kubeconfig)).To(Succeed())
 	health := freeAddr(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd := exec.Command(binary, "--kubeconfig="+kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address="+health)
 	cmd.Env = []string{"KUBECONFIG=" + kubeconfig}
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -257,22 +257,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// syncBuffer collects the manager's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

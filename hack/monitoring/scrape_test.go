@@ -15,7 +15,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -85,24 +84,7 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 		Setup:           func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) },
 	})
 	g.Expect(err).NotTo(HaveOccurred())
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(mctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = c.DeleteAllOf(context.Background(), &tokensv1alpha1.APIToken{}, client.InNamespace(ns))
-		NewWithT(t).Eventually(func() int {
-			var l tokensv1alpha1.APITokenList
-			_ = c.List(context.Background(), &l, client.InNamespace(ns))
-			return len(l.Items)
-		}).WithTimeout(30 * time.Second).Should(BeZero())
-		cancel()
-		<-done
-	})
+	testenv.RunManager(t, c, mgr, ns)
 
 	tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "grafana"}}
 	tok.Spec.Permission = "ReadOnly"

@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -131,25 +130,7 @@ func startOperator(t *testing.T, ns string) *servertest.Instance {
 		SkipNameValidation: true, WatchNamespaces: []string{ns},
 	})
 	g.Expect(err).NotTo(HaveOccurred())
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(mctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		// Delete the namespace's APITokens while the operator runs, so their finalizers go.
-		_ = env.Client.DeleteAllOf(context.Background(), &tokensv1alpha1.APIToken{}, client.InNamespace(ns))
-		NewWithT(t).Eventually(func() int {
-			var l tokensv1alpha1.APITokenList
-			_ = env.Client.List(context.Background(), &l, client.InNamespace(ns))
-			return len(l.Items)
-		}).WithTimeout(30 * time.Second).Should(BeZero())
-		cancel()
-		<-done
-	})
+	testenv.RunManager(t, env.Client, mgr, ns)
 	return srv
 }
 

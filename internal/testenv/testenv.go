@@ -14,13 +14,12 @@ import (
 	"sort"
 	"testing"
 
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
