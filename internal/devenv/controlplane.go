@@ -5,12 +5,10 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -46,6 +44,12 @@ func (e *Env) startEtcd(ctx context.Context) error {
 	}
 	if e.opts.UnsafeNoFsync {
 		args = append(args, "--unsafe-no-fsync=true")
+	}
+	if !e.Reused {
+		// A first run: what an attempt refused a port left there is not a cluster yet.
+		if err := os.RemoveAll(filepath.Join(e.Dir, "etcd")); err != nil {
+			return err
+		}
 	}
 	p, err := e.start("etcd", filepath.Join(e.opts.AssetsDir, "etcd"), args, nil)
 	if err != nil {
@@ -105,25 +109,8 @@ func (e *Env) startAPIServer(ctx context.Context) error {
 // run only with Options.Workloads, which adds kube-scheduler and a simulated Node).
 const controllers = "namespace,garbagecollector,deployment,replicaset,statefulset,daemonset"
 
-// startControllerManager starts kube-controller-manager with the controllers above. Its port
-// was free when it was picked, but another process may take it before the component binds
-// it (ports are picked up front, and tests run side by side): a port the user did not set
-// is then picked anew, once.
+// startControllerManager starts kube-controller-manager with the controllers above.
 func (e *Env) startControllerManager(ctx context.Context) error {
-	err := e.startControllerManagerOnce(ctx)
-	if err == nil || e.opts.Ports.ControllerManager != 0 || !strings.Contains(err.Error(), "address already in use") {
-		return err
-	}
-	l, lerr := net.Listen("tcp", "127.0.0.1:0")
-	if lerr != nil {
-		return err
-	}
-	e.Ports.ControllerManager = l.Addr().(*net.TCPAddr).Port
-	_ = l.Close()
-	return e.startControllerManagerOnce(ctx)
-}
-
-func (e *Env) startControllerManagerOnce(ctx context.Context) error {
 	args := []string{
 		"--kubeconfig=" + e.Kubeconfig,
 		"--controllers=" + controllers,

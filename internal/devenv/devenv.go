@@ -89,6 +89,8 @@ type Env struct {
 	LogDir string
 	// Ports are the ports actually in use.
 	Ports Ports
+	// pickedPorts are the ports (by flag) this run picked itself: see retryOnPortTaken.
+	pickedPorts map[string]bool
 	// RESTConfig and Client reach the API server as the admin user.
 	RESTConfig *rest.Config
 	Client     client.Client
@@ -144,7 +146,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	if _, statErr := os.Stat(filepath.Join(dir, "etcd", "member")); statErr == nil {
 		e.Reused = true
 	}
-	if e.Ports, err = resolvePorts(dir, opts.Ports); err != nil {
+	if e.Ports, e.pickedPorts, err = resolvePorts(dir, opts.Ports); err != nil {
 		return nil, err
 	}
 	if e.pki, err = ensurePKI(filepath.Join(dir, "pki")); err != nil {
@@ -152,19 +154,19 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	}
 
 	steps := []step{
-		{"etcd", e.startEtcd, func() string {
+		{"etcd", e.retryOnPortTaken(e.startEtcd, "etcd-port", "etcd-peer-port"), func() string {
 			return fmt.Sprintf("etcd                     %s (data %s)", localURL("http", e.Ports.Etcd), filepath.Join(dir, "etcd"))
 		}},
-		{"kube-apiserver", e.startAPIServer, func() string {
+		{"kube-apiserver", e.retryOnPortTaken(e.startAPIServer, "apiserver-port"), func() string {
 			return fmt.Sprintf("kube-apiserver           %s (kubeconfig %s)", e.RESTConfig.Host, e.Kubeconfig)
 		}},
-		{"kube-controller-manager", e.startControllerManager, func() string {
+		{"kube-controller-manager", e.retryOnPortTaken(e.startControllerManager, "controller-manager-port"), func() string {
 			return fmt.Sprintf("kube-controller-manager  %s (%s controllers)", localURL("https", e.Ports.ControllerManager), controllers)
 		}},
 	}
 	if opts.Workloads {
 		steps = append(steps, []step{
-			{"kube-scheduler", e.startScheduler, func() string {
+			{"kube-scheduler", e.retryOnPortTaken(e.startScheduler, "scheduler-port"), func() string {
 				return fmt.Sprintf("kube-scheduler           %s", localURL("https", e.Ports.Scheduler))
 			}},
 			{"kwok", e.startKwok, func() string {
@@ -175,7 +177,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	steps = append(steps, step{"CRDs", e.installCRDs, func() string { return "CRDs                     installed from config/crd/bases" }})
 	if !opts.ControlPlaneOnly {
 		steps = append(steps, []step{
-			{"status-backend", e.startBackend, func() string {
+			{"status-backend", e.retryOnPortTaken(e.startBackend, "backend-port"), func() string {
 				return fmt.Sprintf("status-backend           %s (data %s)", e.BackendURL, filepath.Join(dir, "backend.db"))
 			}},
 			{"backend configuration", e.configureBackend, func() string {
@@ -192,7 +194,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 				return fmt.Sprintf("samples                  applied %d APITokens from config/samples", len(e.Samples))
 			}})
 		}
-		steps = append(steps, step{"manager", e.startManager, func() string {
+		steps = append(steps, step{"manager", e.retryOnPortTaken(e.startManager, "metrics-port", "health-port"), func() string {
 			return fmt.Sprintf("manager                  ready (health %s, metrics %s)", localURL("http", e.Ports.ManagerHealth), localURL("http", e.Ports.ManagerMetrics))
 		}})
 	}

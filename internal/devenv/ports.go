@@ -1,6 +1,7 @@
 package devenv
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -8,7 +9,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // Ports are the 127.0.0.1 ports the environment listens on. Zero means: the port this
@@ -55,20 +58,21 @@ func (p *Ports) BindFlags(fs *flag.FlagSet) {
 const portsFile = "ports.json"
 
 // resolvePorts decides every port (requested, else recorded in dir, else free), checks that
-// each is free, and records the result in dir.
-func resolvePorts(dir string, requested Ports) (Ports, error) {
+// each is free, and records the result in dir. picked names (by flag) the ports it chose
+// itself: only those may be picked anew when another process takes one first.
+func resolvePorts(dir string, requested Ports) (result Ports, picked map[string]bool, err error) {
 	var recorded Ports
 	recordedPath := filepath.Join(dir, portsFile)
 	if data, err := os.ReadFile(recordedPath); err == nil {
 		if err := json.Unmarshal(data, &recorded); err != nil {
-			return Ports{}, fmt.Errorf("reading %s: %w (delete it to pick new ports)", recordedPath, err)
+			return Ports{}, nil, fmt.Errorf("reading %s: %w (delete it to pick new ports)", recordedPath, err)
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
-		return Ports{}, err
+		return Ports{}, nil, err
 	}
 
+	picked = map[string]bool{}
 	var (
-		result    Ports
 		holders   []net.Listener // keep picked ports open until all are picked, so none repeats
 		conflicts []error
 		owners    = map[int]string{}
@@ -86,11 +90,12 @@ func resolvePorts(dir string, requested Ports) (Ports, error) {
 		if port == 0 {
 			l, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
-				return Ports{}, fmt.Errorf("finding a free port for %s: %w", f.what, err)
+				return Ports{}, nil, fmt.Errorf("finding a free port for %s: %w", f.what, err)
 			}
 			holders = append(holders, l)
 			*f.ptr(&result) = l.Addr().(*net.TCPAddr).Port
 			owners[*f.ptr(&result)] = f.what
+			picked[f.flag] = true
 			continue
 		}
 		if other, dup := owners[port]; dup {
@@ -107,11 +112,50 @@ func resolvePorts(dir string, requested Ports) (Ports, error) {
 		holders = append(holders, l)
 	}
 	if len(conflicts) > 0 {
-		return Ports{}, errors.Join(conflicts...)
+		return Ports{}, nil, errors.Join(conflicts...)
 	}
-	data, _ := json.MarshalIndent(result, "", "  ")
-	if err := os.WriteFile(recordedPath, append(data, '\n'), 0o644); err != nil {
-		return Ports{}, err
+	if err := recordPorts(dir, result); err != nil {
+		return Ports{}, nil, err
 	}
-	return result, nil
+	return result, picked, nil
+}
+
+// recordPorts writes the ports to dir/ports.json, for the next run on dir.
+func recordPorts(dir string, p Ports) error {
+	data, _ := json.MarshalIndent(p, "", "  ")
+	return os.WriteFile(filepath.Join(dir, portsFile), append(data, '\n'), 0o644)
+}
+
+// retryOnPortTaken returns start, run once more when it failed because another process bound
+// one of its ports first. The ports were free when resolvePorts picked them, but are only
+// bound when the component starts, and tests run side by side: the ports of flags that
+// resolvePorts picked itself (never one set by a flag or recorded by an earlier run) are
+// picked anew and recorded, once.
+func (e *Env) retryOnPortTaken(start func(context.Context) error, flags ...string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		err := start(ctx)
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
+		repicked := false
+		for _, f := range portFields {
+			if !slices.Contains(flags, f.flag) || !e.pickedPorts[f.flag] {
+				continue
+			}
+			l, lerr := net.Listen("tcp", "127.0.0.1:0")
+			if lerr != nil {
+				return err
+			}
+			*f.ptr(&e.Ports) = l.Addr().(*net.TCPAddr).Port
+			_ = l.Close()
+			repicked = true
+		}
+		if !repicked {
+			return err
+		}
+		if rerr := recordPorts(e.Dir, e.Ports); rerr != nil {
+			return rerr
+		}
+		return start(ctx)
+	}
 }
