@@ -191,6 +191,10 @@ dev: controlplane build ## Run everything locally (control plane, backend, manag
 	go build -o $(LOCALBIN)/dev ./cmd/dev
 	$(LOCALBIN)/dev --dir "$(DEV_DIR)" --assets "$(KUBEBUILDER_ASSETS)" --repo-root "$(CURDIR)" --manager-binary "$(LOCALBIN)/manager" --backend-binary "$(LOCALBIN)/status-backend" $(DEV_FLAGS)
 
+.PHONY: quickstart-output
+quickstart-output: ## Regenerate docs/quickstart-output.txt from a real cold `make dev` (its own state directory).
+	hack/quickstart/capture.sh
+
 .PHONY: run
 run: ## Run the manager against the cluster of the current kubeconfig.
 	go run ./cmd/manager
