@@ -167,6 +167,23 @@ func recordAdopted(tok *tokensv1alpha1.APIToken, self *backend.Token, value stri
 	}
 }
 
+// adoptedMismatch says how the adopted token, still the current one, differs from the
+// spec ("" when it does not): the reason it is replaced, in words that name the adoption
+// rather than a spec change nobody made.
+func adoptedMismatch(tok *tokensv1alpha1.APIToken) string {
+	st := tok.Status
+	if st.AdoptedTokenID == "" || st.AdoptedTokenID != st.TokenID {
+		return ""
+	}
+	switch {
+	case st.Permission != tok.Spec.Permission:
+		return fmt.Sprintf("the adopted token %s has %s permission and spec.permission asks for %s", st.TokenID, st.Permission, tok.Spec.Permission)
+	case !sameTime(requestedExpiry(tok), tok.Spec.ExpiresAt):
+		return fmt.Sprintf("the adopted token %s expires on the backend at %s, not at spec.expiresAt (%s)", st.TokenID, orNever(st.ExpiresAt), orNever(tok.Spec.ExpiresAt))
+	}
+	return ""
+}
+
 // adoptionRefused stalls the APIToken with the reason; nothing was written. A new pass (the
 // Secret appearing, a spec change) verifies again.
 func (r *APITokenReconciler) adoptionRefused(tok *tokensv1alpha1.APIToken, reason, msg string) (ctrl.Result, error) {
