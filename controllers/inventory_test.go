@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -434,4 +435,74 @@ func TestInventoryCountsTokens(t *testing.T) {
 	f.refresh()
 	g.Expect(f.inv.TokenCounts(f.key)).To(Equal(&tokensv1alpha1.BackendTokenCounts{Managed: 1, UnmanagedActive: 3, UnmanagedFullAccess: 2, OtherClusters: 2}))
 	g.Expect(f.inv.CountsChanged(f.key.Kind)).To(HaveLen(1))
+}
+
+// TestReviewCostPerSyncAtN1000 is the closing figure of the least-privilege review: at
+// N=1000 tokens its backend cost per sync interval is the inventory's and nothing more. The
+// first interval reads the features and lists everything (1 + 11 requests: 1000 tokens and
+// the admin credential, 100 a page); an idle interval costs 1 request; an interval in which
+// 50 tokens were refused a write costs 1 (the 50 changes fit one page). Reviewing all 1000
+// APITokens from that inventory costs 0 requests, and finds the 50.
+func TestReviewCostPerSyncAtN1000(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	f.reg.Set(f.ctx, f.key, &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: f.key.Name}}, f.admin, f.srv.URL, fmt.Sprintf("%p", f.admin), backend.FeatureUsage, backend.FeatureUpdatedSince)
+	const n = 1000
+	values := make([]backend.SecretValue, n)
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				ct, err := f.admin.CreateToken(f.ctx, fmt.Sprintf("key-%d", i), backend.CreateRequest{Name: fmt.Sprintf("t-%04d", i), Permission: backend.PermissionReadOnly,
+					ExternalID: fmt.Sprintf("uid-%04d", i), Labels: backendTokenLabels})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				values[i], ids[i] = ct.Value, ct.ID
+			}
+		}(w)
+	}
+	wg.Wait()
+	f.clock.Advance(time.Minute)
+
+	first := f.refresh()
+	g.Expect(first.Requests).To(Equal(int64(12)), "features, then 11 pages")
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)), "an idle interval")
+
+	for i := 0; i < 50; i++ {
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/boards", strings.NewReader(`{"name":"x"}`))
+		req.Header.Set("Authorization", "Bearer "+values[i].Reveal())
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+	}
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)), "50 changed tokens: one page of changes")
+
+	r := &APITokenReconciler{Registry: f.reg}
+	window := time.Hour
+	r.PermissionReviewWindow = &window
+	snap := f.snapshot()
+	before := f.srv.Server.Stats().Requests
+	denied := 0
+	for i := 0; i < n; i++ {
+		tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("t-%04d", i)}}
+		tok.Spec.Permission = tokensv1alpha1.PermissionReadOnly
+		tok.Status.TokenID = ids[i]
+		tok.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: f.key.Kind, Name: f.key.Name}
+		r.applyReview(tok, tokenInputs{token: tok, inventory: snap, now: f.clock.Now()})
+		if c := readyConditionOf(tok, tokensv1alpha1.ConditionLeastPrivilege); c != nil && c.Reason == tokensv1alpha1.ReasonWritesDenied {
+			denied++
+		}
+		forgetReview(tok)
+	}
+	g.Expect(f.srv.Server.Stats().Requests - before).To(BeZero(), "the review itself makes no request")
+	g.Expect(denied).To(Equal(50))
+	t.Logf("review cost at N=%d: first interval %d requests, idle interval 1, 50 changed tokens 1, review of %d APITokens 0", n, first.Requests, n)
 }
