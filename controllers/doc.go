@@ -37,7 +37,11 @@
 // interval costs one request whatever the number of tokens). It feeds status.lastUsedAt, finds tokens revoked by hand (then
 // confirmed with a GET on the token itself, since a list walk can miss one), and finds active
 // tokens of an APIToken that its status does not name, which the next pass deactivates. It
-// wakes only the APITokens whose view changed.
+// wakes only the APITokens whose view changed. It lists every token of the backend, not only
+// the operator's, and counts them by who manages them (status.tokens of the backend, written
+// by the backend's controller, which it wakes only when the counts change). Tokens labelled
+// with another cluster's identity (tokens.statusops.dev/cluster) are counted as the other
+// clusters' and are left out of the per-APIToken index, so they are never swept as orphans.
 //
 // # Write expectations (expectations.go)
 //
