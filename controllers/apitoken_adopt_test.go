@@ -201,3 +201,32 @@ func TestAdoptedTokenExpiringBeforeSpec(t *testing.T) {
 	g.Eventually(func() backend.TokenStatus { return h.backendToken(created.ID).Status }).WithTimeout(20 * time.Second).Should(Equal(backend.StatusInactive))
 	g.Expect(h.readyCondition(h.get(tok.Name)).Status).To(Equal(metav1.ConditionTrue))
 }
+
+// TestAdoptionResumesAfterTheClaim: the operator was killed right after the claim, before
+// the Secret was written (the token already carries this APIToken's UID, status names
+// nothing). The next pass verifies again (an external_id equal to its own UID is no
+// refusal), repeats the claim (repeatable) and writes the Secret: Adopted, no new token, the
+// value byte-identical. A Secret without the key is a clear condition first.
+func TestAdoptionResumesAfterTheClaim(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	legacy := h.backend.IssueToken(t, backend.CreateRequest{Name: "interrupted", Permission: backend.PermissionReadOnly})
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "interrupted-src"}, Data: map[string][]byte{"other-key": []byte("x")}}
+	g.Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	tok := h.create(h.newToken("interrupted", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "interrupted-src")))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonAdoptionFailed)
+	g.Expect(h.readyCondition(got).Message).To(ContainSubstring(`has no key "token"`))
+
+	claimed, err := h.admin.ClaimToken(h.ctx, legacy.ID, string(got.UID))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(claimed.ExternalID).To(Equal(string(got.UID)))
+	before := h.backend.Server.Stats()
+	s.Data = map[string][]byte{"token": []byte(legacy.Value.Reveal())}
+	g.Expect(h.c.Update(h.ctx, s)).To(Succeed())
+	got = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
+	after := h.backend.Server.Stats()
+	g.Expect(after.TokensCreated - before.TokensCreated).To(BeZero())
+	g.Expect(after.WriteRequests-before.WriteRequests).To(BeEquivalentTo(1), "the repeated claim")
+	g.Expect(got.Status.TokenID).To(Equal(legacy.ID))
+	g.Expect(h.secret(tok.Name).Data["token"]).To(Equal([]byte(legacy.Value.Reveal())))
+}
