@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -9,9 +10,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
@@ -97,4 +100,44 @@ func TestBackendTokenCounts(t *testing.T) {
 	h.waitFor(h.create(h.newToken("legacy-ro", tokensv1alpha1.PermissionReadOnly, adopting(legacyRO.ID, "legacy-ro"))).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
 	waitCounts(h, tokensv1alpha1.BackendTokenCounts{Managed: 2, UnmanagedActive: 1, UnmanagedFullAccess: 1, OtherClusters: 2})
 	g.Expect(backendTokensGauge(t, h.backendName, "managed")).To(Equal(2.0))
+}
+
+// TestStatusBackendTokenCounts: a namespaced StatusBackend gets status.tokens too, and a
+// token made on the backend later shows up within a sync interval (the inventory wakes the
+// backend's controller). No APIToken uses this backend, so nothing there is managed.
+func TestStatusBackendTokenCounts(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	sb := &tokensv1alpha1.StatusBackend{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "team-backend"}}
+	sb.Spec.URL = h.backend.URL
+	sb.Spec.CredentialsSecretRef = tokensv1alpha1.CredentialsSecretReference{Name: "admin", Key: "token"}
+	g.Expect(h.c.Create(h.ctx, sb)).To(Succeed())
+	counts := func() *tokensv1alpha1.BackendTokenCounts {
+		var got tokensv1alpha1.StatusBackend
+		if err := h.c.Get(h.ctx, types.NamespacedName{Namespace: h.ns, Name: sb.Name}, &got); err != nil {
+			return nil
+		}
+		return got.Status.Tokens
+	}
+	g.Eventually(counts).WithTimeout(20 * time.Second).Should(Equal(&tokensv1alpha1.BackendTokenCounts{}))
+	h.backend.IssueToken(t, backend.CreateRequest{Name: "later", Permission: backend.PermissionFullAccess})
+	g.Eventually(counts).WithTimeout(20 * time.Second).Should(Equal(&tokensv1alpha1.BackendTokenCounts{UnmanagedActive: 1, UnmanagedFullAccess: 1}))
+}
+
+// TestResolveClusterIdentity: --cluster-name wins and must be a label value; without it the
+// identity is the kube-system namespace's UID, and a cluster where that cannot be read says
+// how to get past it.
+func TestResolveClusterIdentity(t *testing.T) {
+	g := NewWithT(t)
+	withNS := fake.NewClientBuilder().WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", UID: "ks-uid"}}).Build()
+	id, err := controllers.ResolveClusterIdentity(context.Background(), withNS, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(id).To(Equal("ks-uid"))
+	id, err = controllers.ResolveClusterIdentity(context.Background(), withNS, "prod-eu-1")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(id).To(Equal("prod-eu-1"))
+	_, err = controllers.ResolveClusterIdentity(context.Background(), withNS, "prod/eu 1")
+	g.Expect(err).To(MatchError(ContainSubstring("--cluster-name")))
+	_, err = controllers.ResolveClusterIdentity(context.Background(), fake.NewClientBuilder().Build(), "")
+	g.Expect(err).To(MatchError(ContainSubstring("set --cluster-name")))
 }
