@@ -502,7 +502,7 @@ func TestReviewCostPerSyncAtN1000(t *testing.T) {
 		}
 		forgetReview(tok)
 	}
-	g.Expect(f.srv.Server.Stats().Requests - before).To(BeZero(), "the review itself makes no request")
+	g.Expect(f.srv.Server.Stats().Requests-before).To(BeZero(), "the review itself makes no request")
 	g.Expect(denied).To(Equal(50))
 	t.Logf("review cost at N=%d: first interval %d requests, idle interval 1, 50 changed tokens 1, review of %d APITokens 0", n, first.Requests, n)
 }
