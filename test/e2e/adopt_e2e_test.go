@@ -56,7 +56,7 @@ func TestAdoptAndSwitchToReadOnly(t *testing.T) {
 
 	kubectl(t, e, "patch", "apitoken", "legacy-bot", "-n", ns, "--type=merge", "-p", `{"spec":{"permission":"ReadOnly","rotation":{"gracePeriod":"8s"}}}`)
 	g.Eventually(func() string { return getAPIToken(t, e, ns, "legacy-bot").Status.TokenID }).
-		WithTimeout(60*time.Second).WithPolling(250*time.Millisecond).ShouldNot(Equal(legacyID))
+		WithTimeout(60 * time.Second).WithPolling(250 * time.Millisecond).ShouldNot(Equal(legacyID))
 	code, body = callBackend(t, http.MethodGet, e.BackendURL+"/boards", legacyValue, "")
 	g.Expect(code).To(Equal(http.StatusOK), "the legacy value works during the overlap: %s", body)
 	waitReady(t, e, ns, "legacy-bot")
