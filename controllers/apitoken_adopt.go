@@ -133,6 +133,8 @@ func (r *APITokenReconciler) verifyAdoption(ctx context.Context, tok *tokensv1al
 		return nil, tokensv1alpha1.ReasonAdoptionForbidden, fmt.Sprintf("Token %s is the backend's admin credential; an APIToken must never hold it (deactivating it would cut off the operator). Adopt the tokens your workloads use instead.", ad.TokenID), nil
 	case self.Status != backend.StatusActive:
 		return nil, tokensv1alpha1.ReasonAdoptionFailed, fmt.Sprintf("Token %s is inactive on the backend; there is nothing to adopt. Remove spec.adopt to issue a new token.", ad.TokenID), nil
+	case labelledForOtherCluster(self.Labels, r.ClusterIdentity):
+		return nil, tokensv1alpha1.ReasonAlreadyManaged, fmt.Sprintf("Token %s was created by the operator of another cluster sharing this backend (its label %s names another cluster); only that cluster may manage it.", ad.TokenID, tokensv1alpha1.LabelCluster), nil
 	case self.ExternalID != "" && self.ExternalID != string(tok.UID):
 		return nil, tokensv1alpha1.ReasonAlreadyManaged, fmt.Sprintf("Token %s already belongs to another owner (external_id is set), for example another APIToken. Each token can be adopted by one APIToken.", ad.TokenID), nil
 	}
@@ -163,6 +165,23 @@ func recordAdopted(tok *tokensv1alpha1.APIToken, self *backend.Token, value stri
 	if v := tok.Annotations[tokensv1alpha1.AnnotationRotateRequestedAt]; v != "" {
 		st.RotationHandled = v
 	}
+}
+
+// adoptedMismatch says how the adopted token, still the current one, differs from the
+// spec ("" when it does not): the reason it is replaced, in words that name the adoption
+// rather than a spec change nobody made.
+func adoptedMismatch(tok *tokensv1alpha1.APIToken) string {
+	st := tok.Status
+	if st.AdoptedTokenID == "" || st.AdoptedTokenID != st.TokenID {
+		return ""
+	}
+	switch {
+	case st.Permission != tok.Spec.Permission:
+		return fmt.Sprintf("the adopted token %s has %s permission and spec.permission asks for %s", st.TokenID, st.Permission, tok.Spec.Permission)
+	case !sameTime(requestedExpiry(tok), tok.Spec.ExpiresAt):
+		return fmt.Sprintf("the adopted token %s expires on the backend at %s, not at spec.expiresAt (%s)", st.TokenID, orNever(st.ExpiresAt), orNever(tok.Spec.ExpiresAt))
+	}
+	return ""
 }
 
 // adoptionRefused stalls the APIToken with the reason; nothing was written. A new pass (the

@@ -148,3 +148,85 @@ func TestAdoptionWaitsForItsSecret(t *testing.T) {
 	NewWithT(t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
 	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
 }
+
+// TestAdoptUnderRetain: an adopted token deleted under deletionPolicy Retain stays active
+// and keeps working, and its Secret (the user's own, taken over in place) is released with
+// the value byte-identical. From creation to deletion the backend saw one write: the claim.
+func TestAdoptUnderRetain(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	legacy := legacyToken(h, "kept-token", backend.PermissionReadOnly)
+	before := h.backend.Server.Stats()
+	tok := h.create(h.newToken("kept-token", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "kept-token"), func(t *tokensv1alpha1.APIToken) {
+		t.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyRetain
+	}))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
+	g.Expect(metav1.IsControlledBy(h.secret(tok.Name), got)).To(BeTrue())
+
+	g.Expect(h.c.Delete(h.ctx, got)).To(Succeed())
+	g.Eventually(func() bool { return h.get(tok.Name) == nil }).WithTimeout(15 * time.Second).Should(BeTrue())
+	after := h.backend.Server.Stats()
+	g.Expect(after.WriteRequests-before.WriteRequests).To(BeEquivalentTo(1), "the claim only: nothing deactivated")
+	g.Expect(h.backendToken(legacy.ID).Status).To(Equal(backend.StatusActive), "Retain leaves the adopted token active")
+	s := h.secret(tok.Name)
+	g.Expect(s).NotTo(BeNil(), "the Secret stays")
+	g.Expect(s.Data["token"]).To(Equal([]byte(legacy.Value.Reveal())), "byte-identical")
+	g.Expect(metav1.GetControllerOf(s)).To(BeNil(), "released: no owner, so nothing garbage-collects it")
+	g.Expect(h.useToken(s.Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK), "and it still works")
+}
+
+// TestAdoptedTokenExpiringBeforeSpec: the adopted token expires on the backend before
+// spec.expiresAt. Adoption records the backend's expiry (status.expiresAt), which differs
+// from the spec, so the token is replaced at once like any expiry change: with the grace
+// period as overlap, an Event saying why, and status ending Ready=True Issued on a token
+// that expires at spec.expiresAt. The legacy value works during the overlap, then is retired.
+func TestAdoptedTokenExpiringBeforeSpec(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	soon := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	created := h.backend.IssueToken(t, backend.CreateRequest{Name: "legacy short", Permission: backend.PermissionReadOnly, ExpiresAt: &soon})
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "short-lived"}, Data: map[string][]byte{"token": []byte(created.Value.Reveal())}}
+	g.Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	want := metav1.NewTime(time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second))
+	tok := h.create(h.newToken("short-lived", tokensv1alpha1.PermissionReadOnly, adopting(created.ID, "short-lived"),
+		withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(4 * time.Second)}), func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &want }))
+
+	got := waitForNewToken(h, tok.Name, created.ID)
+	g.Expect(got.Status.AdoptedTokenID).To(Equal(created.ID), "it was adopted first")
+	g.Expect(got.Status.ExpiresAt.Time).To(BeTemporally("==", want.Time), "status.expiresAt is the new token's backend expiry")
+	g.Expect(*h.backendToken(got.Status.TokenID).ExpiresAt).To(BeTemporally("==", want.Time))
+	g.Expect(h.expectEvent(tok.Name, tokensv1alpha1.EventReplaced)).To(ContainSubstring("the adopted token " + created.ID + " expires on the backend at " + soon.Format(time.RFC3339) + ", not at spec.expiresAt"))
+	g.Expect(got.Status.PreviousTokens).To(ConsistOf(HaveField("TokenID", created.ID)), "the legacy value drains for the grace period")
+	g.Expect(h.useToken([]byte(created.Value.Reveal()), http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Eventually(func() backend.TokenStatus { return h.backendToken(created.ID).Status }).WithTimeout(20 * time.Second).Should(Equal(backend.StatusInactive))
+	g.Expect(h.readyCondition(h.get(tok.Name)).Status).To(Equal(metav1.ConditionTrue))
+}
+
+// TestAdoptionResumesAfterTheClaim: the operator was killed right after the claim, before
+// the Secret was written (the token already carries this APIToken's UID, status names
+// nothing). The next pass verifies again (an external_id equal to its own UID is no
+// refusal), repeats the claim (repeatable) and writes the Secret: Adopted, no new token, the
+// value byte-identical. A Secret without the key is a clear condition first.
+func TestAdoptionResumesAfterTheClaim(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	legacy := h.backend.IssueToken(t, backend.CreateRequest{Name: "interrupted", Permission: backend.PermissionReadOnly})
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "interrupted-src"}, Data: map[string][]byte{"other-key": []byte("x")}}
+	g.Expect(h.c.Create(h.ctx, s)).To(Succeed())
+	tok := h.create(h.newToken("interrupted", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "interrupted-src")))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonAdoptionFailed)
+	g.Expect(h.readyCondition(got).Message).To(ContainSubstring(`has no key "token"`))
+
+	claimed, err := h.admin.ClaimToken(h.ctx, legacy.ID, string(got.UID))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(claimed.ExternalID).To(Equal(string(got.UID)))
+	before := h.backend.Server.Stats()
+	s.Data = map[string][]byte{"token": []byte(legacy.Value.Reveal())}
+	g.Expect(h.c.Update(h.ctx, s)).To(Succeed())
+	got = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
+	after := h.backend.Server.Stats()
+	g.Expect(after.TokensCreated - before.TokensCreated).To(BeZero())
+	g.Expect(after.WriteRequests-before.WriteRequests).To(BeEquivalentTo(1), "the repeated claim")
+	g.Expect(got.Status.TokenID).To(Equal(legacy.ID))
+	g.Expect(h.secret(tok.Name).Data["token"]).To(Equal([]byte(legacy.Value.Reveal())))
+}

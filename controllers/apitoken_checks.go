@@ -399,6 +399,8 @@ func needsNewToken(in tokenInputs) (why, event string) {
 		return "a revocation was requested with the " + tokensv1alpha1.AnnotationRevokeRequestedAt + " annotation (the token may have leaked); every older token is deactivated at once", tokensv1alpha1.EventReplaced
 	case currentBackendKey(tok) != in.backend.key || (st.Backend != nil && st.Backend.UID != "" && in.backend.uid != "" && st.Backend.UID != in.backend.uid):
 		return fmt.Sprintf("spec.backendRef changed from %s to %s", currentBackendKey(tok), in.backend.key), tokensv1alpha1.EventReplaced
+	case adoptedMismatch(tok) != "":
+		return adoptedMismatch(tok), tokensv1alpha1.EventReplaced
 	case st.Permission != tok.Spec.Permission:
 		return fmt.Sprintf("spec.permission changed from %s to %s", st.Permission, tok.Spec.Permission), tokensv1alpha1.EventReplaced
 	case !sameTime(requestedExpiry(tok), tok.Spec.ExpiresAt):

@@ -98,6 +98,9 @@ type APITokenReconciler struct {
 	// NamespacedBackendsDisabled turns StatusBackend references into a failure
 	// (--namespaced-backends=false).
 	NamespacedBackendsDisabled bool
+	// ClusterIdentity labels every token this cluster creates (LabelCluster); a token
+	// labelled with another identity is never deactivated as an orphan nor adopted.
+	ClusterIdentity string
 
 	expectations writeExpectations
 	// afterCreate is the crash-test seam (WithAfterCreate).

@@ -67,7 +67,7 @@ func (r *APITokenReconciler) issuanceWindow() time.Duration {
 // external_id = UID, the one named in status and held in the Secret, plus only the tokens
 // status lists as pending deactivation.
 func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision, cl backend.Client) (ctrl.Result, error) {
-	req := createRequestFor(tok, in.now)
+	req := createRequestFor(tok, in.now, tokenLabelsFor(r.ClusterIdentity))
 	serial := tok.Status.IssueSerial + 1
 	newRef := backendRefFor(in.backend.key, in.backend.uid)
 	created, err := cl.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
@@ -126,14 +126,15 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	return requeueAt(in.now, next), nil
 }
 
-// createRequestFor is the create request the spec asks for at now.
-func createRequestFor(tok *tokensv1alpha1.APIToken, now time.Time) backend.CreateRequest {
+// createRequestFor is the create request the spec asks for at now; labels are this
+// cluster's (tokenLabelsFor).
+func createRequestFor(tok *tokensv1alpha1.APIToken, now time.Time, labels map[string]string) backend.CreateRequest {
 	return backend.CreateRequest{
 		Name:        tok.Namespace + "/" + tok.Name,
 		Permission:  backendPermission(tok.Spec.Permission),
 		Description: tok.Spec.Description,
 		ExternalID:  string(tok.UID),
-		Labels:      backendTokenLabels,
+		Labels:      labels,
 		ExpiresAt:   requestedBackendExpiry(tok, now),
 	}
 }

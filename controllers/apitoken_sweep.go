@@ -80,6 +80,15 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 			keep[p.TokenID] = true
 		}
 	}
+	// A token labelled with another cluster's identity is that cluster's, even when its
+	// external_id is this APIToken's UID (a cluster restored from another's backup): only
+	// a token status names (pending deactivation, or explicit) is deactivated then.
+	named := map[string]bool{scope.explicit: scope.explicit != ""}
+	for _, p := range tok.Status.PendingDeactivation {
+		if keyOfRef(p.Backend) == scope.key {
+			named[p.TokenID] = true
+		}
+	}
 	var done []string
 	if id := scope.explicit; id != "" && !slices.ContainsFunc(list, func(t backend.Token) bool { return t.ID == id }) {
 		if err := r.deactivateIfOwned(ctx, tok, cl, id); err != nil {
@@ -88,6 +97,9 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 	}
 	for _, t := range list {
 		if keep[t.ID] || t.ExternalID != uid || t.Status != backend.StatusActive {
+			continue
+		}
+		if labelledForOtherCluster(t.Labels, r.ClusterIdentity) && !named[t.ID] {
 			continue
 		}
 		if err := r.deactivateOwned(ctx, tok, cl, t.ID); err != nil {

@@ -69,6 +69,8 @@ type backendReconciler[T client.Object] struct {
 	credentials cache.Cache
 	kind        backendKind[T]
 	workers     int
+	// inventory, when set, gives status.tokens (nil: the counts are not reported).
+	inventory *Inventory
 }
 
 // Reconcile checks a backend and sets Ready. Status is written once, in a deferred patch,
@@ -113,6 +115,7 @@ func (r *backendReconciler[T]) reconcileNormal(ctx context.Context, obj T) (ctrl
 	}
 	res := r.apply(ctx, obj, in)
 	setBackendReady(r.kind.status(obj), obj.GetGeneration(), res.status, res.reason, res.message)
+	r.reportTokenCounts(obj)
 	if err := r.checker.syncCredentialsFinalizer(ctx, r.client, in.secret); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -145,6 +148,7 @@ func (r *backendReconciler[T]) reconcileDelete(ctx context.Context, obj T) (ctrl
 		return ctrl.Result{RequeueAfter: res.retry}, nil
 	}
 	r.checker.Registry.Remove(key)
+	forgetTokenCounts(key)
 	in := backendInputs{secretRef: r.kind.credentials(obj), dataKey: r.kind.spec(obj).CredentialsSecretRef.Key}
 	r.checker.readCredential(ctx, &in)
 	if in.readErr != nil {
@@ -222,10 +226,35 @@ func (r *backendReconciler[T]) SetupWithManager(mgr ctrl.Manager) error {
 		For(r.kind.newObject(), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&tokensv1alpha1.APIToken{}, handler.EnqueueRequestsFromMapFunc(r.backendOfToken), builder.WithPredicates(dependencyChanged())).
 		WatchesRawSource(source.Channel(r.checker.Registry.Rechecks(r.kind.kind), &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.countsChanged(), &handler.EnqueueRequestForObject{})).
 		WatchesRawSource(source.Kind(r.credentials, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.backendsForSecret))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Named(r.kind.name).
 		Complete(r)
+}
+
+// countsChanged is the inventory's channel of backends of this kind whose token counts
+// changed; without an inventory, a channel that never delivers.
+func (r *backendReconciler[T]) countsChanged() <-chan event.GenericEvent {
+	if r.inventory == nil {
+		return make(chan event.GenericEvent)
+	}
+	return r.inventory.CountsChanged(r.kind.kind)
+}
+
+// reportTokenCounts copies the last inventory's counts into status.tokens and the gauge.
+// Until the backend has been listed once, the previous counts stand.
+func (r *backendReconciler[T]) reportTokenCounts(obj T) {
+	if r.inventory == nil {
+		return
+	}
+	key := r.kind.key(obj)
+	n := r.inventory.TokenCounts(key)
+	if n == nil {
+		return
+	}
+	r.kind.status(obj).Tokens = n
+	setTokenCountGauges(key, n)
 }
 
 // backendsReading lists the backends of this kind that read the Secret.

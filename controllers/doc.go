@@ -33,13 +33,18 @@
 //
 // # Inventory (inventory.go)
 //
-// Once per sync interval, per registered backend, it reads the tokens the operator manages
-// there: a full list after each registration (and every few hours), and in between, where the
-// backend offers updated_since, only the tokens changed since the last walk (so an idle
-// interval costs one request whatever the number of tokens). It feeds status.lastUsedAt, finds tokens revoked by hand (then
-// confirmed with a GET on the token itself, since a list walk can miss one), and finds active
-// tokens of an APIToken that its status does not name, which the next pass deactivates. It
-// wakes only the APITokens whose view changed.
+// Once per sync interval, per registered backend, it reads the backend's tokens (all of
+// them, not only the operator's; the admin tokens are left out): a full list after each
+// registration (and every few hours), and in between, where the backend offers
+// updated_since, only the tokens changed since the last walk (so an idle interval costs one
+// request whatever the number of tokens). It feeds status.lastUsedAt, finds tokens revoked
+// by hand (then confirmed with a GET on the token itself, since a list walk can miss one),
+// and finds active tokens of an APIToken that its status does not name, which the next pass
+// deactivates. It wakes only the APITokens whose view changed. It also counts the tokens by
+// who manages them, for the backend's status.tokens (written by the backend's controller,
+// which it wakes only when the counts change). Tokens labelled with another cluster's
+// identity (tokens.statusops.dev/cluster) are counted as the other clusters' and left out of
+// the per-APIToken index, so they are never swept as orphans.
 //
 // # Write expectations (expectations.go)
 //

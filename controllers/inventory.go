@@ -19,9 +19,26 @@ import (
 	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
-// backendTokenLabels are put on every backend token the operator issues, so that one
-// list call per backend finds them all.
+// backendTokenLabels are put on every backend token the operator issues: they say who made
+// it. tokenLabelsFor adds the cluster's identity.
 var backendTokenLabels = map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}
+
+// tokenLabelsFor is the labels of a token this cluster creates: backendTokenLabels and, when
+// the identity is known, LabelCluster. The protocol cannot change labels later, so a token
+// keeps the identity it was created with.
+func tokenLabelsFor(cluster string) map[string]string {
+	if cluster == "" {
+		return backendTokenLabels
+	}
+	return map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue, tokensv1alpha1.LabelCluster: cluster}
+}
+
+// labelledForOtherCluster: the token carries another cluster's identity. Such a token is
+// never deactivated as an orphan, adopted, or counted as this cluster's.
+func labelledForOtherCluster(labels map[string]string, cluster string) bool {
+	c := labels[tokensv1alpha1.LabelCluster]
+	return c != "" && c != cluster
+}
 
 const (
 	// DefaultInventoryOverlap is how far before the previous walk's start an incremental
@@ -45,34 +62,55 @@ var allTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // one, sharing the maps when nothing changed.
 type inventorySnapshot struct {
 	takenAt time.Time
-	// active holds the tokens without Labels, Description and Last4, which the operator
-	// never reads from the inventory (every listed token carries our label anyway).
+	// active holds every active token of the backend (the operator's and any other, but
+	// not the admin tokens, which no APIToken can hold), without Description and Last4, and
+	// with Labels reduced to LabelCluster (see labelsKept).
 	active map[string]backend.Token
-	// byExternalID lists the active token ids per external_id (APIToken UID).
+	// byExternalID lists the active token ids per external_id (APIToken UID), leaving out
+	// tokens labelled with another cluster's identity: this index finds the tokens an
+	// APIToken may deactivate as orphans, and those are never another cluster's.
 	byExternalID map[string][]string
+	// cluster is the identity of this cluster the snapshot was built with.
+	cluster string
+	// tokens counts the active tokens for the backend's status.tokens (Refresh sets it
+	// before publishing); nil when the APITokens could not be listed.
+	tokens *tokensv1alpha1.BackendTokenCounts
 }
 
-// newInventorySnapshot indexes a backend's list of active tokens.
-func newInventorySnapshot(takenAt time.Time, list []backend.Token) *inventorySnapshot {
-	snap := &inventorySnapshot{takenAt: takenAt, active: make(map[string]backend.Token, len(list)), byExternalID: map[string][]string{}}
+// newInventorySnapshot indexes a backend's list of active tokens; cluster is this cluster's
+// identity.
+func newInventorySnapshot(takenAt time.Time, list []backend.Token, cluster string) *inventorySnapshot {
+	snap := &inventorySnapshot{takenAt: takenAt, active: make(map[string]backend.Token, len(list)), byExternalID: map[string][]string{}, cluster: cluster}
+	kept := labelsKept{}
 	for _, t := range list {
-		if t.Status != "" && t.Status != backend.StatusActive {
+		if (t.Status != "" && t.Status != backend.StatusActive) || t.IsAdmin() {
 			continue
 		}
 		if _, dup := snap.active[t.ID]; dup {
 			continue
 		}
-		snap.active[t.ID] = inventoryEntry(t)
-		if t.ExternalID != "" {
+		snap.active[t.ID] = kept.entry(t)
+		if t.ExternalID != "" && !labelledForOtherCluster(t.Labels, cluster) {
 			snap.byExternalID[t.ExternalID] = append(snap.byExternalID[t.ExternalID], t.ID)
 		}
 	}
 	return snap
 }
 
-// inventoryEntry is what the inventory keeps of a listed token.
-func inventoryEntry(t backend.Token) backend.Token {
+// labelsKept interns the one label the inventory keeps, LabelCluster: the tokens of one
+// cluster share one map, so 20,000 tokens cost a handful of maps, not 20,000.
+type labelsKept map[string]map[string]string
+
+// entry is what the inventory keeps of a listed token.
+func (k labelsKept) entry(t backend.Token) backend.Token {
+	c := t.Labels[tokensv1alpha1.LabelCluster]
 	t.Labels, t.Description, t.Last4 = nil, "", ""
+	if c != "" {
+		if k[c] == nil {
+			k[c] = map[string]string{tokensv1alpha1.LabelCluster: c}
+		}
+		t.Labels = k[c]
+	}
 	return t
 }
 
@@ -80,10 +118,10 @@ func inventoryEntry(t backend.Token) backend.Token {
 // token listed active is added or updated, a token listed otherwise leaves active and
 // byExternalID. The receiver is not modified.
 func (s *inventorySnapshot) merge(takenAt time.Time, changed []backend.Token) *inventorySnapshot {
-	next := &inventorySnapshot{takenAt: takenAt, active: s.active, byExternalID: s.byExternalID}
+	next := &inventorySnapshot{takenAt: takenAt, active: s.active, byExternalID: s.byExternalID, cluster: s.cluster}
 	news := changed[:0:0]
 	for _, t := range changed {
-		if !s.holds(t) {
+		if !t.IsAdmin() && !s.holds(t) {
 			news = append(news, t)
 		}
 	}
@@ -93,6 +131,7 @@ func (s *inventorySnapshot) merge(takenAt time.Time, changed []backend.Token) *i
 	}
 	next.active = maps.Clone(s.active)
 	next.byExternalID = maps.Clone(s.byExternalID)
+	kept := labelsKept{}
 	for _, t := range news {
 		if old, had := next.active[t.ID]; had {
 			delete(next.active, t.ID)
@@ -109,8 +148,8 @@ func (s *inventorySnapshot) merge(takenAt time.Time, changed []backend.Token) *i
 		if t.Status != backend.StatusActive {
 			continue
 		}
-		next.active[t.ID] = inventoryEntry(t)
-		if t.ExternalID != "" {
+		next.active[t.ID] = kept.entry(t)
+		if t.ExternalID != "" && !labelledForOtherCluster(t.Labels, s.cluster) {
 			next.byExternalID[t.ExternalID] = append(slices.Clip(next.byExternalID[t.ExternalID]), t.ID)
 		}
 	}
@@ -165,6 +204,9 @@ type Inventory struct {
 	// DefaultInventoryFullListInterval. FullListInterval <= 0 never lists in full again.
 	Overlap          time.Duration
 	FullListInterval time.Duration
+	// ClusterIdentity is this cluster's LabelCluster value: tokens labelled with another
+	// value are other clusters'.
+	ClusterIdentity string
 
 	// refreshMu serialises Refresh; it guards walks and announced.
 	refreshMu sync.Mutex
@@ -176,6 +218,8 @@ type Inventory struct {
 	mu     sync.RWMutex
 	snaps  map[BackendKey]*inventorySnapshot
 	events chan event.GenericEvent
+	// countsChanged carries, per backend kind, the backends whose status.tokens changed.
+	countsChanged map[tokensv1alpha1.BackendKind]chan event.GenericEvent
 }
 
 // NewInventory returns an inventory that refreshes every interval.
@@ -183,7 +227,11 @@ func NewInventory(reg *BackendRegistry, reader client.Reader, interval time.Dura
 	return &Inventory{Registry: reg, Reader: reader, Interval: interval, Clock: clock,
 		Overlap: DefaultInventoryOverlap, FullListInterval: DefaultInventoryFullListInterval,
 		walks: map[BackendKey]*inventoryWalk{}, announced: map[BackendKey]bool{},
-		snaps: map[BackendKey]*inventorySnapshot{}, events: make(chan event.GenericEvent, 4096)}
+		snaps: map[BackendKey]*inventorySnapshot{}, events: make(chan event.GenericEvent, 4096),
+		countsChanged: map[tokensv1alpha1.BackendKind]chan event.GenericEvent{
+			tokensv1alpha1.BackendKindStatusBackend:        make(chan event.GenericEvent, 256),
+			tokensv1alpha1.BackendKindClusterStatusBackend: make(chan event.GenericEvent, 256),
+		}}
 }
 
 // Snapshot returns the last inventory of a backend, or nil.
@@ -195,6 +243,12 @@ func (i *Inventory) Snapshot(key BackendKey) *inventorySnapshot {
 
 // Events carries the APITokens whose backend view changed.
 func (i *Inventory) Events() <-chan event.GenericEvent { return i.events }
+
+// CountsChanged carries the backends of one kind whose token counts changed, a source for
+// that kind's controller (which writes status.tokens).
+func (i *Inventory) CountsChanged(kind tokensv1alpha1.BackendKind) <-chan event.GenericEvent {
+	return i.countsChanged[kind]
+}
 
 // NeedLeaderElection: only the leader reconciles, so only the leader needs the inventory.
 func (i *Inventory) NeedLeaderElection() bool { return true }
@@ -233,16 +287,88 @@ func (i *Inventory) Refresh(ctx context.Context) {
 		if !ok || !rawOK {
 			continue
 		}
+		prev := i.Snapshot(key)
 		snap, err := i.walk(ctx, log, key, cl, raw)
 		if err != nil {
 			log.Info("Listing backend tokens failed; keeping the previous inventory", "backend", key.String(), "error", err.Error())
 			continue
 		}
+		var tokens tokensv1alpha1.APITokenList
+		// The cache's own objects, not 20,000 deep copies per interval: they are only read
+		// here and handed on as events, whose handler reads the name.
+		listErr := i.Reader.List(ctx, &tokens, client.MatchingFields{backendRefIndex: key.String()}, client.UnsafeDisableDeepCopy)
+		if listErr == nil {
+			snap.tokens = countTokens(snap, tokens.Items)
+		} else if prev != nil {
+			snap.tokens = prev.tokens
+		}
 		i.mu.Lock()
 		i.snaps[key] = snap
 		i.mu.Unlock()
-		i.wakeChanged(ctx, key, snap)
+		if snap.tokens != nil && (prev == nil || prev.tokens == nil || *prev.tokens != *snap.tokens) {
+			i.announceCounts(ctx, key)
+		}
+		if listErr == nil {
+			i.wakeChanged(ctx, key, snap, tokens.Items)
+		}
 	}
+}
+
+// countTokens sorts a backend's active tokens by who manages them. tokens are the APITokens
+// that refer to the backend (by spec, status or a pending deactivation). The backend's admin
+// tokens are left out: they can be neither managed nor adopted.
+func countTokens(snap *inventorySnapshot, tokens []tokensv1alpha1.APIToken) *tokensv1alpha1.BackendTokenCounts {
+	ours := make(map[string]bool, len(tokens))
+	for idx := range tokens {
+		ours[string(tokens[idx].UID)] = true
+	}
+	var n tokensv1alpha1.BackendTokenCounts
+	for _, t := range snap.active {
+		cluster := t.Labels[tokensv1alpha1.LabelCluster]
+		switch {
+		case t.IsAdmin():
+		case cluster != "" && cluster != snap.cluster:
+			n.OtherClusters++
+		case t.ExternalID != "" && ours[t.ExternalID]:
+			n.Managed++
+		case t.ExternalID != "" && cluster == "":
+			// Owned, but by no APIToken here and without this cluster's label: another
+			// cluster's (an adopted token, or one made before clusters labelled theirs).
+			n.OtherClusters++
+		default:
+			// Made by hand or another tool, or ours and left behind (deletionPolicy
+			// Retain: this cluster's label, an external_id no APIToken has any more).
+			n.UnmanagedActive++
+			if t.Permission == backend.PermissionFullAccess {
+				n.UnmanagedFullAccess++
+			}
+		}
+	}
+	return &n
+}
+
+// announceCounts wakes the backend's controller to write its new counts; a wake already
+// queued covers it.
+func (i *Inventory) announceCounts(ctx context.Context, key BackendKey) {
+	var obj client.Object = &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: key.Name}}
+	if key.Kind == tokensv1alpha1.BackendKindStatusBackend {
+		obj = &tokensv1alpha1.StatusBackend{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	}
+	select {
+	case i.countsChanged[key.Kind] <- event.GenericEvent{Object: obj}:
+	case <-ctx.Done():
+	default:
+	}
+}
+
+// TokenCounts is a backend's status.tokens from its last inventory, or nil.
+func (i *Inventory) TokenCounts(key BackendKey) *tokensv1alpha1.BackendTokenCounts {
+	snap := i.Snapshot(key)
+	if snap == nil || snap.tokens == nil {
+		return nil
+	}
+	n := *snap.tokens
+	return &n
 }
 
 // walk lists one backend through cl and returns its new snapshot; raw identifies the
@@ -260,7 +386,9 @@ func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, c
 	prev := i.Snapshot(key)
 	full := !w.incremental || w.lastWalk.IsZero() || prev == nil ||
 		(i.FullListInterval > 0 && takenAt.Sub(w.lastFull) >= i.FullListInterval)
-	opts := backend.ListOptions{Labels: backendTokenLabels}
+	// Every token, not only ours: the counts in status.tokens include the tokens nobody
+	// manages and other clusters'. An idle interval still costs one request.
+	opts := backend.ListOptions{}
 	switch {
 	case full && w.incremental:
 		// By cursor from the beginning: unlike page numbers, a cursor walk skips no token
@@ -284,7 +412,7 @@ func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, c
 	}
 	var snap *inventorySnapshot
 	if full {
-		snap = newInventorySnapshot(takenAt, list)
+		snap = newInventorySnapshot(takenAt, list, i.ClusterIdentity)
 		w.lastFull = takenAt
 	} else {
 		snap = prev.merge(takenAt, list)
@@ -331,15 +459,9 @@ func sameClient(a, b backend.Client) bool {
 	return a == b
 }
 
-func (i *Inventory) wakeChanged(ctx context.Context, key BackendKey, snap *inventorySnapshot) {
-	var tokens tokensv1alpha1.APITokenList
-	// The cache's own objects, not 20,000 deep copies per interval: they are only read here
-	// and handed on as events, whose handler reads the name.
-	if err := i.Reader.List(ctx, &tokens, client.MatchingFields{backendRefIndex: key.String()}, client.UnsafeDisableDeepCopy); err != nil {
-		return
-	}
-	for idx := range tokens.Items {
-		tok := &tokens.Items[idx]
+func (i *Inventory) wakeChanged(ctx context.Context, key BackendKey, snap *inventorySnapshot, tokens []tokensv1alpha1.APIToken) {
+	for idx := range tokens {
+		tok := &tokens[idx]
 		if currentBackendKey(tok) != key {
 			continue
 		}

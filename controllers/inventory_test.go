@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -175,21 +176,23 @@ func activeIDs(s *inventorySnapshot) []string {
 
 // TestInventoryMergesChanges: after the first full list, one incremental request brings a
 // deactivation (the token leaves active and byExternalID), a use (last_used_at), and a new
-// token of an APIToken that already has one; a token without our label never appears, and
-// the snapshot published before is left as it was.
+// token of an APIToken that already has one; a token made by hand is listed (it is counted
+// in status.tokens) but indexed under no external_id, and the snapshot published before is
+// left as it was.
 func TestInventoryMergesChanges(t *testing.T) {
 	g := NewWithT(t)
 	f := newInventoryFixture(t, 0)
 	a := f.issue("a", "uid-a", nil)
 	b := f.issue("b", "uid-b", nil)
 	c := f.issue("c", "uid-c", nil)
-	if _, err := f.admin.CreateToken(f.ctx, "key-foreign", backend.CreateRequest{Name: "foreign", Permission: backend.PermissionReadOnly}); err != nil {
+	byHand, err := f.admin.CreateToken(f.ctx, "key-foreign", backend.CreateRequest{Name: "foreign", Permission: backend.PermissionReadOnly})
+	if err != nil {
 		t.Fatal(err)
 	}
 
 	f.refresh()
 	first := f.snapshot()
-	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID))
+	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID, byHand.ID))
 	g.Expect(first.byExternalID).To(Equal(map[string][]string{"uid-a": {a.ID}, "uid-b": {b.ID}, "uid-c": {c.ID}}))
 	g.Expect(first.active[a.ID].LastUsedAt).To(BeNil())
 
@@ -205,7 +208,7 @@ func TestInventoryMergesChanges(t *testing.T) {
 	g.Expect(got.Requests).To(Equal(int64(1)), "one incremental list request")
 	next := f.snapshot()
 	g.Expect(next.takenAt).To(Equal(f.clock.Now()))
-	g.Expect(activeIDs(next)).To(ConsistOf(a.ID, c.ID, d.ID))
+	g.Expect(activeIDs(next)).To(ConsistOf(a.ID, c.ID, d.ID, byHand.ID))
 	g.Expect(next.byExternalID).To(HaveLen(2))
 	g.Expect(next.byExternalID["uid-a"]).To(ConsistOf(a.ID, d.ID))
 	g.Expect(next.byExternalID["uid-c"]).To(Equal([]string{c.ID}))
@@ -213,7 +216,7 @@ func TestInventoryMergesChanges(t *testing.T) {
 	g.Expect(next.active[a.ID].Labels).To(BeNil(), "the inventory keeps no labels")
 
 	// Reconciles may still hold the first snapshot: it must not have changed.
-	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID))
+	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID, byHand.ID))
 	g.Expect(first.byExternalID).To(Equal(map[string][]string{"uid-a": {a.ID}, "uid-b": {b.ID}, "uid-c": {c.ID}}))
 	g.Expect(first.active[a.ID].LastUsedAt).To(BeNil())
 }
@@ -237,8 +240,9 @@ func TestInventoryDropsExpiredTokens(t *testing.T) {
 }
 
 // TestInventoryIdleIntervalCostsOneRequest: 500 tokens, nothing changes. The first refresh
-// reads the features and lists everything (1 ping + 5 pages); every later interval costs
-// one request (the target is at most 2), whatever the number of tokens.
+// reads the features and lists everything (1 ping + 6 pages: the 500 and the admin
+// credential, since the inventory lists every token to count the unmanaged ones); every later
+// interval costs one request (the target is at most 2), whatever the number of tokens.
 func TestInventoryIdleIntervalCostsOneRequest(t *testing.T) {
 	g := NewWithT(t)
 	f := newInventoryFixture(t, 0)
@@ -249,7 +253,7 @@ func TestInventoryIdleIntervalCostsOneRequest(t *testing.T) {
 
 	first := f.refresh()
 	g.Expect(first.PingCalls).To(Equal(int64(1)))
-	g.Expect(first.ListCalls).To(Equal(int64(5)))
+	g.Expect(first.ListCalls).To(Equal(int64(6)))
 	g.Expect(f.snapshot().active).To(HaveLen(500))
 
 	for interval := 1; interval <= 3; interval++ {
@@ -363,7 +367,7 @@ func TestInventoryMergeIsPure(t *testing.T) {
 	base := newInventorySnapshot(t0, []backend.Token{
 		{ID: "t1", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u},
 		{ID: "t2", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u},
-	})
+	}, "")
 	same := base.merge(t0.Add(time.Minute), []backend.Token{{ID: "t1", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u}})
 	g.Expect(same.takenAt).To(Equal(t0.Add(time.Minute)))
 	g.Expect(fmt.Sprintf("%p", same.active)).To(Equal(fmt.Sprintf("%p", base.active)), "nothing new: the maps are shared")
@@ -378,4 +382,127 @@ func TestInventoryMergeIsPure(t *testing.T) {
 	g.Expect(activeIDs(next)).To(ConsistOf("t2"))
 	g.Expect(base.byExternalID).To(Equal(map[string][]string{"x": {"t1", "t2"}}))
 	g.Expect(activeIDs(base)).To(ConsistOf("t1", "t2"))
+}
+
+// TestInventoryCountsTokens: status.tokens sorts every active token of a shared backend by
+// who manages it. This cluster's tokens held by an APIToken are managed; hand-made ones and
+// a retained one of ours (our label, an external_id no APIToken has) are unmanaged; a token
+// labelled with another cluster's identity, and an owned one without our label, are the
+// other clusters', even when it carries the UID of one of our APITokens, which it then never
+// appears under (so nothing here sweeps it). The admin credential is not counted. A change
+// of the counts wakes the backend's controller once; an idle interval does not.
+func TestInventoryCountsTokens(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	f.inv.ClusterIdentity = "this-cluster"
+	ours, other := tokenLabelsFor("this-cluster"), tokenLabelsFor("other-cluster")
+	mk := func(name, externalID string, perm backend.Permission, labels map[string]string) *backend.CreatedToken {
+		ct, err := f.admin.CreateToken(f.ctx, "key-"+name, backend.CreateRequest{Name: name, Permission: perm, ExternalID: externalID, Labels: labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	held := mk("held", "uid-held", backend.PermissionReadOnly, ours)
+	mk("retained", "uid-deleted", backend.PermissionFullAccess, ours)
+	mk("by-hand-ro", "", backend.PermissionReadOnly, nil)
+	mk("by-hand-full", "", backend.PermissionFullAccess, nil)
+	collision := mk("other-same-uid", "uid-held", backend.PermissionReadOnly, other)
+	mk("other-labelled", "uid-theirs", backend.PermissionFullAccess, other)
+	mk("other-adopted", "uid-adopted-there", backend.PermissionReadOnly, nil)
+	apiTok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "held", UID: "uid-held"},
+		Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly,
+			BackendRef: &tokensv1alpha1.BackendReference{Kind: f.key.Kind, Name: f.key.Name}}}
+	g.Expect(f.inv.Reader.(client.Client).Create(f.ctx, apiTok)).To(Succeed())
+
+	f.refresh()
+	g.Expect(f.inv.TokenCounts(f.key)).To(Equal(&tokensv1alpha1.BackendTokenCounts{Managed: 1, UnmanagedActive: 3, UnmanagedFullAccess: 2, OtherClusters: 3}))
+	g.Expect(f.snapshot().byExternalID["uid-held"]).To(Equal([]string{held.ID}), "another cluster's token is never this APIToken's orphan")
+	g.Expect(f.snapshot().active).To(HaveKey(collision.ID))
+	g.Expect(f.inv.CountsChanged(f.key.Kind)).To(HaveLen(1), "the backend's controller is woken")
+	<-f.inv.CountsChanged(f.key.Kind)
+
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)), "an idle interval costs one request with the counts")
+	g.Expect(f.inv.CountsChanged(f.key.Kind)).To(BeEmpty(), "unchanged counts wake nobody")
+
+	// Deactivating the other cluster's tokens changes only their count, through the
+	// incremental walk.
+	if _, err := f.admin.DeactivateToken(f.ctx, collision.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Minute)
+	f.refresh()
+	g.Expect(f.inv.TokenCounts(f.key)).To(Equal(&tokensv1alpha1.BackendTokenCounts{Managed: 1, UnmanagedActive: 3, UnmanagedFullAccess: 2, OtherClusters: 2}))
+	g.Expect(f.inv.CountsChanged(f.key.Kind)).To(HaveLen(1))
+}
+
+// TestReviewCostPerSyncAtN1000 is the closing figure of the least-privilege review: at
+// N=1000 tokens its backend cost per sync interval is the inventory's and nothing more. The
+// first interval reads the features and lists everything (1 + 11 requests: 1000 tokens and
+// the admin credential, 100 a page); an idle interval costs 1 request; an interval in which
+// 50 tokens were refused a write costs 1 (the 50 changes fit one page). Reviewing all 1000
+// APITokens from that inventory costs 0 requests, and finds the 50.
+func TestReviewCostPerSyncAtN1000(t *testing.T) {
+	g := NewWithT(t)
+	f := newInventoryFixture(t, 0)
+	f.reg.Set(f.ctx, f.key, &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: f.key.Name}}, f.admin, f.srv.URL, fmt.Sprintf("%p", f.admin), backend.FeatureUsage, backend.FeatureUpdatedSince)
+	const n = 1000
+	values := make([]backend.SecretValue, n)
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				ct, err := f.admin.CreateToken(f.ctx, fmt.Sprintf("key-%d", i), backend.CreateRequest{Name: fmt.Sprintf("t-%04d", i), Permission: backend.PermissionReadOnly,
+					ExternalID: fmt.Sprintf("uid-%04d", i), Labels: backendTokenLabels})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				values[i], ids[i] = ct.Value, ct.ID
+			}
+		}(w)
+	}
+	wg.Wait()
+	f.clock.Advance(time.Minute)
+
+	first := f.refresh()
+	g.Expect(first.Requests).To(Equal(int64(12)), "features, then 11 pages")
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)), "an idle interval")
+
+	for i := 0; i < 50; i++ {
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/boards", strings.NewReader(`{"name":"x"}`))
+		req.Header.Set("Authorization", "Bearer "+values[i].Reveal())
+		resp, err := http.DefaultClient.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		resp.Body.Close()
+		g.Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
+	}
+	f.clock.Advance(time.Minute)
+	g.Expect(f.refresh().Requests).To(Equal(int64(1)), "50 changed tokens: one page of changes")
+
+	r := &APITokenReconciler{Registry: f.reg}
+	window := time.Hour
+	r.PermissionReviewWindow = &window
+	snap := f.snapshot()
+	before := f.srv.Server.Stats().Requests
+	denied := 0
+	for i := 0; i < n; i++ {
+		tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("t-%04d", i)}}
+		tok.Spec.Permission = tokensv1alpha1.PermissionReadOnly
+		tok.Status.TokenID = ids[i]
+		tok.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: f.key.Kind, Name: f.key.Name}
+		r.applyReview(tok, tokenInputs{token: tok, inventory: snap, now: f.clock.Now()})
+		if c := readyConditionOf(tok, tokensv1alpha1.ConditionLeastPrivilege); c != nil && c.Reason == tokensv1alpha1.ReasonWritesDenied {
+			denied++
+		}
+		forgetReview(tok)
+	}
+	g.Expect(f.srv.Server.Stats().Requests-before).To(BeZero(), "the review itself makes no request")
+	g.Expect(denied).To(Equal(50))
+	t.Logf("review cost at N=%d: first interval %d requests, idle interval 1, 50 changed tokens 1, review of %d APITokens 0", n, first.Requests, n)
 }

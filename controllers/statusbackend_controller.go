@@ -55,12 +55,14 @@ type StatusBackendReconciler struct {
 	CredentialsCache cache.Cache
 	// MaxConcurrentReconciles is the number of backend workers; 0 means DefaultBackendWorkers.
 	MaxConcurrentReconciles int
+	// Inventory gives status.tokens; nil leaves it unset.
+	Inventory *Inventory
 }
 
 // SetupWithManager registers the controller and its watches.
 func (r *StatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return (&backendReconciler[*tokensv1alpha1.StatusBackend]{
-		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: statusBackendKind, workers: r.MaxConcurrentReconciles,
+		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: statusBackendKind, workers: r.MaxConcurrentReconciles, inventory: r.Inventory,
 	}).SetupWithManager(mgr)
 }
 
@@ -72,11 +74,13 @@ type ClusterStatusBackendReconciler struct {
 	CredentialsCache cache.Cache
 	// MaxConcurrentReconciles: see StatusBackendReconciler.
 	MaxConcurrentReconciles int
+	// Inventory: see StatusBackendReconciler.
+	Inventory *Inventory
 }
 
 // SetupWithManager registers the controller and its watches.
 func (r *ClusterStatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return (&backendReconciler[*tokensv1alpha1.ClusterStatusBackend]{
-		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: clusterStatusBackendKind, workers: r.MaxConcurrentReconciles,
+		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: clusterStatusBackendKind, workers: r.MaxConcurrentReconciles, inventory: r.Inventory,
 	}).SetupWithManager(mgr)
 }

@@ -74,6 +74,41 @@ type StatusBackendStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Tokens counts the backend's active tokens by who manages them, from the operator's last
+	// inventory of the backend (refreshed once per sync interval), so that tokens which existed
+	// before the operator show up for review. Unset until the first inventory.
+	// +optional
+	Tokens *BackendTokenCounts `json:"tokens,omitempty"`
+}
+
+// LabelCluster is put on every backend token the operator creates; its value is the cluster's
+// identity (the kube-system namespace UID, or --cluster-name). Clusters sharing one backend
+// account tell their tokens apart by it: a token labelled with another cluster's identity is
+// counted as otherClusters and never deactivated as an orphan or adopted here.
+const LabelCluster = "tokens.statusops.dev/cluster"
+
+// BackendTokenCounts counts a backend's active tokens. The backend's admin tokens (the
+// operator's own credential among them) are not counted: they can be neither managed nor adopted.
+type BackendTokenCounts struct {
+	// Managed is the number of active tokens that an APIToken of this cluster holds (its UID is the token's external_id).
+	// +kubebuilder:validation:Minimum=0
+	Managed int32 `json:"managed"`
+
+	// UnmanagedActive is the number of active tokens that no APIToken manages: made by hand or by another tool,
+	// or left active by a deleted APIToken (deletionPolicy Retain). Adopt them (spec.adopt) or deactivate them.
+	// +kubebuilder:validation:Minimum=0
+	UnmanagedActive int32 `json:"unmanagedActive"`
+
+	// UnmanagedFullAccess is how many of UnmanagedActive have full access: the first to review.
+	// +kubebuilder:validation:Minimum=0
+	UnmanagedFullAccess int32 `json:"unmanagedFullAccess"`
+
+	// OtherClusters is the number of active tokens that belong to another cluster sharing this backend:
+	// labelled with another cluster's identity, or owned (external_id set) by no APIToken of this cluster
+	// and not labelled with this cluster's identity. The operator never touches them.
+	// +kubebuilder:validation:Minimum=0
+	OtherClusters int32 `json:"otherClusters"`
 }
 
 // StatusBackend is a status backend usable by the APITokens of its own namespace.
@@ -83,6 +118,10 @@ type StatusBackendStatus struct {
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Managed",type=integer,JSONPath=`.status.tokens.managed`,priority=1
+// +kubebuilder:printcolumn:name="Unmanaged",type=integer,JSONPath=`.status.tokens.unmanagedActive`,priority=1
+// +kubebuilder:printcolumn:name="Unmanaged FullAccess",type=integer,JSONPath=`.status.tokens.unmanagedFullAccess`,priority=1
+// +kubebuilder:printcolumn:name="Other Clusters",type=integer,JSONPath=`.status.tokens.otherClusters`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type StatusBackend struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -113,6 +152,10 @@ type StatusBackendList struct {
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Managed",type=integer,JSONPath=`.status.tokens.managed`,priority=1
+// +kubebuilder:printcolumn:name="Unmanaged",type=integer,JSONPath=`.status.tokens.unmanagedActive`,priority=1
+// +kubebuilder:printcolumn:name="Unmanaged FullAccess",type=integer,JSONPath=`.status.tokens.unmanagedFullAccess`,priority=1
+// +kubebuilder:printcolumn:name="Other Clusters",type=integer,JSONPath=`.status.tokens.otherClusters`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="has(self.spec.credentialsSecretRef.__namespace__) && self.spec.credentialsSecretRef.__namespace__.size() > 0",message="spec.credentialsSecretRef.namespace is required for a ClusterStatusBackend"
 type ClusterStatusBackend struct {

@@ -37,6 +37,7 @@ func main() {
 	flag.DurationVar(&o.SyncInterval, "sync-interval", time.Minute, "How often each backend's token list is read for last-used information and revocations.")
 	flag.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", 16, "APITokens reconciled in parallel.")
 	reviewWindow := flag.Duration("permission-review-window", 720*time.Hour, "Window of the least-privilege review: a FullAccess token with no write in it is reported (LeastPrivilege=False, UnusedWritePermission). 0 turns the review off.")
+	flag.StringVar(&o.ClusterName, "cluster-name", "", "This cluster's identity, put as a label on every token it creates, so that clusters sharing a backend account never count or clean up each other's tokens; empty means the kube-system namespace's UID. Changing it later makes the tokens already issued count as another cluster's.")
 	flag.BoolVar(&o.RestartWorkloads, "restart-workloads", false, "Roll out the Deployments, StatefulSets and DaemonSets annotated tokens.statusops.dev/restart-on-rotate when a named APIToken's token changes (needs patch rights on those kinds).")
 	flag.IntVar(&o.MaxConcurrentRestarts, "max-concurrent-restarts", 10, "Rollouts of opted-in workloads in flight at once, cluster-wide.")
 	flag.DurationVar(&o.RestartDebounce, "restart-debounce", 10*time.Second, "How long after the last token change an opted-in workload is rolled out, so tokens rotating together cause one rollout.")

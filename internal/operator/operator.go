@@ -67,6 +67,9 @@ type Options struct {
 	NewBackendClient controllers.BackendClientFactory
 	// BackendObserver, when set, is called after every backend request (metrics).
 	BackendObserver func(op string, code int, d time.Duration, err error)
+	// ClusterName is this cluster's identity on shared backends (--cluster-name), put on
+	// every token it creates; empty means the kube-system namespace's UID.
+	ClusterName string
 	// PermissionReviewWindow is the least-privilege review's window; nil means the default
 	// (720h), 0 turns the review off.
 	PermissionReviewWindow *time.Duration
@@ -214,15 +217,20 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	}
 	registry := controllers.NewBackendRegistry(controllers.WithMaxInFlightPerBackend(o.MaxInFlightPerBackend))
 	checker := controllers.NewBackendChecker(mgr.GetAPIReader(), registry, newClient)
-	if !o.DisableNamespacedBackends {
-		if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
-			return nil, err
-		}
-	}
-	if err := (&controllers.ClusterStatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache}).SetupWithManager(mgr); err != nil {
+	cluster, err := controllers.ResolveClusterIdentity(context.Background(), mgr.GetAPIReader(), o.ClusterName)
+	if err != nil {
 		return nil, err
 	}
 	inventory := controllers.NewInventory(registry, mgr.GetClient(), o.SyncInterval, o.Clock)
+	inventory.ClusterIdentity = cluster
+	if !o.DisableNamespacedBackends {
+		if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache, Inventory: inventory}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
+	}
+	if err := (&controllers.ClusterStatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache, Inventory: inventory}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
 	if err := mgr.Add(inventory); err != nil {
 		return nil, err
 	}
@@ -241,6 +249,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		PermissionReviewWindow:     o.PermissionReviewWindow,
 		RestartWorkloads:           o.RestartWorkloads,
 		NamespacedBackendsDisabled: o.DisableNamespacedBackends,
+		ClusterIdentity:            cluster,
 	}).With(o.ReconcilerOptions...).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
