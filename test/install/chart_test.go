@@ -46,13 +46,15 @@ func TestChartAppliesToAPIServer(t *testing.T) {
 		"--set", "logLevel=debug", "--set", "logFormat=console", "--set", "syncInterval=30s",
 		"--set", "maxConcurrentReconciles=4", "--set", "watchNamespaces={team-a,team-b}",
 		"--set", "replicaCount=3", "--set", "serviceAccount.annotations.example\\.com/role=operator",
+		"--set", "clusterName=prod-eu-1",
 	)
 	d := managerDeployment(t, objs)
 	g.Expect(d.Spec.Replicas).To(HaveValue(BeEquivalentTo(3)))
 	g.Expect(d.Spec.Template.Spec.Containers[0].Image).To(HaveSuffix("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"))
 	g.Expect(d.Spec.Template.Spec.Containers[0].Args).To(ContainElements(
 		"--leader-elect", "--leader-election-namespace="+ns, "--log-level=debug", "--log-format=console",
-		"--sync-interval=30s", "--max-concurrent-reconciles=4", "--watch-namespaces=team-a,team-b"))
+		"--sync-interval=30s", "--max-concurrent-reconciles=4", "--watch-namespaces=team-a,team-b",
+		"--cluster-name=prod-eu-1"))
 	checkShippedPermissions(t, objs, ns, "tokens-apitoken-operator-controller-manager")
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
