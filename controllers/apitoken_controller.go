@@ -179,6 +179,7 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		gone, result, err = r.reconcileDelete(ctx, tok)
 		if gone {
 			forgetReview(tok)
+			r.expectations.forget(tok.UID)
 		}
 		return result, err
 	}
@@ -210,10 +211,14 @@ func (r *APITokenReconciler) patchStatus(ctx context.Context, before, tok *token
 			log.V(2).Info("Patching status", "patch", string(data))
 		}
 	}
-	if err := r.Status().Patch(ctx, tok, patch); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Status().Patch(ctx, tok, patch); err != nil {
 		r.expectations.forget(tok.UID)
+		if apierrors.IsNotFound(err) {
+			return retErr
+		}
 		return kerrors.NewAggregate([]error{retErr, fmt.Errorf("patching status: %w", err)})
 	}
+	r.expectations.expectStatus(tok.UID, &tok.Status, r.Clock())
 	return retErr
 }
 

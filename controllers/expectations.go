@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"encoding/json"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -19,9 +21,20 @@ const expectationTimeout = 10 * time.Second
 // copy would see "no token yet" or "Secret missing" and issue again. Like the ReplicaSet
 // controller's expectations, a pass whose cache has not caught up waits briefly instead.
 // Memory only: after a restart the cache starts from a fresh list, so nothing is stale.
+//
+// The status is expected too: a pass that ran on a copy older than our last status write
+// would redo what that write recorded (a refused create sent again when many APITokens start
+// together, found by the hostile-input scenario). So after every status patch the written
+// status is remembered, and a pass waits until the cache shows it.
 type writeExpectations struct {
-	mu sync.Mutex
-	m  map[types.UID]writeExpectation
+	mu     sync.Mutex
+	m      map[types.UID]writeExpectation
+	status map[types.UID]statusExpectation
+}
+
+type statusExpectation struct {
+	hash uint64
+	at   time.Time
 }
 
 type writeExpectation struct {
@@ -42,16 +55,51 @@ func (e *writeExpectations) expect(uid types.UID, serial int64, tokenID, secretH
 	e.m[uid] = writeExpectation{serial: serial, tokenID: tokenID, secretHash: secretHash, at: now}
 }
 
+// expectStatus records the status a patch just wrote (as the API server returned it).
+func (e *writeExpectations) expectStatus(uid types.UID, st *tokensv1alpha1.APITokenStatus, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.status == nil {
+		e.status = map[types.UID]statusExpectation{}
+	}
+	e.status[uid] = statusExpectation{hash: statusHash(st), at: now}
+}
+
 func (e *writeExpectations) forget(uid types.UID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.m, uid)
+	delete(e.status, uid)
+}
+
+// statusHash is a hash of the status as JSON (deterministic: struct fields in order, no maps
+// of unordered keys that encoding/json would not sort).
+func statusHash(st *tokensv1alpha1.APITokenStatus) uint64 {
+	h := fnv.New64a()
+	_ = json.NewEncoder(h).Encode(st)
+	return h.Sum64()
+}
+
+// statusSatisfied reports whether the cached APIToken shows our last status write.
+func (e *writeExpectations) statusSatisfied(tok *tokensv1alpha1.APIToken, now time.Time) bool {
+	exp, ok := e.status[tok.UID]
+	switch {
+	case !ok:
+		return true
+	case now.Sub(exp.at) > expectationTimeout, statusHash(&tok.Status) == exp.hash:
+		delete(e.status, tok.UID)
+		return true
+	}
+	return false
 }
 
 // satisfied reports whether the cached APIToken and Secret reflect our last write.
 func (e *writeExpectations) satisfied(tok *tokensv1alpha1.APIToken, secret *corev1.Secret, now time.Time) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.statusSatisfied(tok, now) {
+		return false
+	}
 	exp, ok := e.m[tok.UID]
 	if !ok {
 		return true

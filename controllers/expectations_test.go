@@ -1,0 +1,38 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+)
+
+// TestStatusExpectation: after a status write, a pass on a cached copy that predates it
+// waits; the copy that shows the write (or the timeout) lets it run, once.
+func TestStatusExpectation(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	var e writeExpectations
+	written := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{UID: "u1"}}
+	written.Status.IssueSerial = 1
+	written.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonBackendMismatch}}
+	e.expectStatus(written.UID, &written.Status, now)
+
+	stale := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{UID: "u1"}}
+	g.Expect(e.satisfied(stale, nil, now.Add(time.Second))).To(BeFalse(), "the cache predates our status write")
+	g.Expect(e.satisfied(written.DeepCopy(), nil, now.Add(time.Second))).To(BeTrue(), "the cache shows it")
+	g.Expect(e.status).To(BeEmpty(), "a met expectation is forgotten")
+
+	e.expectStatus(written.UID, &written.Status, now)
+	g.Expect(e.satisfied(stale, nil, now.Add(expectationTimeout+time.Second))).To(BeTrue(), "after the timeout the cache is believed")
+	g.Expect(e.satisfied(stale, nil, now.Add(expectationTimeout+time.Second))).To(BeTrue())
+
+	other := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{UID: "u2"}}
+	e.expectStatus(written.UID, &written.Status, now)
+	g.Expect(e.satisfied(other, nil, now)).To(BeTrue(), "per APIToken")
+	e.forget(written.UID)
+	g.Expect(e.satisfied(stale, nil, now)).To(BeTrue(), "forgotten")
+}
