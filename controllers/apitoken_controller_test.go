@@ -480,6 +480,7 @@ func TestWritesAreCounted(t *testing.T) {
 	const n = 50
 	h.writes.reset()
 	before := h.backend.Server.Stats()
+	start := readQueueState(t)
 	for i := 0; i < n; i++ {
 		h.create(h.newToken("bulk-"+strconv.Itoa(i), tokensv1alpha1.PermissionReadOnly))
 	}
@@ -494,7 +495,8 @@ func TestWritesAreCounted(t *testing.T) {
 		}
 		return ready
 	}).WithTimeout(60 * time.Second).Should(Equal(n))
-	time.Sleep(2 * time.Second) // let any stray follow-up pass happen before counting
+	// Every follow-up pass the issues caused has run (the queue is empty, no worker busy).
+	h.waitReconciled(start, n)
 	after := h.backend.Server.Stats()
 	// The backend's credentials Secret gets its finalizer once: a write per backend, not per token.
 	credentialWrites := h.writes.total("/secrets/admin")
@@ -520,8 +522,12 @@ func TestWritesAreCounted(t *testing.T) {
 	// Restart: everything is re-verified from the cache; no backend writes, no API writes.
 	h.writes.reset()
 	before = h.backend.Server.Stats()
-	h.restartManager()
-	time.Sleep(5 * time.Second)
+	h.stopMgr()
+	stopped := readQueueState(t)
+	h.startManager()
+	// Not a sleep: every APIToken has been reconciled by the new manager and its queue is
+	// empty before "no writes" is asserted.
+	h.waitReconciled(stopped, n)
 	after = h.backend.Server.Stats()
 	g.Expect(after.WriteRequests - before.WriteRequests).To(BeZero())
 	h.writes.mu.Lock()

@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -317,6 +318,54 @@ func (h *harness) useToken(value []byte, method, path string) int {
 	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
 	_ = resp.Body.Close()
 	return resp.StatusCode
+}
+
+// queueState is the APIToken controller's progress as controller-runtime's own metrics
+// report it: reconciles finished, items ready in its queue, workers busy. The registry is
+// process-wide and the tests of this package run one at a time, so differences between two
+// readings belong to the running test (a stopped manager's leftovers stay frozen in them).
+type queueState struct {
+	reconciles, depth, active float64
+}
+
+func readQueueState(t *testing.T) queueState {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering controller-runtime metrics: %v", err)
+	}
+	var q queueState
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case f.GetName() == "controller_runtime_reconcile_total" && labels["controller"] == "apitoken":
+				q.reconciles += m.GetCounter().GetValue()
+			case f.GetName() == "workqueue_depth" && labels["name"] == "apitoken":
+				q.depth += m.GetGauge().GetValue()
+			case f.GetName() == "controller_runtime_active_workers" && labels["controller"] == "apitoken":
+				q.active += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return q
+}
+
+// waitReconciled waits, instead of sleeping, until the APIToken controller has finished at
+// least n reconciles since base and has nothing queued and nothing running: after a
+// (re)start that is every APIToken handled at least once, so "nothing was written" is a
+// statement about passes that ran, not about a sleep that was long enough.
+func (h *harness) waitReconciled(base queueState, n int) {
+	h.t.Helper()
+	NewWithT(h.t).Eventually(func(g Gomega) {
+		q := readQueueState(h.t)
+		g.Expect(q.reconciles-base.reconciles).To(BeNumerically(">=", n), "reconciles since the start")
+		g.Expect(q.depth-base.depth).To(BeZero(), "items in the APIToken queue")
+		g.Expect(q.active-base.active).To(BeZero(), "reconciles running")
+	}).WithTimeout(60 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
 }
 
 // writeCounter counts the manager's write requests to the API server, by verb and path.
