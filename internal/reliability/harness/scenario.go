@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,8 +43,11 @@ type Scenario struct {
 	mu      sync.Mutex
 	values  map[string]string
 	scrapes map[string][]byte
-	stop    chan struct{}
-	stopped chan struct{}
+	// scrapeErrs are failed scrapes: the oracle's text scan cannot vouch for what it did
+	// not read, so Check fails on them.
+	scrapeErrs []error
+	stop       chan struct{}
+	stopped    chan struct{}
 }
 
 // NewScenario creates the namespace, the backend (with latency), the proxy in front of it,
@@ -104,6 +108,9 @@ func (s *Scenario) NewManager(args ...string) (*Manager, error) {
 func (s *Scenario) Scrape(m *Manager) {
 	data, err := m.Scrape()
 	if err != nil {
+		s.mu.Lock()
+		s.scrapeErrs = append(s.scrapeErrs, fmt.Errorf("scraping the metrics of %s: %w", m.Name, err))
+		s.mu.Unlock()
 		return
 	}
 	s.mu.Lock()
@@ -310,11 +317,16 @@ func (s *Scenario) Check(ctx context.Context) (*oracle.Report, error) {
 			s.Scrape(m)
 		}
 		data, err := os.ReadFile(m.LogPath)
-		if err == nil {
-			texts["log of "+m.Name] = data
+		if err != nil {
+			return nil, fmt.Errorf("reading the log of %s for the leak scan: %w", m.Name, err)
 		}
+		texts["log of "+m.Name] = data
 	}
 	s.mu.Lock()
+	if err := errors.Join(s.scrapeErrs...); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	for k, v := range s.scrapes {
 		texts[k] = v
 	}
