@@ -301,6 +301,36 @@ func (h *harness) expectEvent(name, reason string) string {
 	return note
 }
 
+// countEvents is how often an Event with the reason was emitted for the APIToken: each
+// Event counts once, or as its series' count when the recorder folded repeats into it.
+func (h *harness) countEvents(name, reason string) int {
+	h.t.Helper()
+	var evs eventsv1.EventList
+	NewWithT(h.t).Expect(h.c.List(h.ctx, &evs, client.InNamespace(h.ns))).To(Succeed())
+	n := 0
+	for _, e := range evs.Items {
+		if e.Regarding.Name == name && e.Regarding.Kind == "APIToken" && e.Reason == reason {
+			if e.Series != nil {
+				n += int(e.Series.Count) // the occurrences folded into it, the first included
+			} else {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// expectEventCount checks that exactly want Events with the reason were emitted for the
+// APIToken. client-go writes Events from goroutines of its own (a repeat becomes a series
+// update a moment later), so the count has to reach want and then stay there for a while:
+// no reconcile-side condition says that the recorder has flushed.
+func (h *harness) expectEventCount(name, reason string, want int) {
+	h.t.Helper()
+	g := NewWithT(h.t)
+	g.Eventually(func() int { return h.countEvents(name, reason) }).WithTimeout(10*time.Second).Should(Equal(want), "%s events for %s", reason, name)
+	g.Consistently(func() int { return h.countEvents(name, reason) }).WithTimeout(2*time.Second).Should(Equal(want), "%s events for %s", reason, name)
+}
+
 // useToken calls the backend as a workload would, with the token from the Secret.
 func (h *harness) useToken(value []byte, method, path string) int {
 	h.t.Helper()
