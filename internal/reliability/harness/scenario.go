@@ -310,6 +310,13 @@ func (s *Scenario) Delete(ctx context.Context, t *tokensv1alpha1.APIToken) error
 
 // Check runs the oracle over the namespace with everything captured so far.
 func (s *Scenario) Check(ctx context.Context) (*oracle.Report, error) {
+	return s.CheckCreates(ctx, nil)
+}
+
+// CheckCreates is Check that also judges the backend's creates: expectCreates, when set, is
+// the number of issuances the scenario caused (a duplicate create is cleaned up by the
+// controller, so only this count sees it).
+func (s *Scenario) CheckCreates(ctx context.Context, expectCreates *int) (*oracle.Report, error) {
 	s.CollectNow(ctx)
 	texts := map[string][]byte{}
 	for _, m := range s.Managers {
@@ -342,6 +349,7 @@ func (s *Scenario) Check(ctx context.Context) (*oracle.Report, error) {
 	return oracle.Check(ctx, oracle.Input{
 		Kube: s.Kube, Namespace: s.Namespace, BackendURL: s.Backend.URL, AdminToken: s.Backend.AdminToken,
 		Values: s.Values(), Texts: texts, DeletedUIDs: deleted, RetainUIDs: retain, Writes: w,
+		ExpectCreates: expectCreates,
 	})
 }
 
