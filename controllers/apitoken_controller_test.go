@@ -364,8 +364,13 @@ func TestFailures(t *testing.T) {
 		g.Expect(h.activeBackendTokens(got.UID)).To(BeEmpty(), "nothing issued for %s", tc.reason)
 		g.Expect(h.expectEvent(tc.tok.Name, "Failed")).To(ContainSubstring(tc.message))
 	}
+	// Not written at all: not its data, not its labels or owners (the manager sent no write
+	// for it and its resourceVersion is the one it was created with).
+	created := foreign.ResourceVersion
 	g.Expect(h.c.Get(h.ctx, client.ObjectKeyFromObject(foreign), foreign)).To(Succeed())
 	g.Expect(string(foreign.Data["token"])).To(Equal("precious"))
+	g.Expect(foreign.ResourceVersion).To(Equal(created), "the foreign Secret was modified")
+	g.Expect(h.writes.total("/namespaces/"+h.ns+"/secrets/taken")).To(BeZero(), "the manager wrote to the foreign Secret")
 
 	// Removing the foreign Secret lets the token proceed at once (a watch, not a poll).
 	g.Expect(h.c.Delete(h.ctx, foreign)).To(Succeed())
