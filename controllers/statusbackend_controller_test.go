@@ -427,8 +427,11 @@ func TestCredentialsSecretOutlivesItsTokens(t *testing.T) {
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 
 	// Namespace deletion in the worst order: the Secret, then the backend, then the tokens.
+	base := readQueueStateOf(t, "statusbackend")
 	g.Expect(h.c.Delete(h.ctx, secret)).To(Succeed())
-	time.Sleep(2 * time.Second) // long enough for the operator to react to the Secret's deletion
+	// Not a sleep: the backend's reconciler has handled the Secret's deletion (one more
+	// pass, its queue empty) before the Secret is looked at.
+	h.waitReconciledOf("statusbackend", base, 1)
 	g.Expect(h.c.Get(h.ctx, secretKey, secret)).To(Succeed(), "held while tokens depend on it")
 	g.Expect(h.c.Delete(h.ctx, sb)).To(Succeed())
 	for _, tok := range toks {

@@ -360,6 +360,12 @@ type queueState struct {
 
 func readQueueState(t *testing.T) queueState {
 	t.Helper()
+	return readQueueStateOf(t, "apitoken")
+}
+
+// readQueueStateOf is readQueueState for the controller of that name.
+func readQueueStateOf(t *testing.T, controller string) queueState {
+	t.Helper()
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatalf("gathering controller-runtime metrics: %v", err)
@@ -372,11 +378,11 @@ func readQueueState(t *testing.T) queueState {
 				labels[l.GetName()] = l.GetValue()
 			}
 			switch {
-			case f.GetName() == "controller_runtime_reconcile_total" && labels["controller"] == "apitoken":
+			case f.GetName() == "controller_runtime_reconcile_total" && labels["controller"] == controller:
 				q.reconciles += m.GetCounter().GetValue()
-			case f.GetName() == "workqueue_depth" && labels["name"] == "apitoken":
+			case f.GetName() == "workqueue_depth" && labels["name"] == controller:
 				q.depth += m.GetGauge().GetValue()
-			case f.GetName() == "controller_runtime_active_workers" && labels["controller"] == "apitoken":
+			case f.GetName() == "controller_runtime_active_workers" && labels["controller"] == controller:
 				q.active += m.GetGauge().GetValue()
 			}
 		}
@@ -390,8 +396,14 @@ func readQueueState(t *testing.T) queueState {
 // statement about passes that ran, not about a sleep that was long enough.
 func (h *harness) waitReconciled(base queueState, n int) {
 	h.t.Helper()
+	h.waitReconciledOf("apitoken", base, n)
+}
+
+// waitReconciledOf is waitReconciled for the controller of that name.
+func (h *harness) waitReconciledOf(controller string, base queueState, n int) {
+	h.t.Helper()
 	NewWithT(h.t).Eventually(func(g Gomega) {
-		q := readQueueState(h.t)
+		q := readQueueStateOf(h.t, controller)
 		g.Expect(q.reconciles-base.reconciles).To(BeNumerically(">=", n), "reconciles since the start")
 		g.Expect(q.depth-base.depth).To(BeZero(), "items in the APIToken queue")
 		g.Expect(q.active-base.active).To(BeZero(), "reconciles running")
