@@ -239,9 +239,46 @@ func TestBackendRestart(t *testing.T) {
 		t.Fatal("the backend was never restarted")
 	}
 	s.Proxy.OnResponse(nil)
+	// The tokens issued by the time the backend is back (so before its restart, but for a
+	// few milliseconds), with the values their Secrets held.
+	before := map[string][2]string{}
+	items, err := s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		if !harness.IsIssued(&it) {
+			continue
+		}
+		var sec corev1.Secret
+		if err := s.Kube.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: it.SecretNameOrDefault()}, &sec); err == nil {
+			before[it.Name] = [2]string{it.Status.TokenID, string(sec.Data[tokensv1alpha1.SecretKeyToken])}
+		}
+	}
+	if len(before) == 0 {
+		t.Errorf("no APIToken was issued before the backend restart: the scenario tested nothing")
+	}
 	if err := s.WaitAll(ctx, 3*time.Minute, "every APIToken issued after the backend restart", n, harness.IsIssued); err != nil {
 		t.Fatal(err)
 	}
+	// Those keep their token id and value, and the value still authenticates.
+	items, err = s.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, it := range items {
+		was, ok := before[it.Name]
+		if !ok {
+			continue
+		}
+		if it.Status.TokenID != was[0] {
+			t.Errorf("%s: token %s before the backend restart, %s after", it.Name, was[0], it.Status.TokenID)
+		}
+		if dead, err := isDead(ctx, s, was[1]); err != nil || dead {
+			t.Errorf("%s: the value issued before the backend restart no longer authenticates (%v)", it.Name, err)
+		}
+	}
+	t.Logf("%d APITokens issued before the backend restart kept their token and value", len(before))
 	rep := checkOracleCreates(t, s, "after the backend restart", new(n))
 	t.Logf("backend restarted after %d creates; %d creates in all", n/2, rep.Writes.Creates)
 }
