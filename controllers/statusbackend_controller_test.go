@@ -186,9 +186,10 @@ func TestBackendRejectionNeedsAPerson(t *testing.T) {
 	g.Expect(h.readyCondition(got).Message).To(ContainSubstring("description contains a forbidden word"))
 	g.Expect(kstatusOf(t, got)).To(Equal(status.FailedStatus))
 	h.expectEvent(tok.Name, "Failed")
-	after := rejected.Load()
-	g.Expect(after).To(BeNumerically(">=", 1))
-	g.Consistently(rejected.Load).WithTimeout(3*time.Second).Should(Equal(after), "not retried blindly")
+	// One create, refused: a 4xx is not retried (neither by the client nor by a later pass).
+	g.Expect(rejected.Load()).To(BeEquivalentTo(1), "creates sent to the refusing backend")
+	g.Consistently(rejected.Load).WithTimeout(3*time.Second).Should(BeEquivalentTo(1), "not retried blindly")
+	h.expectEventCount(tok.Name, "Failed", 1)
 
 	// The person fixes the spec; the next generation is tried again and succeeds.
 	rejected.Store(-1 << 40)
@@ -426,8 +427,11 @@ func TestCredentialsSecretOutlivesItsTokens(t *testing.T) {
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 
 	// Namespace deletion in the worst order: the Secret, then the backend, then the tokens.
+	base := readQueueStateOf(t, "statusbackend")
 	g.Expect(h.c.Delete(h.ctx, secret)).To(Succeed())
-	time.Sleep(2 * time.Second) // long enough for the operator to react to the Secret's deletion
+	// Not a sleep: the backend's reconciler has handled the Secret's deletion (one more
+	// pass, its queue empty) before the Secret is looked at.
+	h.waitReconciledOf("statusbackend", base, 1)
 	g.Expect(h.c.Get(h.ctx, secretKey, secret)).To(Succeed(), "held while tokens depend on it")
 	g.Expect(h.c.Delete(h.ctx, sb)).To(Succeed())
 	for _, tok := range toks {

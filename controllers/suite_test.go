@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -300,6 +301,36 @@ func (h *harness) expectEvent(name, reason string) string {
 	return note
 }
 
+// countEvents is how often an Event with the reason was emitted for the APIToken: each
+// Event counts once, or as its series' count when the recorder folded repeats into it.
+func (h *harness) countEvents(name, reason string) int {
+	h.t.Helper()
+	var evs eventsv1.EventList
+	NewWithT(h.t).Expect(h.c.List(h.ctx, &evs, client.InNamespace(h.ns))).To(Succeed())
+	n := 0
+	for _, e := range evs.Items {
+		if e.Regarding.Name == name && e.Regarding.Kind == "APIToken" && e.Reason == reason {
+			if e.Series != nil {
+				n += int(e.Series.Count) // the occurrences folded into it, the first included
+			} else {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// expectEventCount checks that exactly want Events with the reason were emitted for the
+// APIToken. client-go writes Events from goroutines of its own (a repeat becomes a series
+// update a moment later), so the count has to reach want and then stay there for a while:
+// no reconcile-side condition says that the recorder has flushed.
+func (h *harness) expectEventCount(name, reason string, want int) {
+	h.t.Helper()
+	g := NewWithT(h.t)
+	g.Eventually(func() int { return h.countEvents(name, reason) }).WithTimeout(10*time.Second).Should(Equal(want), "%s events for %s", reason, name)
+	g.Consistently(func() int { return h.countEvents(name, reason) }).WithTimeout(2*time.Second).Should(Equal(want), "%s events for %s", reason, name)
+}
+
 // useToken calls the backend as a workload would, with the token from the Secret.
 func (h *harness) useToken(value []byte, method, path string) int {
 	h.t.Helper()
@@ -317,6 +348,66 @@ func (h *harness) useToken(value []byte, method, path string) int {
 	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
 	_ = resp.Body.Close()
 	return resp.StatusCode
+}
+
+// queueState is the APIToken controller's progress as controller-runtime's own metrics
+// report it: reconciles finished, items ready in its queue, workers busy. The registry is
+// process-wide and the tests of this package run one at a time, so differences between two
+// readings belong to the running test (a stopped manager's leftovers stay frozen in them).
+type queueState struct {
+	reconciles, depth, active float64
+}
+
+func readQueueState(t *testing.T) queueState {
+	t.Helper()
+	return readQueueStateOf(t, "apitoken")
+}
+
+// readQueueStateOf is readQueueState for the controller of that name.
+func readQueueStateOf(t *testing.T, controller string) queueState {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatalf("gathering controller-runtime metrics: %v", err)
+	}
+	var q queueState
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case f.GetName() == "controller_runtime_reconcile_total" && labels["controller"] == controller:
+				q.reconciles += m.GetCounter().GetValue()
+			case f.GetName() == "workqueue_depth" && labels["name"] == controller:
+				q.depth += m.GetGauge().GetValue()
+			case f.GetName() == "controller_runtime_active_workers" && labels["controller"] == controller:
+				q.active += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return q
+}
+
+// waitReconciled waits, instead of sleeping, until the APIToken controller has finished at
+// least n reconciles since base and has nothing queued and nothing running: after a
+// (re)start that is every APIToken handled at least once, so "nothing was written" is a
+// statement about passes that ran, not about a sleep that was long enough.
+func (h *harness) waitReconciled(base queueState, n int) {
+	h.t.Helper()
+	h.waitReconciledOf("apitoken", base, n)
+}
+
+// waitReconciledOf is waitReconciled for the controller of that name.
+func (h *harness) waitReconciledOf(controller string, base queueState, n int) {
+	h.t.Helper()
+	NewWithT(h.t).Eventually(func(g Gomega) {
+		q := readQueueStateOf(h.t, controller)
+		g.Expect(q.reconciles-base.reconciles).To(BeNumerically(">=", n), "reconciles since the start")
+		g.Expect(q.depth-base.depth).To(BeZero(), "items in the APIToken queue")
+		g.Expect(q.active-base.active).To(BeZero(), "reconciles running")
+	}).WithTimeout(60 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
 }
 
 // writeCounter counts the manager's write requests to the API server, by verb and path.

@@ -201,6 +201,8 @@ type backendToken struct {
 	Permission string `json:"permission"`
 	ExternalID string `json:"external_id"`
 	Last4      string `json:"last4"`
+	// DeactivatedAt is when the backend deactivated it (nanosecond precision), if it did.
+	DeactivatedAt *time.Time `json:"deactivated_at"`
 }
 
 // getBackendToken reads a token's object with the admin token (GET /api_tokens/{id}).

@@ -179,8 +179,14 @@ func TestKillManagerEverywhere(t *testing.T) {
 	bs := s.Backend.Stats()
 	t.Logf("kills: %d (%d points not reached), window between backend create and Secret write hit %d times, backend replays %d, creates %d, deactivations %d",
 		st.kills, st.notReached, st.windowHits, bs.Replays, bs.TokensCreated, bs.Deactivations)
-	if want := len(issuance) + len(replacement) + len(rotation) + len(deletion) - 2; sz.full && st.kills < want {
-		t.Errorf("only %d kills happened, want at least %d", st.kills, want)
+	// The short run reaches every kill point it names; the full run's 24 may miss two (a
+	// phase of 200 tokens can finish before its last point's nth reply).
+	points := len(issuance) + len(replacement) + len(rotation) + len(deletion)
+	switch {
+	case !sz.full && st.kills != points:
+		t.Errorf("%d kills happened (%d points not reached), want every one of the %d kill points", st.kills, st.notReached, points)
+	case sz.full && st.kills < points-2:
+		t.Errorf("only %d kills happened, want at least %d of the %d kill points", st.kills, points-2, points)
 	}
 	if st.windowHits == 0 {
 		t.Errorf("no kill landed between a backend create and the Secret write: the scenario did not test the window")

@@ -114,9 +114,16 @@ func startManager(t *testing.T, s *harness.Scenario, args ...string) *harness.Ma
 // checkOracle runs the oracle and fails the test on any violation.
 func checkOracle(t *testing.T, s *harness.Scenario, phase string) *oracle.Report {
 	t.Helper()
+	return checkOracleCreates(t, s, phase, nil)
+}
+
+// checkOracleCreates is checkOracle that also wants the backend to have created exactly
+// *creates tokens (nil: not judged).
+func checkOracleCreates(t *testing.T, s *harness.Scenario, phase string, creates *int) *oracle.Report {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := s.Check(ctx)
+	rep, err := s.CheckCreates(ctx, creates)
 	if err != nil {
 		t.Fatalf("%s: oracle could not check: %v", phase, err)
 	}

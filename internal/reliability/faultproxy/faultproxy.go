@@ -65,6 +65,8 @@ type Request struct {
 	At     time.Time
 	Method string
 	Class  string
+	// Path is the request's URL path (a stream of retries is one class and path, or one key).
+	Path string
 	// Code is the status answered; 0 when the connection was reset or the request hung.
 	Code int
 	// Faulted is true when a fault (other than pure latency) decided the answer.
@@ -328,7 +330,7 @@ func (p *Proxy) pick(r *http.Request) (*Fault, <-chan struct{}) {
 func (p *Proxy) record(r *http.Request, code int, faulted bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.requests = append(p.requests, Request{At: time.Now(), Method: r.Method, Class: Class(r.Method, r.URL.Path), Code: code, Faulted: faulted, Key: r.Header.Get("Idempotency-Key")})
+	p.requests = append(p.requests, Request{At: time.Now(), Method: r.Method, Class: Class(r.Method, r.URL.Path), Path: r.URL.Path, Code: code, Faulted: faulted, Key: r.Header.Get("Idempotency-Key")})
 }
 
 // ServeHTTP applies the first matching fault, or forwards.

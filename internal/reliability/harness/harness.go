@@ -346,6 +346,9 @@ func (m *Manager) Scrape() ([]byte, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
 	return io.ReadAll(resp.Body)
 }
 

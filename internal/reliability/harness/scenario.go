@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,8 +43,11 @@ type Scenario struct {
 	mu      sync.Mutex
 	values  map[string]string
 	scrapes map[string][]byte
-	stop    chan struct{}
-	stopped chan struct{}
+	// scrapeErrs are failed scrapes: the oracle's text scan cannot vouch for what it did
+	// not read, so Check fails on them.
+	scrapeErrs []error
+	stop       chan struct{}
+	stopped    chan struct{}
 }
 
 // NewScenario creates the namespace, the backend (with latency), the proxy in front of it,
@@ -104,6 +108,9 @@ func (s *Scenario) NewManager(args ...string) (*Manager, error) {
 func (s *Scenario) Scrape(m *Manager) {
 	data, err := m.Scrape()
 	if err != nil {
+		s.mu.Lock()
+		s.scrapeErrs = append(s.scrapeErrs, fmt.Errorf("scraping the metrics of %s: %w", m.Name, err))
+		s.mu.Unlock()
 		return
 	}
 	s.mu.Lock()
@@ -303,6 +310,13 @@ func (s *Scenario) Delete(ctx context.Context, t *tokensv1alpha1.APIToken) error
 
 // Check runs the oracle over the namespace with everything captured so far.
 func (s *Scenario) Check(ctx context.Context) (*oracle.Report, error) {
+	return s.CheckCreates(ctx, nil)
+}
+
+// CheckCreates is Check that also judges the backend's creates: expectCreates, when set, is
+// the number of issuances the scenario caused (a duplicate create is cleaned up by the
+// controller, so only this count sees it).
+func (s *Scenario) CheckCreates(ctx context.Context, expectCreates *int) (*oracle.Report, error) {
 	s.CollectNow(ctx)
 	texts := map[string][]byte{}
 	for _, m := range s.Managers {
@@ -310,11 +324,16 @@ func (s *Scenario) Check(ctx context.Context) (*oracle.Report, error) {
 			s.Scrape(m)
 		}
 		data, err := os.ReadFile(m.LogPath)
-		if err == nil {
-			texts["log of "+m.Name] = data
+		if err != nil {
+			return nil, fmt.Errorf("reading the log of %s for the leak scan: %w", m.Name, err)
 		}
+		texts["log of "+m.Name] = data
 	}
 	s.mu.Lock()
+	if err := errors.Join(s.scrapeErrs...); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
 	for k, v := range s.scrapes {
 		texts[k] = v
 	}
@@ -330,6 +349,7 @@ func (s *Scenario) Check(ctx context.Context) (*oracle.Report, error) {
 	return oracle.Check(ctx, oracle.Input{
 		Kube: s.Kube, Namespace: s.Namespace, BackendURL: s.Backend.URL, AdminToken: s.Backend.AdminToken,
 		Values: s.Values(), Texts: texts, DeletedUIDs: deleted, RetainUIDs: retain, Writes: w,
+		ExpectCreates: expectCreates,
 	})
 }
 

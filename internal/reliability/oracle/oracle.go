@@ -16,14 +16,17 @@
 //     (or of a Retain one, or a predecessor its status lists as draining) is dead: the
 //     backend answers 401.
 //  5. No token value appears in any captured text: logs, events, APIToken statuses,
-//     metrics scrapes; neither raw nor base64-encoded.
+//     metrics scrapes; in no encoding (raw, hex, URL-escaped, base64 in either alphabet,
+//     padded or not, at any alignment), nor inside a hex dump (HexDumpBytes).
 package oracle
 
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -57,6 +60,10 @@ type Input struct {
 	RetainUIDs map[types.UID]bool
 	// Writes, when set, are backend write counts to report per token.
 	Writes *Writes
+	// ExpectCreates, when set (with Writes), is the number of tokens the scenario should
+	// have made the backend create: the controller's own cleanup deactivates a duplicate,
+	// so no other invariant sees one, and only this count does.
+	ExpectCreates *int
 }
 
 // Writes are backend write counters of a scenario.
@@ -154,11 +161,13 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listing backend tokens of %s: %w", name, err)
 		}
-		if !tok.DeletionTimestamp.IsZero() {
-			continue // being deleted: judged once gone, through DeletedUIDs
-		}
 		// No active token of an APIToken that its status does not name: the current one
 		// (while Active) and those it lists as pending deactivation.
+		deleting := !tok.DeletionTimestamp.IsZero()
+		state := string(tok.Status.Phase)
+		if deleting {
+			state += ", being deleted"
+		}
 		named := map[string]bool{}
 		for _, p := range tok.Status.PendingDeactivation {
 			named[p.TokenID] = true
@@ -167,13 +176,18 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 			named[p.TokenID] = true
 			draining[p.TokenID] = true
 		}
-		if tok.Status.Phase == tokensv1alpha1.PhaseActive {
+		// While being deleted the finalizer is still deactivating what status names,
+		// whatever the phase says; a token it does not name would outlive the APIToken.
+		if tok.Status.Phase == tokensv1alpha1.PhaseActive || deleting {
 			named[tok.Status.TokenID] = true
 		}
 		for _, t := range active {
 			if !named[t.ID] {
-				rep.fail("APIToken %s (%q) has active backend token %s that its status names neither as current nor as pending deactivation", name, tok.Status.Phase, t.ID)
+				rep.fail("APIToken %s (%s) has active backend token %s that its status names neither as current nor as pending deactivation", name, state, t.ID)
 			}
+		}
+		if deleting {
+			continue // the rest is judged once it is gone, through DeletedUIDs
 		}
 		if tok.Status.Phase != tokensv1alpha1.PhaseActive {
 			continue
@@ -259,11 +273,19 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 	scan := newScanner(values)
 	for _, name := range sortedKeys(texts) {
 		rep.TextBytes += len(texts[name])
-		for _, leak := range scan.find(texts[name]) {
+		for _, leak := range scan.scan(texts[name]) {
 			rep.fail("a token value (%s) appears in %s", leak, name)
 		}
 	}
 
+	if in.ExpectCreates != nil {
+		switch {
+		case in.Writes == nil:
+			return nil, fmt.Errorf("ExpectCreates given without Writes")
+		case in.Writes.Creates != *in.ExpectCreates:
+			rep.fail("the backend created %d tokens, the scenario expected %d issuances (a duplicate create was cleaned up, or an issue is missing)", in.Writes.Creates, *in.ExpectCreates)
+		}
+	}
 	if in.Writes != nil && rep.APITokens+len(in.DeletedUIDs) > 0 {
 		w := in.Writes
 		rep.WritesPerToken = float64(w.Creates+w.Deactivations+w.Other) / float64(rep.APITokens+len(in.DeletedUIDs))
@@ -359,8 +381,9 @@ func sortedKeys(m map[string][]byte) []string {
 	return out
 }
 
-// scanner finds any of many values (raw or base64) in a text in one pass: it looks up every
-// window of keyLen bytes in a map of value prefixes, then confirms the whole value.
+// scanner finds any of many values, in every encoding a value can take on its way into a
+// text, in one pass: it looks up every window of keyLen bytes in a map of form prefixes,
+// then confirms the whole form.
 type scanner struct {
 	keyLen int
 	byKey  map[string][]string
@@ -369,22 +392,66 @@ type scanner struct {
 
 const scanKeyLen = 12
 
+// encodedForms are the texts a value v can appear as, each with its name: raw; hex (either
+// case); URL (query and path) escaped; and base64 in the standard and URL alphabets, padded
+// or not, at each of the three byte alignments it can have inside a longer encoded blob
+// (there only the characters that depend on v alone are searched for).
+func encodedForms(v string) map[string]string {
+	forms := map[string]string{v: ""}
+	add := func(form, how string) {
+		if _, ok := forms[form]; !ok {
+			forms[form] = how
+		}
+	}
+	add(hex.EncodeToString([]byte(v)), "hex-encoded")
+	add(strings.ToUpper(hex.EncodeToString([]byte(v))), "hex-encoded")
+	add(url.QueryEscape(v), "URL-encoded")
+	add(url.PathEscape(v), "URL-encoded")
+	for _, enc := range []struct {
+		name string
+		e    *base64.Encoding
+	}{{"base64-encoded", base64.StdEncoding}, {"base64url-encoded", base64.URLEncoding}} {
+		add(enc.e.EncodeToString([]byte(v)), enc.name)
+		for shift := 0; shift < 3; shift++ {
+			// shift bytes of something else before v: the first 4 characters mix them with v,
+			// and the last group mixes v with what follows; the rest is v's alone.
+			b := append(make([]byte, shift), v...)
+			b = b[:len(b)/3*3]
+			e := enc.e.EncodeToString(b)
+			if shift > 0 {
+				e = e[4:]
+			}
+			add(e, enc.name+" (unpadded)")
+		}
+	}
+	return forms
+}
+
 func newScanner(values map[string]types.UID) *scanner {
 	s := &scanner{keyLen: scanKeyLen, byKey: map[string][]string{}, hints: map[string]string{}}
 	for v := range values {
-		for _, form := range []string{v, base64.StdEncoding.EncodeToString([]byte(v))} {
+		for form, how := range encodedForms(v) {
 			if len(form) < s.keyLen {
 				continue // too short to search for without false alarms
 			}
 			k := form[:s.keyLen]
 			s.byKey[k] = append(s.byKey[k], form)
-			s.hints[form] = hint(v)
-			if form != v {
-				s.hints[form] += " base64-encoded"
-			}
+			s.hints[form] = strings.TrimSpace(hint(v) + " " + how)
 		}
 	}
 	return s
+}
+
+// scan finds the values in text, and in the bytes of any hex dump in it (HexDumpBytes:
+// client-go logs a binary body as one).
+func (s *scanner) scan(text []byte) []string {
+	found := s.find(text)
+	if dumped := HexDumpBytes(string(text)); dumped != "" {
+		for _, f := range s.find([]byte(dumped)) {
+			found = append(found, f+" (in a hex dump)")
+		}
+	}
+	return found
 }
 
 func (s *scanner) find(text []byte) []string {
