@@ -86,14 +86,10 @@ type hostileCase struct {
 	reason string
 }
 
-// refusedCreatesAllowed is how many creates a permanently refused APIToken may cost. It
-// should be 1. It is 3 because of a bug this test found: the passes right after the
-// refusal run on a cached APIToken that does not yet show its Failed status (the write
-// expectations cover issued tokens only), so they send the create again; 2 on every
-// permanent case when 29 APITokens start together, 3 seen on a loaded machine
-// (controllers' TestBackendRejectionNeedsAPerson, one token, sees 1). Set it to 1 when a
-// pass waits for its own status write.
-const refusedCreatesAllowed = 3
+// refusedCreatesAllowed is how many creates a permanently refused APIToken may cost: one.
+// (It was 3 while a pass right after the refusal could run on a cached APIToken that did not
+// yet show its Failed status; the write expectations now cover every status write.)
+const refusedCreatesAllowed = 1
 
 // permanent reports whether a reason needs a person (phase Failed, Stalled=True).
 func permanent(reason string) bool {
