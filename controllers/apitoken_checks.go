@@ -348,10 +348,18 @@ func policyDecision(in tokenInputs) (decision, bool) {
 func stuckDecision(in tokenInputs) (decision, bool) {
 	tok := in.token
 	c := readyCondition(tok)
-	if c == nil || c.Reason != tokensv1alpha1.ReasonBackendMismatch || c.ObservedGeneration != tok.Generation {
+	if c == nil || !heldReasons[c.Reason] || c.ObservedGeneration != tok.Generation {
 		return decision{}, false
 	}
 	return decision{action: actionFail, reason: c.Reason, why: c.Message}, true
+}
+
+// heldReasons are the backend's permanent answers (a reply that is not what was asked, a 4xx
+// refusal): asking again returns the same, so the failure holds until the spec changes, and
+// a wake-up (a backend re-check, the inventory) sends nothing.
+var heldReasons = map[string]bool{
+	tokensv1alpha1.ReasonBackendMismatch: true,
+	tokensv1alpha1.ReasonBackendRejected: true,
 }
 
 // retiredReasons are the failures whose pass deactivated the token.

@@ -141,6 +141,12 @@ func TestDecide(t *testing.T) {
 			t.Spec.Permission = tokensv1alpha1.PermissionFullAccess
 			t.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonBackendMismatch, ObservedGeneration: 2}}
 		}), secret: secretFor, action: actionFail, reason: tokensv1alpha1.ReasonBackendMismatch},
+		{name: "a backend refusal is not retried at the same generation", tok: &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Generation: 1}, Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly},
+			Status: tokensv1alpha1.APITokenStatus{Phase: tokensv1alpha1.PhaseFailed, Conditions: []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonBackendRejected, ObservedGeneration: 1}}}},
+			action: actionFail, reason: tokensv1alpha1.ReasonBackendRejected, report: reportStalled, event: "none"},
+		{name: "a backend refusal is retried after a spec change", tok: &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Generation: 2}, Spec: tokensv1alpha1.APITokenSpec{Permission: tokensv1alpha1.PermissionReadOnly},
+			Status: tokensv1alpha1.APITokenStatus{Phase: tokensv1alpha1.PhaseFailed, Conditions: []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonBackendRejected, ObservedGeneration: 1}}}},
+			action: actionIssue},
 		{name: "a backend mismatch is retried after a spec change", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Generation = 3
 			t.Spec.Permission = tokensv1alpha1.PermissionFullAccess
