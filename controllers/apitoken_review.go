@@ -6,7 +6,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -28,7 +27,7 @@ var leastPrivilegeFindings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 }, []string{"namespace", "apitoken", "finding"})
 
 func init() {
-	metrics.Registry.MustRegister(leastPrivilegeFindings)
+	registerMetric(leastPrivilegeFindings)
 }
 
 // review is the outcome of the least-privilege review.

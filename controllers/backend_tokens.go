@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
@@ -24,7 +23,7 @@ var backendTokens = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 }, []string{"kind", "namespace", "backend", "class"})
 
 func init() {
-	metrics.Registry.MustRegister(backendTokens)
+	registerMetric(backendTokens)
 }
 
 // tokenCountClasses are the gauge's class label values, in status.tokens' order.

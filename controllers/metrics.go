@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -13,5 +15,19 @@ var predecessorsUsedAfterGrace = prometheus.NewCounterVec(prometheus.CounterOpts
 }, []string{"namespace", "apitoken"})
 
 func init() {
-	metrics.Registry.MustRegister(predecessorsUsedAfterGrace)
+	registerMetric(predecessorsUsedAfterGrace)
 }
+
+// collectors are the controllers' own metrics, in the order they were registered.
+var collectors []prometheus.Collector
+
+// registerMetric registers c with controller-runtime's registry (served on /metrics) and
+// remembers it for Collectors.
+func registerMetric(c prometheus.Collector) {
+	metrics.Registry.MustRegister(c)
+	collectors = append(collectors, c)
+}
+
+// Collectors are the metrics the controllers registered, so that their reference
+// (docs/metrics.md) is checked against what is served, not against a hand-kept list.
+func Collectors() []prometheus.Collector { return slices.Clone(collectors) }

@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -56,7 +55,7 @@ var workloadRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Rollouts of opted-in workloads triggered because a named APIToken's token changed.",
 }, []string{"namespace", "apitoken", "kind", "name"})
 
-func init() { metrics.Registry.MustRegister(workloadRestarts) }
+func init() { registerMetric(workloadRestarts) }
 
 // workloadKind is one of the three kinds that can opt in.
 type workloadKind struct {

@@ -120,6 +120,14 @@ func RegisterTokenCollector(reader client.Reader) error {
 
 type readerBox struct{ reader client.Reader }
 
+// Collectors are collectors built like the ones NewBackendObserver and RegisterTokenCollector
+// register, for describing them (docs/metrics.md is checked against their names); they are
+// not registered.
+func Collectors() []prometheus.Collector {
+	b := newBackendMetrics()
+	return []prometheus.Collector{b.duration, b.errors, newTokenCollector(nil)}
+}
+
 // tokenCollector emits the token metrics from a list of APITokens taken at scrape time.
 type tokenCollector struct {
 	reader func() client.Reader
