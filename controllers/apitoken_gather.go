@@ -73,7 +73,7 @@ func (r *APITokenReconciler) gatherSecret(ctx context.Context, tok *tokensv1alph
 		return fmt.Errorf("reading Secret %s: %w", name, err)
 	}
 	// The cache holds only managed Secrets. Whether a foreign one is in the way is told by
-	// the metadata-only cache of all Secrets (no API call per new token); without it, by
+	// the metadata-only cache of the other Secrets (no API call per new token); without it, by
 	// the API server.
 	owner, err := r.secretOwnerMeta(ctx, name)
 	if err != nil || owner == nil {
