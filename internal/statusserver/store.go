@@ -111,9 +111,9 @@ type Store struct {
 	// byExternal is order per external_id: a list by external_id (the operator's, one per
 	// issuance) reads only that owner's tokens instead of every token in the store.
 	byExternal map[string][]*storedToken
-	boards  map[string]*boardRecord
-	adminID string
-	seq     uint64
+	boards     map[string]*boardRecord
+	adminID    string
+	seq        uint64
 
 	dirtyMu sync.Mutex
 	dirty   map[string]*storedToken
