@@ -323,3 +323,31 @@ func settledMemory(m *harness.Manager) (rss, heap float64) {
 	time.Sleep(2 * time.Second)
 	return procStatus(m.Pid(), "VmRSS"), heapMiB(m)
 }
+
+// waitSettled waits, instead of sleeping a guessed time, until the apitoken controller has
+// nothing queued and no pass running, and the API server has counted at least minEvents
+// Event creates since before (Events are written asynchronously): then every write a pass
+// made has landed. It returns the API server's write counts at that moment.
+func waitSettled(ctx context.Context, cfg *rest.Config, m *harness.Manager, before map[string]int, minEvents int) (map[string]int, error) {
+	var after map[string]int
+	err := harness.WaitFor(ctx, 2*time.Minute, "the operator's writes landed", func() (bool, string, error) {
+		data, err := m.Scrape()
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		depth, ok1 := metric(string(data), "workqueue_depth", `name="apitoken"`)
+		active, ok2 := metric(string(data), "controller_runtime_active_workers", `controller="apitoken"`)
+		if after, err = apiWrites(ctx, cfg); err != nil {
+			return false, err.Error(), nil
+		}
+		events := 0
+		for k, v := range diff(after, before) {
+			if strings.HasPrefix(k, "POST ") && strings.HasSuffix(k, " events") {
+				events += v
+			}
+		}
+		return ok1 && ok2 && depth == 0 && active == 0 && events >= minEvents,
+			fmt.Sprintf("queue %v, active %v, %d of %d Events", depth, active, events, minEvents), nil
+	})
+	return after, err
+}

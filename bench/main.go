@@ -255,8 +255,8 @@ func run(o options) error {
 		return err
 	}
 	readyAt := time.Now()
-	time.Sleep(2 * time.Second) // let trailing writes (events) land before counting
-	apiAfter, err := apiWrites(ctx, cp.Config)
+	// Every token's Issued Event, and no pass left: then the trailing writes have landed.
+	apiAfter, err := waitSettled(ctx, cp.Config, mgr, apiBefore, o.n)
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,10 @@ func run(o options) error {
 		return err
 	}
 	res.RestartSeconds = time.Since(restartBegin).Seconds()
-	time.Sleep(2 * time.Second)
+	// No pass queued or running: no backend write can still come.
+	if _, err := waitSettled(ctx, cp.Config, mgr, nil, 0); err != nil {
+		return err
+	}
 	res.RestartBackendWrites = be.Stats().WriteRequests - beBefore.WriteRequests
 	logf("restart: every token re-verified %.2fs after the process started; %d backend writes", res.RestartSeconds, res.RestartBackendWrites)
 

@@ -43,10 +43,6 @@ const backendRefIndex = "spec.backendRef"
 // secretNameIndex indexes APITokens by "namespace/secretName".
 const secretNameIndex = "spec.secretName"
 
-// tokenRefIndex indexes APITokens by "backendKey#tokenID" of their current token, so that a
-// backend that answers with a token id another APIToken already holds is caught.
-const tokenRefIndex = "status.tokenRef"
-
 // backendsOf lists every backend an APIToken depends on: the one its spec names, the one
 // that holds its current token, and those holding tokens still to be deactivated. A backend
 // (and its credential) is kept while any of them is in use.
@@ -103,6 +99,8 @@ type APITokenReconciler struct {
 	ClusterIdentity string
 
 	expectations writeExpectations
+	// holders knows which APIToken holds which backend token (heldByAnother).
+	holders tokenHolders
 	// afterCreate is the crash-test seam (WithAfterCreate).
 	afterCreate func(ctx context.Context, tok *tokensv1alpha1.APIToken) error
 }
@@ -368,21 +366,23 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, tokenRefIndex, func(o client.Object) []string {
-		tok := o.(*tokensv1alpha1.APIToken)
-		if tok.Status.TokenID == "" {
-			return nil
-		}
-		return []string{currentBackendKey(tok).String() + "#" + tok.Status.TokenID}
-	}); err != nil {
+	tokens, err := mgr.GetCache().GetInformer(context.Background(), &tokensv1alpha1.APIToken{})
+	if err != nil {
+		return err
+	}
+	if _, err := tokens.AddEventHandler(&r.holders); err != nil {
 		return err
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, secretNameIndex, func(o client.Object) []string {
+		// Only the names other than the APIToken's own: most APITokens keep the default
+		// Secret name, and tokensForSecret finds those without the index (an index entry is
+		// a set per token, twice: see docs/performance.md).
 		tok := o.(*tokensv1alpha1.APIToken)
-		names := []string{tok.Namespace + "/" + tok.SecretNameOrDefault()}
-		if a := tok.Spec.Adopt; a != nil && a.SecretRef.Name != tok.SecretNameOrDefault() {
-			// The Secret to adopt from appearing or changing wakes the adoption.
-			names = append(names, tok.Namespace+"/"+a.SecretRef.Name)
+		var names []string
+		for _, n := range secretNamesOf(tok) {
+			if n != tok.Name {
+				names = append(names, tok.Namespace+"/"+n)
+			}
 		}
 		return names
 	}); err != nil {
@@ -449,7 +449,7 @@ func (r *APITokenReconciler) tokensForBackend(ctx context.Context, o client.Obje
 		return nil
 	}
 	var list tokensv1alpha1.APITokenList
-	if err := r.List(ctx, &list, client.MatchingFields{backendRefIndex: key.String()}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{backendRefIndex: key.String()}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -462,7 +462,7 @@ func (r *APITokenReconciler) tokensForBackend(ctx context.Context, o client.Obje
 // tokensInNamespace maps a namespace to its APITokens.
 func (r *APITokenReconciler) tokensInNamespace(ctx context.Context, o client.Object) []reconcile.Request {
 	var list tokensv1alpha1.APITokenList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetName())); err != nil {
+	if err := r.List(ctx, &list, client.InNamespace(o.GetName()), client.UnsafeDisableDeepCopy); err != nil {
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -472,13 +472,29 @@ func (r *APITokenReconciler) tokensInNamespace(ctx context.Context, o client.Obj
 	return reqs
 }
 
-// tokensForSecret maps a Secret to the APITokens whose secretName it is.
-func (r *APITokenReconciler) tokensForSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
-	var list tokensv1alpha1.APITokenList
-	if err := r.List(ctx, &list, client.MatchingFields{secretNameIndex: o.GetNamespace() + "/" + o.GetName()}); err != nil {
-		return nil
+// secretNamesOf are the Secrets an APIToken reads: its own, and the one to adopt from
+// (whose appearing or changing wakes the adoption).
+func secretNamesOf(tok *tokensv1alpha1.APIToken) []string {
+	names := []string{tok.SecretNameOrDefault()}
+	if a := tok.Spec.Adopt; a != nil && a.SecretRef.Name != tok.SecretNameOrDefault() {
+		names = append(names, a.SecretRef.Name)
 	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
+	return names
+}
+
+// tokensForSecret maps a Secret to the APITokens that read it (secretNamesOf): the APIToken
+// of the same name, when it reads it, and those found by secretNameIndex.
+func (r *APITokenReconciler) tokensForSecret(ctx context.Context, o *metav1.PartialObjectMetadata) []reconcile.Request {
+	var reqs []reconcile.Request
+	var same tokensv1alpha1.APIToken
+	if err := r.Get(ctx, types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}, &same, client.UnsafeDisableDeepCopy); err == nil &&
+		slices.Contains(secretNamesOf(&same), o.GetName()) {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: same.Namespace, Name: same.Name}})
+	}
+	var list tokensv1alpha1.APITokenList
+	if err := r.List(ctx, &list, client.MatchingFields{secretNameIndex: o.GetNamespace() + "/" + o.GetName()}, client.UnsafeDisableDeepCopy); err != nil {
+		return reqs
+	}
 	for _, t := range list.Items {
 		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.Namespace, Name: t.Name}})
 	}

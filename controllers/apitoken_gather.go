@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -73,7 +74,7 @@ func (r *APITokenReconciler) gatherSecret(ctx context.Context, tok *tokensv1alph
 		return fmt.Errorf("reading Secret %s: %w", name, err)
 	}
 	// The cache holds only managed Secrets. Whether a foreign one is in the way is told by
-	// the metadata-only cache of all Secrets (no API call per new token); without it, by
+	// the metadata-only cache of the other Secrets (no API call per new token); without it, by
 	// the API server.
 	owner, err := r.secretOwnerMeta(ctx, name)
 	if err != nil || owner == nil {
@@ -200,20 +201,21 @@ type backendObject struct {
 	fullAccess *metav1.LabelSelector
 }
 
-// readBackend reads the backend object of key from the cache.
+// readBackend reads the backend object of key from the cache, without a copy: what it keeps
+// (conditions, selectors, the CA bundle) is only read.
 func (r *APITokenReconciler) readBackend(ctx context.Context, key BackendKey) (backendObject, error) {
 	var o backendObject
 	var err error
 	switch key.Kind {
 	case tokensv1alpha1.BackendKindStatusBackend:
 		var obj tokensv1alpha1.StatusBackend
-		if err = r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, &obj); err == nil {
+		if err = r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, &obj, client.UnsafeDisableDeepCopy); err == nil {
 			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), caBundle: obj.Spec.CABundle,
 				conditions: obj.Status.Conditions, fullAccess: obj.Spec.FullAccessNamespaces}
 		}
 	default:
 		var obj tokensv1alpha1.ClusterStatusBackend
-		if err = r.Get(ctx, types.NamespacedName{Name: key.Name}, &obj); err == nil {
+		if err = r.Get(ctx, types.NamespacedName{Name: key.Name}, &obj, client.UnsafeDisableDeepCopy); err == nil {
 			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), caBundle: obj.Spec.CABundle,
 				conditions: obj.Status.Conditions, allowed: obj.Spec.AllowedNamespaces, fullAccess: obj.Spec.FullAccessNamespaces}
 		}

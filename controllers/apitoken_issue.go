@@ -267,17 +267,8 @@ func (r *APITokenReconciler) checkCreated(ctx context.Context, tok *tokensv1alph
 }
 
 // heldByAnother: another APIToken's status names the same token id on the same backend.
-func (r *APITokenReconciler) heldByAnother(ctx context.Context, tok *tokensv1alpha1.APIToken, key BackendKey, id string) bool {
-	var list tokensv1alpha1.APITokenList
-	if err := r.List(ctx, &list, client.MatchingFields{tokenRefIndex: key.String() + "#" + id}); err != nil {
-		return true // cannot tell: refuse rather than risk two owners
-	}
-	for _, o := range list.Items {
-		if o.UID != tok.UID {
-			return true
-		}
-	}
-	return false
+func (r *APITokenReconciler) heldByAnother(_ context.Context, tok *tokensv1alpha1.APIToken, key BackendKey, id string) bool {
+	return r.holders.heldByOther(key, id, tok.UID)
 }
 
 // refuseCreated handles a reply that is not what was asked: the token is deactivated when it

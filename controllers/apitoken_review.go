@@ -20,7 +20,7 @@ import (
 // DefaultPermissionReviewWindow is --permission-review-window's default.
 const DefaultPermissionReviewWindow = 720 * time.Hour
 
-// leastPrivilegeFindings is one gauge per finding, 1 while it holds.
+// leastPrivilegeFindings is one gauge per finding, 1 while it holds, absent otherwise.
 var leastPrivilegeFindings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "apitoken_least_privilege_finding",
 	Help: "1 while the least-privilege review finds UnusedWritePermission or WritesDenied for an APIToken.",
@@ -119,11 +119,14 @@ func (r *APITokenReconciler) applyReview(tok *tokensv1alpha1.APIToken, in tokenI
 	}
 	setCondition(tok, tokensv1alpha1.ConditionLeastPrivilege, rv.status, rv.reason, rv.message)
 	for _, f := range []string{tokensv1alpha1.ReasonUnusedWritePermission, tokensv1alpha1.ReasonWritesDenied} {
-		v := 0.0
+		// A series only while the finding holds (the alert is "== 1"): a 0 for every
+		// APIToken and finding was two series per APIToken, the largest share of the
+		// manager's live heap at N=5000 (docs/performance.md).
 		if rv.status == metav1.ConditionFalse && rv.reason == f {
-			v = 1
+			leastPrivilegeFindings.WithLabelValues(tok.Namespace, tok.Name, f).Set(1)
+		} else {
+			leastPrivilegeFindings.DeleteLabelValues(tok.Namespace, tok.Name, f)
 		}
-		leastPrivilegeFindings.WithLabelValues(tok.Namespace, tok.Name, f).Set(v)
 	}
 	if rv.status == metav1.ConditionFalse && (prev == nil || prev.Status != metav1.ConditionFalse || prev.Reason != rv.reason) {
 		r.event(tok, "Warning", tokensv1alpha1.EventLeastPrivilegeFinding, rv.message)

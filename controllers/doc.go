@@ -53,6 +53,13 @@
 // shows them, instead of issuing again from a stale copy. Memory only: after a restart the
 // caches start from a fresh list.
 //
+// # Token holders (token_holders.go)
+//
+// A map from a backend token id to the APIToken whose status names it, fed by the APIToken
+// informer's events. An issuance whose reply names a token id another APIToken already holds
+// is refused (a backend that hands out one id twice). A field index of the cache would keep
+// two sets per APIToken for it; the map keeps one small entry.
+//
 // # Where safety comes from
 //
 // Every token to retire is first recorded in status.pendingDeactivation with the backend

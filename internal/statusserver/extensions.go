@@ -95,6 +95,7 @@ func (s *Store) claimToken(id, ext string, now time.Time) (tokenRecord, error) {
 	s.mu.Lock()
 	t.rec.ExternalID = ext
 	t.rec.UpdatedAt = r.UpdatedAt
+	s.addExternal(t) // it had none: claims only set an empty external_id
 	s.mu.Unlock()
 	return r, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -107,9 +108,12 @@ type Store struct {
 	byID    map[string]*storedToken
 	byHash  map[string]*storedToken
 	order   []*storedToken // ascending Seq
-	boards  map[string]*boardRecord
-	adminID string
-	seq     uint64
+	// byExternal is order per external_id: a list by external_id (the operator's, one per
+	// issuance) reads only that owner's tokens instead of every token in the store.
+	byExternal map[string][]*storedToken
+	boards     map[string]*boardRecord
+	adminID    string
+	seq        uint64
 
 	dirtyMu sync.Mutex
 	dirty   map[string]*storedToken
@@ -131,7 +135,7 @@ func OpenStore(path string) (*Store, error) {
 		db:     db,
 		path:   path,
 		byID:   map[string]*storedToken{},
-		byHash: map[string]*storedToken{},
+		byHash: map[string]*storedToken{}, byExternal: map[string][]*storedToken{},
 		boards: map[string]*boardRecord{},
 		dirty:  map[string]*storedToken{},
 		stop:   make(chan struct{}),
@@ -190,6 +194,9 @@ func (s *Store) load() error {
 			}
 		}
 		sort.Slice(s.order, func(i, j int) bool { return s.order[i].rec.Seq < s.order[j].rec.Seq })
+		for _, t := range s.order {
+			s.addExternal(t)
+		}
 		return tx.Bucket(bucketBoards).ForEach(func(k, v []byte) error {
 			var b boardRecord
 			if err := json.Unmarshal(v, &b); err != nil {
@@ -274,6 +281,7 @@ func (s *Store) insertToken(value string, p tokenParams, now time.Time, admin bo
 	s.byID[r.ID] = t
 	s.byHash[hash] = t
 	s.order = append(s.order, t)
+	s.addExternal(t)
 	if admin {
 		s.adminID = r.ID
 	}
@@ -379,8 +387,12 @@ func (s *Store) listTokens(f tokenFilter, now time.Time, page, perPage int) ([]t
 	skip := (page - 1) * perPage
 	var out []tokenRecord
 	total := 0
-	for i := len(s.order) - 1; i >= 0; i-- {
-		t := s.order[i]
+	tokens := s.order
+	if f.ExternalID != "" {
+		tokens = s.byExternal[f.ExternalID]
+	}
+	for i := len(tokens) - 1; i >= 0; i-- {
+		t := tokens[i]
 		if !f.matches(&t.rec, now) {
 			continue
 		}
@@ -572,4 +584,15 @@ func utcPtr(t *time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// addExternal puts t into byExternal, in Seq order; the caller holds mu.
+func (s *Store) addExternal(t *storedToken) {
+	ext := t.rec.ExternalID
+	if ext == "" {
+		return
+	}
+	l := s.byExternal[ext]
+	i := sort.Search(len(l), func(i int) bool { return l[i].rec.Seq > t.rec.Seq })
+	s.byExternal[ext] = slices.Insert(l, i, t)
 }
