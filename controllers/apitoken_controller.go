@@ -361,31 +361,7 @@ func requeueAt(now, at time.Time) ctrl.Result {
 // deletion changes only, so status writes do not wake it), their Secrets, their backends,
 // backend registrations and inventory changes.
 func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
-		return backendsOf(o.(*tokensv1alpha1.APIToken))
-	}); err != nil {
-		return err
-	}
-	tokens, err := mgr.GetCache().GetInformer(context.Background(), &tokensv1alpha1.APIToken{})
-	if err != nil {
-		return err
-	}
-	if _, err := tokens.AddEventHandler(&r.holders); err != nil {
-		return err
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, secretNameIndex, func(o client.Object) []string {
-		// Only the names other than the APIToken's own: most APITokens keep the default
-		// Secret name, and tokensForSecret finds those without the index (an index entry is
-		// a set per token, twice: see docs/performance.md).
-		tok := o.(*tokensv1alpha1.APIToken)
-		var names []string
-		for _, n := range secretNamesOf(tok) {
-			if n != tok.Name {
-				names = append(names, tok.Namespace+"/"+n)
-			}
-		}
-		return names
-	}); err != nil {
+	if err := r.setupIndexes(mgr); err != nil {
 		return err
 	}
 	notStatusOnly := predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
@@ -422,6 +398,38 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Kind(r.SecretMetadata, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret), foreign))
 	}
 	return b.Complete(r)
+}
+
+// setupIndexes registers the APIToken indexes, and the holders map fed by its informer.
+func (r *APITokenReconciler) setupIndexes(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
+		return backendsOf(o.(*tokensv1alpha1.APIToken))
+	}); err != nil {
+		return err
+	}
+	tokens, err := mgr.GetCache().GetInformer(context.Background(), &tokensv1alpha1.APIToken{})
+	if err != nil {
+		return err
+	}
+	if _, err := tokens.AddEventHandler(&r.holders); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, secretNameIndex, func(o client.Object) []string {
+		// Only the names other than the APIToken's own: most APITokens keep the default
+		// Secret name, and tokensForSecret finds those without the index (an index entry is
+		// a set per token, twice: see docs/performance.md).
+		tok := o.(*tokensv1alpha1.APIToken)
+		var names []string
+		for _, n := range secretNamesOf(tok) {
+			if n != tok.Name {
+				names = append(names, tok.Namespace+"/"+n)
+			}
+		}
+		return names
+	}); err != nil {
+		return err
+	}
+	return nil
 }
 
 // maxRetryDelay caps the per-APIToken backoff. The default (1000 s) would leave tokens
