@@ -46,6 +46,8 @@ type BackendChecker struct {
 	APIReader client.Reader
 	Registry  *BackendRegistry
 	NewClient BackendClientFactory
+	// Clock is the time of checks (time.Now when nil).
+	Clock func() time.Time
 
 	slots checkSlots
 	users credentialUsers
@@ -78,6 +80,8 @@ type backendInputs struct {
 
 	// features are the protocol extensions the backend lists in GET /ping.
 	features backend.Features
+	// checkedAt is when the backend was asked; zero when a recent check was reused.
+	checkedAt time.Time
 	// client, url and fingerprint are what gets registered when the check succeeds.
 	client      backend.Client
 	url         string
@@ -135,6 +139,17 @@ func (c *BackendChecker) gather(ctx context.Context, key BackendKey, spec tokens
 		}
 	}
 	in.client = cl
+	now := c.now()
+	if registered && fingerprint == in.fingerprint {
+		// Checked a moment ago with the same URL, CA and credential: an APIToken created or
+		// deleted (which wakes this check for the credentials finalizer) costs the backend
+		// nothing. A call that failed as if the backend were down (ReportOutage) clears this.
+		if self, features, ok := c.Registry.recentCheck(key, in.fingerprint, now, backendRecheckAfter); ok {
+			in.self, in.features = self, features
+			return in
+		}
+	}
+	in.checkedAt = now
 	checkCtx, cancel := context.WithTimeout(ctx, BackendCheckTimeout)
 	defer cancel()
 	in.self, in.selfErr = cl.Self(checkCtx)
@@ -143,6 +158,16 @@ func (c *BackendChecker) gather(ctx context.Context, key BackendKey, spec tokens
 		in.features, _ = ext.Features(checkCtx)
 	}
 	return in
+}
+
+// backendRecheckAfter is how old a successful check may be and still be reused.
+const backendRecheckAfter = 30 * time.Second
+
+func (c *BackendChecker) now() time.Time {
+	if c.Clock == nil {
+		return time.Now()
+	}
+	return c.Clock()
 }
 
 // readCredential reads the credential value; ok is false when there is none to use.

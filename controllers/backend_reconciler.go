@@ -187,6 +187,11 @@ func (r *backendReconciler[T]) apply(ctx context.Context, obj T, in backendInput
 	switch res.registry {
 	case registrySet:
 		r.checker.Registry.Set(ctx, in.key, obj, in.client, in.url, in.fingerprint, in.features...)
+		if !in.checkedAt.IsZero() {
+			// A reused check keeps its time (Set keeps it), so the backend is asked again
+			// when it runs out.
+			r.checker.Registry.recordCheck(in.key, in.self, in.checkedAt)
+		}
 	case registryRemove:
 		r.checker.Registry.Remove(in.key)
 	}

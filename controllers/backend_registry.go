@@ -49,6 +49,10 @@ type registeredBackend struct {
 	fingerprint string
 	// features are the protocol extensions it offers.
 	features backend.Features
+	// checkedAt and self are the last successful check, which a check soon after reuses
+	// (recentCheck); zero after an outage report, so that the re-check asks the backend.
+	checkedAt time.Time
+	self      *backend.Token
 }
 
 // BackendRegistry holds a checked client for every Ready backend. The backend controllers
@@ -152,11 +156,37 @@ func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Ob
 	}
 	// The features are set together with the client: a token woken by this registration
 	// must see them, or its review would flap between "no usage" and a verdict.
-	r.backends[key] = &registeredBackend{client: c, limited: limited, url: url, fingerprint: fingerprint, features: features}
+	b := &registeredBackend{client: c, limited: limited, url: url, fingerprint: fingerprint, features: features}
+	if had && old.fingerprint == fingerprint {
+		b.checkedAt, b.self = old.checkedAt, old.self
+	}
+	r.backends[key] = b
 	r.mu.Unlock()
 	if !had || old.fingerprint != fingerprint {
 		r.notify(ctx, obj)
 	}
+}
+
+// recordCheck remembers when a registered backend's check succeeded, and the credential's
+// token it read.
+func (r *BackendRegistry) recordCheck(key BackendKey, self *backend.Token, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if b, ok := r.backends[key]; ok {
+		b.checkedAt, b.self = at, self
+	}
+}
+
+// recentCheck returns the last successful check of a backend registered with fingerprint,
+// when it is less than within old and no outage was reported since.
+func (r *BackendRegistry) recentCheck(key BackendKey, fingerprint string, now time.Time, within time.Duration) (*backend.Token, backend.Features, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	b, ok := r.backends[key]
+	if !ok || b.fingerprint != fingerprint || b.self == nil || b.checkedAt.IsZero() || now.Sub(b.checkedAt) >= within {
+		return nil, nil, false
+	}
+	return b.self, b.features, true
 }
 
 // SetFeatures records the protocol extensions a registered backend offers.
@@ -203,6 +233,11 @@ func (r *BackendRegistry) Events() <-chan event.GenericEvent { return r.events }
 // wait quietly instead of each retrying), and when a later check succeeds it is registered
 // again, which wakes all its tokens at once instead of each waiting out its own backoff.
 func (r *BackendRegistry) ReportOutage(key BackendKey) {
+	r.mu.Lock()
+	if b, ok := r.backends[key]; ok {
+		b.checkedAt = time.Time{} // the re-check asks the backend, whenever it last did
+	}
+	r.mu.Unlock()
 	var obj client.Object
 	switch key.Kind {
 	case tokensv1alpha1.BackendKindStatusBackend:

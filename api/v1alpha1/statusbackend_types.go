@@ -75,9 +75,8 @@ type StatusBackendStatus struct {
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
-	// Tokens counts the backend's active tokens by who manages them, from the operator's last
-	// inventory of the backend (refreshed once per sync interval), so that tokens which existed
-	// before the operator show up for review. Unset until the first inventory.
+	// Tokens counts the backend's active tokens by who manages them, from the operator's last inventory of the backend (refreshed once per sync interval), so that tokens which existed before the operator show up for review.
+	// Unset until the first inventory.
 	// +optional
 	Tokens *BackendTokenCounts `json:"tokens,omitempty"`
 }
@@ -95,8 +94,8 @@ type BackendTokenCounts struct {
 	// +kubebuilder:validation:Minimum=0
 	Managed int32 `json:"managed"`
 
-	// UnmanagedActive is the number of active tokens that no APIToken manages: made by hand or by another tool,
-	// or left active by a deleted APIToken (deletionPolicy Retain). Adopt them (spec.adopt) or deactivate them.
+	// UnmanagedActive is the number of active tokens that no APIToken manages: made by hand or by another tool, or left active by a deleted APIToken (deletionPolicy Retain).
+	// Adopt them (spec.adopt) or deactivate them.
 	// +kubebuilder:validation:Minimum=0
 	UnmanagedActive int32 `json:"unmanagedActive"`
 
@@ -104,9 +103,8 @@ type BackendTokenCounts struct {
 	// +kubebuilder:validation:Minimum=0
 	UnmanagedFullAccess int32 `json:"unmanagedFullAccess"`
 
-	// OtherClusters is the number of active tokens that belong to another cluster sharing this backend:
-	// labelled with another cluster's identity, or owned (external_id set) by no APIToken of this cluster
-	// and not labelled with this cluster's identity. The operator never touches them.
+	// OtherClusters is the number of active tokens that belong to another cluster sharing this backend: labelled with another cluster's identity, or owned (external_id set) by no APIToken of this cluster and not labelled with this cluster's identity.
+	// The operator never touches them.
 	// +kubebuilder:validation:Minimum=0
 	OtherClusters int32 `json:"otherClusters"`
 }
