@@ -102,6 +102,7 @@ func TestBackendOutage(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	startManager(t, s)
+	watch(t, s)
 	// The backend must have been Ready once, so the outage hits a working setup.
 	if err := waitBackendReady(ctx, s, s.Name); err != nil {
 		t.Fatal(err)
@@ -205,6 +206,7 @@ func TestBackendRestart(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	startManager(t, s)
+	watch(t, s)
 	restarted := make(chan struct{})
 	var once sync.Once
 	var mu sync.Mutex
@@ -292,6 +294,7 @@ func TestRateLimitStorm(t *testing.T) {
 	const retryAfter = 2
 	storm := time.Duration(pick(6, 30)) * time.Second
 	startManager(t, s)
+	watch(t, s)
 	if err := waitBackendReady(ctx, s, s.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -376,6 +379,7 @@ func TestExpiryWhileManagerDown(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	m := startManager(t, s)
+	watch(t, s)
 	expires := metav1.NewTime(time.Now().Add(time.Duration(pick(20, 40)) * time.Second).Truncate(time.Second))
 	if err := s.CreateTokens(ctx, "exp", n, func(i int, a *tokensv1alpha1.APIToken) { a.Spec.ExpiresAt = &expires }); err != nil {
 		t.Fatal(err)
@@ -414,6 +418,7 @@ func TestUserDrift(t *testing.T) {
 	ctx := context.Background()
 	n := max(sz.tokens/2, 9)
 	startManager(t, s)
+	watch(t, s)
 	if err := s.CreateTokens(ctx, "drift", n, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -484,3 +489,4 @@ func events(ctx context.Context, t *testing.T, s *harness.Scenario) string {
 	}
 	return b.String()
 }
+
