@@ -490,3 +490,86 @@ func events(ctx context.Context, t *testing.T, s *harness.Scenario) string {
 	return b.String()
 }
 
+// TestBackendFaults puts each of the proxy's hang, reset, 503 and latency faults on the
+// backend's creates in turn, each over a fresh batch of APITokens: while the fault holds
+// nothing is issued, after it every APIToken is issued with exactly one active token and
+// the backend created exactly one token per APIToken (the continuous oracle watches all
+// along). The latency phase delays one create past the operator's 10 s request timeout: the
+// backend still creates it after the client gave up, and the retry must replay it.
+func TestBackendFaults(t *testing.T) {
+	s := newScenario(t, 0)
+	ctx := context.Background()
+	k := max(sz.tokens/4, 3)
+	startManager(t, s)
+	watch(t, s)
+	if err := waitBackendReady(ctx, s, s.Name); err != nil {
+		t.Fatal(err)
+	}
+	creates := faultproxy.MatchClass("create")
+	phases := []struct {
+		name string
+		// faults are added for the phase; with hold, for hold only (nothing may be issued
+		// meanwhile), then cleared.
+		faults []faultproxy.Fault
+		hold   time.Duration
+	}{
+		{"hang", []faultproxy.Fault{{Kind: faultproxy.Hang, Match: creates}}, 4 * time.Second},
+		{"reset", []faultproxy.Fault{{Kind: faultproxy.Reset, Match: creates}}, 3 * time.Second},
+		{"503", []faultproxy.Fault{{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, Match: creates}}, 3 * time.Second},
+		{"latency", []faultproxy.Fault{
+			{Kind: faultproxy.Pass, Latency: backend.DefaultTimeout + time.Second, Match: creates, Times: 1},
+			{Kind: faultproxy.Pass, Latency: time.Second},
+		}, 0},
+	}
+	issued := 0
+	for _, ph := range phases {
+		begin := time.Now()
+		replaysBefore := s.Backend.Stats().Replays
+		s.Proxy.Add(ph.faults...)
+		if err := s.CreateTokens(ctx, ph.name, k, nil); err != nil {
+			t.Fatal(err)
+		}
+		mine := func(a *tokensv1alpha1.APIToken) bool { return strings.HasPrefix(a.Name, ph.name+"-") }
+		if ph.hold > 0 {
+			time.Sleep(ph.hold)
+			items, err := s.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range items {
+				if mine(&items[i]) && harness.IsIssued(&items[i]) {
+					t.Errorf("%s: %s was issued while every create was faulted", ph.name, items[i].Name)
+				}
+			}
+			s.Proxy.Clear()
+		}
+		if err := s.WaitAll(ctx, 3*time.Minute, "every APIToken issued after the "+ph.name+" fault", issued+k, harness.IsIssued); err != nil {
+			t.Fatal(err)
+		}
+		s.Proxy.Clear()
+		took := time.Since(begin)
+		faulted, forwarded := 0, 0
+		for _, r := range s.Proxy.Requests() {
+			if r.At.Before(begin) || r.Class != "create" {
+				continue
+			}
+			if r.Faulted {
+				faulted++
+			} else {
+				forwarded++
+			}
+		}
+		replays := s.Backend.Stats().Replays - replaysBefore
+		t.Logf("%s: %d creates faulted, %d forwarded, %d replays; issued %s after the phase began", ph.name, faulted, forwarded, replays, took.Round(100*time.Millisecond))
+		switch {
+		case ph.hold > 0 && faulted == 0:
+			t.Errorf("%s: no create was faulted: the phase tested nothing", ph.name)
+		case ph.name == "latency" && took < backend.DefaultTimeout:
+			t.Errorf("latency: issued in %s, before the delayed create could have timed out: the phase tested nothing", took)
+		case ph.name == "latency" && replays == 0:
+			t.Errorf("latency: the create delayed past the client's timeout was never replayed")
+		}
+		issued += k
+		checkOracleCreates(t, s, "after the "+ph.name+" fault", new(issued))
+	}
+}
