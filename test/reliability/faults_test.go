@@ -32,6 +32,9 @@ func TestLeaderFailover(t *testing.T) {
 	n := sz.tokens
 	a := startManager(t, s, "--leader-elect")
 	b := startManager(t, s, "--leader-elect")
+	// The continuous oracle counts time only while a manager leads: the standby's wait for
+	// the lease cannot end what the killed leader left (its create not yet in status).
+	watchCounting(t, s, func() bool { return isLeader(a) || isLeader(b) })
 	var leader *harness.Manager
 	if err := harness.WaitFor(ctx, time.Minute, "a leader", func() (bool, string, error) {
 		for _, m := range []*harness.Manager{a, b} {

@@ -115,7 +115,19 @@ func startManager(t *testing.T, s *harness.Scenario, args ...string) *harness.Ma
 // oracle check after them, and the test at its end (those after the last check).
 func watch(t *testing.T, s *harness.Scenario) {
 	t.Helper()
-	if err := s.Watch(context.Background()); err != nil {
+	watchCounting(t, s, nil)
+}
+
+// watchCounting is watch where manager time is what counts says (nil: a manager runs).
+func watchCounting(t *testing.T, s *harness.Scenario, counts func() bool) {
+	t.Helper()
+	var err error
+	if counts == nil {
+		err = s.Watch(context.Background())
+	} else {
+		err = s.WatchCounting(context.Background(), counts)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -38,6 +38,13 @@ type Watcher struct {
 // tokens (directly, not through the proxy), then the namespace's APITokens, and judges
 // them with oracle.Continuous. Check and CheckCreates report its violations too.
 func (s *Scenario) Watch(ctx context.Context) error {
+	return s.WatchCounting(ctx, s.anyManagerRunning)
+}
+
+// WatchCounting is Watch where the time between samples counts towards the window only
+// while counts says so (Watch: while a manager process runs; with leader election: while a
+// manager leads, since a standby cannot end what a killed leader left).
+func (s *Scenario) WatchCounting(ctx context.Context, counts func() bool) error {
 	admin, err := backend.New(backend.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
 	if err != nil {
 		return err
@@ -52,8 +59,8 @@ func (s *Scenario) Watch(ctx context.Context) error {
 		tick := time.NewTicker(SampleInterval)
 		defer tick.Stop()
 		for {
-			w.noteManager(s.anyManagerRunning())
-			w.sample(ctx, s, admin)
+			w.noteManager(counts())
+			w.sample(ctx, s, admin, counts)
 			select {
 			case <-ctx.Done():
 				return
@@ -71,7 +78,7 @@ func (w *Watcher) noteManager(running bool) {
 	w.managerRan = w.managerRan || running
 }
 
-func (w *Watcher) sample(ctx context.Context, s *Scenario, admin *backend.HTTPClient) {
+func (w *Watcher) sample(ctx context.Context, s *Scenario, admin *backend.HTTPClient, counts func() bool) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	at := time.Now()
@@ -80,7 +87,7 @@ func (w *Watcher) sample(ctx context.Context, s *Scenario, admin *backend.HTTPCl
 	if err == nil {
 		err = lerr
 	}
-	running := s.anyManagerRunning()
+	running := counts()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ctx.Err() != nil {
