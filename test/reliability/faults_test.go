@@ -32,6 +32,9 @@ func TestLeaderFailover(t *testing.T) {
 	n := sz.tokens
 	a := startManager(t, s, "--leader-elect")
 	b := startManager(t, s, "--leader-elect")
+	// The continuous oracle counts time only while a manager leads: the standby's wait for
+	// the lease cannot end what the killed leader left (its create not yet in status).
+	watchCounting(t, s, func() bool { return isLeader(a) || isLeader(b) })
 	var leader *harness.Manager
 	if err := harness.WaitFor(ctx, time.Minute, "a leader", func() (bool, string, error) {
 		for _, m := range []*harness.Manager{a, b} {
@@ -102,6 +105,7 @@ func TestBackendOutage(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	startManager(t, s)
+	watch(t, s)
 	// The backend must have been Ready once, so the outage hits a working setup.
 	if err := waitBackendReady(ctx, s, s.Name); err != nil {
 		t.Fatal(err)
@@ -205,6 +209,7 @@ func TestBackendRestart(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	startManager(t, s)
+	watch(t, s)
 	restarted := make(chan struct{})
 	var once sync.Once
 	var mu sync.Mutex
@@ -292,6 +297,7 @@ func TestRateLimitStorm(t *testing.T) {
 	const retryAfter = 2
 	storm := time.Duration(pick(6, 30)) * time.Second
 	startManager(t, s)
+	watch(t, s)
 	if err := waitBackendReady(ctx, s, s.Name); err != nil {
 		t.Fatal(err)
 	}
@@ -376,6 +382,7 @@ func TestExpiryWhileManagerDown(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	m := startManager(t, s)
+	watch(t, s)
 	expires := metav1.NewTime(time.Now().Add(time.Duration(pick(20, 40)) * time.Second).Truncate(time.Second))
 	if err := s.CreateTokens(ctx, "exp", n, func(i int, a *tokensv1alpha1.APIToken) { a.Spec.ExpiresAt = &expires }); err != nil {
 		t.Fatal(err)
@@ -414,6 +421,7 @@ func TestUserDrift(t *testing.T) {
 	ctx := context.Background()
 	n := max(sz.tokens/2, 9)
 	startManager(t, s)
+	watch(t, s)
 	if err := s.CreateTokens(ctx, "drift", n, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -483,4 +491,88 @@ func events(ctx context.Context, t *testing.T, s *harness.Scenario) string {
 		fmt.Fprintf(&b, "%s %s: %s\n", e.Reason, e.InvolvedObject.Name, e.Message)
 	}
 	return b.String()
+}
+
+// TestBackendFaults puts each of the proxy's hang, reset, 503 and latency faults on the
+// backend's creates in turn, each over a fresh batch of APITokens: while the fault holds
+// nothing is issued, after it every APIToken is issued with exactly one active token and
+// the backend created exactly one token per APIToken (the continuous oracle watches all
+// along). The latency phase delays one create past the operator's 10 s request timeout: the
+// backend still creates it after the client gave up, and the retry must replay it.
+func TestBackendFaults(t *testing.T) {
+	s := newScenario(t, 0)
+	ctx := context.Background()
+	k := max(sz.tokens/4, 3)
+	startManager(t, s)
+	watch(t, s)
+	if err := waitBackendReady(ctx, s, s.Name); err != nil {
+		t.Fatal(err)
+	}
+	creates := faultproxy.MatchClass("create")
+	phases := []struct {
+		name string
+		// faults are added for the phase; with hold, for hold only (nothing may be issued
+		// meanwhile), then cleared.
+		faults []faultproxy.Fault
+		hold   time.Duration
+	}{
+		{"hang", []faultproxy.Fault{{Kind: faultproxy.Hang, Match: creates}}, 4 * time.Second},
+		{"reset", []faultproxy.Fault{{Kind: faultproxy.Reset, Match: creates}}, 3 * time.Second},
+		{"503", []faultproxy.Fault{{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, Match: creates}}, 3 * time.Second},
+		{"latency", []faultproxy.Fault{
+			{Kind: faultproxy.Pass, Latency: backend.DefaultTimeout + time.Second, Match: creates, Times: 1},
+			{Kind: faultproxy.Pass, Latency: time.Second},
+		}, 0},
+	}
+	issued := 0
+	for _, ph := range phases {
+		begin := time.Now()
+		replaysBefore := s.Backend.Stats().Replays
+		s.Proxy.Add(ph.faults...)
+		if err := s.CreateTokens(ctx, ph.name, k, nil); err != nil {
+			t.Fatal(err)
+		}
+		mine := func(a *tokensv1alpha1.APIToken) bool { return strings.HasPrefix(a.Name, ph.name+"-") }
+		if ph.hold > 0 {
+			time.Sleep(ph.hold)
+			items, err := s.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range items {
+				if mine(&items[i]) && harness.IsIssued(&items[i]) {
+					t.Errorf("%s: %s was issued while every create was faulted", ph.name, items[i].Name)
+				}
+			}
+			s.Proxy.Clear()
+		}
+		if err := s.WaitAll(ctx, 3*time.Minute, "every APIToken issued after the "+ph.name+" fault", issued+k, harness.IsIssued); err != nil {
+			t.Fatal(err)
+		}
+		s.Proxy.Clear()
+		took := time.Since(begin)
+		faulted, forwarded := 0, 0
+		for _, r := range s.Proxy.Requests() {
+			if r.At.Before(begin) || r.Class != "create" {
+				continue
+			}
+			if r.Faulted {
+				faulted++
+			} else {
+				forwarded++
+			}
+		}
+		replays := s.Backend.Stats().Replays - replaysBefore
+		t.Logf("%s: %d creates faulted, %d forwarded, %d replays; issued %s after the phase began", ph.name, faulted, forwarded, replays, took.Round(100*time.Millisecond))
+		switch {
+		case ph.hold > 0 && faulted == 0:
+			t.Errorf("%s: no create was faulted: the phase tested nothing", ph.name)
+		case ph.name == "latency" && took < backend.DefaultTimeout:
+			t.Errorf("latency: issued in %s, before the delayed create could have timed out: the phase tested nothing", took)
+		case ph.name == "latency" && replays == 0:
+			t.Errorf("latency: the create delayed past the client's timeout was never replayed")
+		}
+		issued += k
+		checkOracleCreates(t, s, "after the "+ph.name+" fault", new(issued))
+	}
 }

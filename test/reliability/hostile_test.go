@@ -231,6 +231,7 @@ func TestHostileInput(t *testing.T) {
 		{"reply-422", refuse(422, "", []byte(`{"success":false,"message":"expires_at is invalid","errors":["expires_at"]}`)), rejected},
 	}
 	startManager(t, s)
+	watch(t, s)
 	createdAt := time.Now()
 	for _, c := range cases {
 		tok := s.TokenSpec(c.name, tokensv1alpha1.PermissionReadOnly)

@@ -45,6 +45,7 @@ func TestKillManagerEverywhere(t *testing.T) {
 	ctx := context.Background()
 	n := sz.tokens
 	m := startManager(t, s)
+	watch(t, s)
 	var st killStats
 	if os.Getenv("RELIABILITY_BREAK_IDEMPOTENCY") == "1" {
 		// Breaks the crash-safety mechanism on purpose: this test must then fail.

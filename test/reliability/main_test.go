@@ -111,6 +111,40 @@ func startManager(t *testing.T, s *harness.Scenario, args ...string) *harness.Ma
 	return m
 }
 
+// watch starts the continuous oracle (harness.Scenario.Watch): its violations fail every
+// oracle check after them, and the test at its end (those after the last check).
+func watch(t *testing.T, s *harness.Scenario) {
+	t.Helper()
+	watchCounting(t, s, nil)
+}
+
+// watchCounting is watch where manager time is what counts says (nil: a manager runs).
+func watchCounting(t *testing.T, s *harness.Scenario, counts func() bool) {
+	t.Helper()
+	var err error
+	if counts == nil {
+		err = s.Watch(context.Background())
+	} else {
+		err = s.WatchCounting(context.Background(), counts)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		v, summary := s.Watcher().Violations()
+		t.Log(summary)
+		if s.Watcher().Samples() < 2 {
+			t.Errorf("the continuous oracle judged %d samples: it watched nothing", s.Watcher().Samples())
+		}
+		if n := reportedContinuous[s]; len(v) > n {
+			t.Errorf("the continuous oracle saw %d violations after the last check:\n  %s", len(v)-n, strings.Join(v[n:], "\n  "))
+		}
+	})
+}
+
+// reportedContinuous is how many continuous violations a scenario's checks have reported.
+var reportedContinuous = map[*harness.Scenario]int{}
+
 // checkOracle runs the oracle and fails the test on any violation.
 func checkOracle(t *testing.T, s *harness.Scenario, phase string) *oracle.Report {
 	t.Helper()
@@ -128,6 +162,11 @@ func checkOracleCreates(t *testing.T, s *harness.Scenario, phase string, creates
 		t.Fatalf("%s: oracle could not check: %v", phase, err)
 	}
 	t.Logf("%s: %s", phase, rep)
+	if w := s.Watcher(); w != nil {
+		v, summary := w.Violations()
+		reportedContinuous[s] = len(v)
+		t.Logf("%s: %s", phase, summary)
+	}
 	if err := rep.Err(); err != nil {
 		t.Errorf("%s: %v", phase, err)
 	}

@@ -198,7 +198,7 @@ func (p *Proxy) Down() {
 		return
 	}
 	p.down = true
-	_ = p.srv.Close()
+	p.closeServer()
 }
 
 // Up listens again on the same address after Down.
@@ -234,7 +234,15 @@ func (p *Proxy) Close() {
 	p.closed = true
 	close(p.hangs)
 	p.hangs = make(chan struct{})
+	p.closeServer()
+}
+
+// closeServer closes the server and its listener. The listener is closed here too: a
+// server closed before its Serve goroutine has started never learns of the listener, which
+// would stay open and accept connections that nobody serves.
+func (p *Proxy) closeServer() {
 	_ = p.srv.Close()
+	_ = p.ln.Close()
 }
 
 // Requests returns a copy of every request seen so far.

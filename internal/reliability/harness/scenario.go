@@ -48,6 +48,8 @@ type Scenario struct {
 	scrapeErrs []error
 	stop       chan struct{}
 	stopped    chan struct{}
+	// watcher is the continuous oracle, when Watch started it.
+	watcher *Watcher
 }
 
 // NewScenario creates the namespace, the backend (with latency), the proxy in front of it,
@@ -100,7 +102,9 @@ func (s *Scenario) NewManager(args ...string) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock() // the continuous oracle reads Managers
 	s.Managers = append(s.Managers, m)
+	s.mu.Unlock()
 	return m, nil
 }
 
@@ -173,6 +177,9 @@ func (s *Scenario) Values() map[string]string {
 // Close stops the managers, the collector, the proxy and the backend. It keeps the
 // namespace (the control plane goes away with the test binary).
 func (s *Scenario) Close() {
+	if w := s.Watcher(); w != nil {
+		w.stop()
+	}
 	for _, m := range s.Managers {
 		m.Stop()
 	}
@@ -343,14 +350,27 @@ func (s *Scenario) CheckCreates(ctx context.Context, expectCreates *int) (*oracl
 		retain[k] = v
 	}
 	s.mu.Unlock()
+	var continuous []string
+	if wa := s.Watcher(); wa != nil {
+		continuous, _ = wa.Violations()
+	}
 	st := s.Backend.Stats()
 	w := &oracle.Writes{Creates: int(st.TokensCreated), Replays: int(st.Replays), Deactivations: int(st.Deactivations)}
 	w.Other = int(st.WriteRequests) - w.Creates - w.Replays - w.Deactivations
-	return oracle.Check(ctx, oracle.Input{
+	rep, err := oracle.Check(ctx, oracle.Input{
 		Kube: s.Kube, Namespace: s.Namespace, BackendURL: s.Backend.URL, AdminToken: s.Backend.AdminToken,
 		Values: s.Values(), Texts: texts, DeletedUIDs: deleted, RetainUIDs: retain, Writes: w,
 		ExpectCreates: expectCreates,
 	})
+	if err != nil {
+		return nil, err
+	}
+	// The continuous oracle's violations so far (each phase's Check repeats the earlier
+	// ones: a violation during a phase fails every check after it).
+	for _, v := range continuous {
+		rep.Violations = append(rep.Violations, "during the scenario: "+v)
+	}
+	return rep, nil
 }
 
 // AddValue registers a value the leak check must look for (e.g. one planted in a hostile

@@ -18,6 +18,9 @@
 //  5. No token value appears in any captured text: logs, events, APIToken statuses,
 //     metrics scrapes; in no encoding (raw, hex, URL-escaped, base64 in either alphabet,
 //     padded or not, at any alignment), nor inside a hex dump (HexDumpBytes).
+//
+// Invariants 1 to 3 are also judged while a scenario runs, by Judge and Continuous
+// (continuous.go), with the transient rule written there.
 package oracle
 
 import (
