@@ -106,6 +106,16 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 	resp, err := http.DefaultClient.Do(req)
 	g.Expect(err).NotTo(HaveOccurred())
 	_ = resp.Body.Close()
+	// And try a write with it, which a ReadOnly token is refused: the review's WritesDenied
+	// finding is what gives apitoken_least_privilege_finding a series (it has one only while
+	// a finding holds).
+	req, _ = http.NewRequest(http.MethodPost, srv.URL+"/boards", strings.NewReader(`{"name":"from-the-test"}`))
+	req.Header.Set("Authorization", "Bearer "+value)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	g.Expect(err).NotTo(HaveOccurred())
+	_ = resp.Body.Close()
+	g.Expect(resp.StatusCode).To(Equal(http.StatusForbidden))
 
 	var missing []string
 	g.Eventually(func(g Gomega) {
