@@ -8,7 +8,6 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -212,7 +211,7 @@ func TestImageManagerRunsAgainstControlPlane(t *testing.T) {
 	env := testenv.Start(t)
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	g.Expect(installtest.WriteKubeconfig(env.Config, kubeconfig)).To(Succeed())
-	health := freeAddr(t)
+	health := testenv.FreeAddr(t)
 	var logs testenv.SyncBuffer
 	cmd := exec.Command(binary, "--kubeconfig="+kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address="+health)
 	cmd.Env = []string{"KUBECONFIG=" + kubeconfig}
@@ -246,15 +245,4 @@ func TestImageManagerRunsAgainstControlPlane(t *testing.T) {
 		_ = resp.Body.Close()
 		g.Expect(resp.StatusCode).To(Equal(http.StatusOK))
 	}).WithContext(ctx).WithPolling(200*time.Millisecond).Should(Succeed(), "logs:\n%s", &logs)
-}
-
-// freeAddr is a free 127.0.0.1 port, released for the manager to bind.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

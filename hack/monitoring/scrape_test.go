@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"sort"
 	"strings"
@@ -72,7 +71,7 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 		g.Expect(c.Create(ctx, b)).To(Succeed())
 	}
 
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	mgr, err := operator.NewManager(env.Config, operator.Options{
 		// Plain HTTP: the test scrapes without a token (the default serves HTTPS to authorized
 		// scrapers only).
@@ -153,14 +152,4 @@ func scrape(g Gomega, url string) map[string]bool {
 	}
 	g.Expect(sc.Err()).NotTo(HaveOccurred())
 	return names
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

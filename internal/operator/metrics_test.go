@@ -24,17 +24,6 @@ import (
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
 
-// freeAddr is a free 127.0.0.1 port.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // serviceAccountToken creates a ServiceAccount in default and returns a token for it.
 func serviceAccountToken(t *testing.T, env *testenv.Env, name string) string {
 	t.Helper()
@@ -101,7 +90,7 @@ func TestMetricsRequireAuthorization(t *testing.T) {
 
 	t.Run("default", func(t *testing.T) {
 		g := NewWithT(t)
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		startTestManager(t, env, Options{MetricsAddr: addr})
 		url := "https://" + addr + "/metrics"
 		g.Eventually(func() error { _, _, err := get(hc, url, ""); return err }).WithTimeout(30 * time.Second).Should(Succeed())
@@ -133,7 +122,7 @@ func TestMetricsRequireAuthorization(t *testing.T) {
 
 	t.Run("insecure", func(t *testing.T) {
 		g := NewWithT(t)
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		startTestManager(t, env, Options{MetricsAddr: addr, InsecureMetrics: true})
 		g.Eventually(func(g Gomega) {
 			code, body, err := get(hc, "http://"+addr+"/metrics", "")
@@ -150,7 +139,7 @@ func TestMetricsRequireAuthorization(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(os.WriteFile(filepath.Join(dir, "serving.crt"), certPEM, 0o600)).To(Succeed())
 		g.Expect(os.WriteFile(filepath.Join(dir, "serving.key"), keyPEM, 0o600)).To(Succeed())
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		startTestManager(t, env, Options{MetricsAddr: addr, MetricsCertDir: dir, MetricsCertName: "serving.crt", MetricsKeyName: "serving.key"})
 		pool := x509.NewCertPool()
 		g.Expect(pool.AppendCertsFromPEM(certPEM)).To(BeTrue())
