@@ -15,7 +15,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -216,28 +215,15 @@ func TestImageManagerRunsAgainstControlPlane(t *testing.T) {
 	cmd := exec.Command(binary, "--kubeconfig="+kubeconfig, "--metrics-bind-address=0", "--health-probe-bind-address="+health)
 	cmd.Env = []string{"KUBECONFIG=" + kubeconfig}
 	cmd.Stdout, cmd.Stderr = &logs, &logs
-	g.Expect(cmd.Start()).To(Succeed())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	proc := testenv.StartProcess(t, cmd)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g.Eventually(func(g Gomega) {
-		select {
-		case err := <-done:
-			done <- err
+		if exited, err := proc.Exited(); exited {
 			g.Expect(err).NotTo(HaveOccurred(), "the manager exited:\n%s", logs.String())
+			g.Expect(exited).To(BeFalse(), "the manager exited:\n%s", logs.String())
 			return
-		default:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+health+"/readyz", nil)
 		resp, err := http.DefaultClient.Do(req)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -74,4 +76,42 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// Process is a process a test started with StartProcess.
+type Process struct {
+	done chan struct{}
+	err  error
+}
+
+// Exited reports whether the process has exited, and then its Wait error.
+func (p *Process) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// StartProcess starts cmd, to be killed with the test binary (Pdeathsig), and stops it when
+// the test ends: SIGTERM, then SIGKILL after 15 s, waiting for it to exit either way.
+func StartProcess(tb testing.TB, cmd *exec.Cmd) *Process {
+	tb.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting %s: %v", cmd.Path, err)
+	}
+	p := &Process{done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
 }
