@@ -78,6 +78,18 @@ type Results struct {
 	LoadAverageMax  float64 `json:"load_average_1m_max"`
 	Date            string  `json:"date"`
 	WallSeconds     float64 `json:"wall_seconds"`
+	// CPU seconds by process (kube-apiserver, etcd, manager, and bench, which serves the
+	// backend and makes the creates) in the fastest floor run and in the Ready phase: what
+	// the time to Ready was spent on, on a machine whose cores they all share.
+	CPUSecondsFloor map[string]float64 `json:"cpu_seconds_floor"`
+	CPUSecondsReady map[string]float64 `json:"cpu_seconds_ready"`
+	// RSSMiBStarted is the manager's RSS once it is up with no APIToken: the part of
+	// rss_mib_peak that the number of tokens does not explain.
+	RSSMiBStarted float64 `json:"rss_mib_started"`
+	// The peaks of each phase (start, ready, restart, idle, expiry, rotation, unrelated):
+	// which phase sets rss_mib_peak.
+	RSSMiBPeakByPhase map[string]float64 `json:"rss_mib_peak_by_phase"`
+	HeapMiBByPhase    map[string]float64 `json:"heap_mib_by_phase"`
 	// The rotation phase (spec.rotation), when it ran.
 	*RotationFigures
 }
@@ -242,7 +254,9 @@ func run(o options) error {
 	if err := waitBackendReady(ctx, kube); err != nil {
 		return err
 	}
-	logf("manager and backend up")
+	time.Sleep(2 * time.Second)
+	res.RSSMiBStarted = procStatus(mgr.Pid(), "VmRSS")
+	logf("manager and backend up; manager RSS %.1f MiB", res.RSSMiBStarted)
 
 	// 3. N APITokens until all Ready.
 	apiBefore, err := apiWrites(ctx, cp.Config)
@@ -250,11 +264,14 @@ func run(o options) error {
 		return err
 	}
 	beBefore := be.Stats()
+	cpuBefore := cpuSeconds()
+	mem.enter("ready")
 	ready, err := createAndWait(ctx, cp.Config, kube, "bench", o.n, o.conc, nil)
 	if err != nil {
 		return err
 	}
 	readyAt := time.Now()
+	res.CPUSecondsReady = cpuSince(cpuBefore)
 	// Every token's Issued Event, and no pass left: then the trailing writes have landed.
 	apiAfter, err := waitSettled(ctx, cp.Config, mgr, apiBefore, o.n)
 	if err != nil {
@@ -278,8 +295,9 @@ func run(o options) error {
 	res.APIWritesPerToken = float64(core) / float64(o.n)
 	res.APIWritesPerTokenEvents = float64(all) / float64(o.n)
 	res.BackendWritesPerToken = float64(beAfter.WriteRequests-beBefore.WriteRequests) / float64(o.n)
-	logf("ready: %d in %.2fs (%.0f/s, %.2fx floor); API writes/token %.2f (%.2f with events) %v; backend writes/token %.2f",
-		o.n, res.ReadySeconds, res.TokensPerSecond, res.RatioToFloor, res.APIWritesPerToken, res.APIWritesPerTokenEvents, res.APIWritesByKind, res.BackendWritesPerToken)
+	logf("ready: %d in %.2fs (%.0f/s, %.2fx floor); API writes/token %.2f (%.2f with events) %v; backend writes/token %.2f; CPU seconds %v (floor %v)",
+		o.n, res.ReadySeconds, res.TokensPerSecond, res.RatioToFloor, res.APIWritesPerToken, res.APIWritesPerTokenEvents, res.APIWritesByKind, res.BackendWritesPerToken,
+		res.CPUSecondsReady, res.CPUSecondsFloor)
 	// The profile's summary goes next to the results file: bench/n<N>-heap-top.txt.
 	live, err := liveHeap(mgr, pprofAddr, filepath.Join(filepath.Dir(o.out), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top.txt"))
 	if err != nil {
@@ -296,6 +314,7 @@ func run(o options) error {
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
+	mem.enter("restart")
 	if err := harness.WaitFor(ctx, 10*time.Minute, "every token re-verified", func() (bool, string, error) {
 		total, depth := reconcileProgress(mgr)
 		return total >= float64(o.n) && depth == 0, fmt.Sprintf("%v reconciled, queue %v", total, depth), nil
@@ -313,6 +332,7 @@ func run(o options) error {
 	// 5. Idle: nothing changes; what does a sync interval cost the backend? The restarted
 	// manager's first sync (a full list) is let pass first, and so are the walks whose
 	// overlap still reaches back to the last issuance: "idle" is nothing changed since.
+	mem.enter("idle")
 	if o.idleIntervals > 0 {
 		idleFrom := restartBegin.Add(2 * o.syncInterval)
 		if t := readyAt.Add(controllers.DefaultInventoryOverlap + 2*o.syncInterval); t.After(idleFrom) {
@@ -330,6 +350,7 @@ func run(o options) error {
 	}
 
 	// 6. Expiry lag.
+	mem.enter("expiry")
 	if o.expiryN > 0 {
 		p50, p99, err := expiryLag(ctx, cp.Config, kube, o.expiryN, o.conc)
 		if err != nil {
@@ -340,6 +361,7 @@ func run(o options) error {
 	}
 
 	// 7. Rotation without downtime.
+	mem.enter("rotation")
 	if o.rotationN > 0 {
 		rf, err := measureRotation(ctx, cp.Config, kube, be, o.rotationN, o.conc)
 		if err != nil {
@@ -349,6 +371,7 @@ func run(o options) error {
 	}
 
 	// 8. Unrelated Secrets.
+	mem.enter("unrelated")
 	if o.unrelated > 0 {
 		rss0, heap0 := settledMemory(mgr)
 		if err := createUnrelated(ctx, kube, o.unrelated, o.conc); err != nil {
@@ -362,6 +385,7 @@ func run(o options) error {
 		logf("%d unrelated 1 MiB Secrets: RSS %.1f -> %.1f MiB, heap %.1f -> %.1f MiB", o.unrelated, rss0, rss1, heap0, heap1)
 	}
 	mem.stop()
+	logf("RSS peak by phase %v MiB; heap in use by phase %v MiB", res.RSSMiBPeakByPhase, res.HeapMiBByPhase)
 	res.LoadAverageMean, res.LoadAverageMax = load.stop()
 	res.WallSeconds = time.Since(began).Seconds()
 

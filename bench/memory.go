@@ -18,15 +18,17 @@ import (
 // memorySampler keeps the manager's peak RSS (VmHWM, which the kernel keeps per process, so
 // it is read before each stop) and the largest heap in use, sampled every two seconds.
 type memorySampler struct {
-	m    *harness.Manager
-	res  *Results
-	mu   sync.Mutex
-	done chan struct{}
-	wg   sync.WaitGroup
+	m     *harness.Manager
+	res   *Results
+	mu    sync.Mutex
+	phase string
+	done  chan struct{}
+	wg    sync.WaitGroup
 }
 
 func startMemorySampler(m *harness.Manager, res *Results) *memorySampler {
-	s := &memorySampler{m: m, res: res, done: make(chan struct{})}
+	s := &memorySampler{m: m, res: res, done: make(chan struct{}), phase: "start"}
+	res.RSSMiBPeakByPhase, res.HeapMiBByPhase = map[string]float64{}, map[string]float64{}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -51,6 +53,20 @@ func (s *memorySampler) sample() {
 	defer s.mu.Unlock()
 	s.res.RSSMiBPeak = max(s.res.RSSMiBPeak, hwm)
 	s.res.HeapMiB = max(s.res.HeapMiB, heap)
+	s.res.RSSMiBPeakByPhase[s.phase] = max(s.res.RSSMiBPeakByPhase[s.phase], hwm)
+	s.res.HeapMiBByPhase[s.phase] = max(s.res.HeapMiBByPhase[s.phase], heap)
+}
+
+// enter closes the phase so far and starts the next: the kernel's peak (VmHWM) is reset to
+// the present RSS (clear_refs 5), so each phase's peak is its own and the figure says which
+// phase sets rss_mib_peak.
+func (s *memorySampler) enter(phase string) {
+	s.sample()
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.m.Pid()), []byte("5"), 0)
+	s.mu.Lock()
+	s.phase = phase
+	s.mu.Unlock()
+	s.sample()
 }
 
 func (s *memorySampler) stop() {

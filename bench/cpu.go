@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's utime and stime: 100 on Linux for
+// every architecture Go supports here.
+const clockTicks = 100
+
+// cpuSeconds is the CPU time (user + system) of this process and each of its descendants,
+// summed by command name (kube-apiserver, etcd, manager, bench: the bench process also
+// serves the reference backend and makes the creates). The difference of two snapshots is
+// what a phase cost each part of the system; on a machine of two cores this says where the
+// time to Ready goes, which a ratio alone cannot.
+func cpuSeconds() map[string]float64 {
+	type proc struct {
+		ppid  int
+		comm  string
+		ticks float64
+	}
+	procs := map[int]proc{}
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(s[:open]))
+		if err != nil {
+			continue
+		}
+		// After the command: state(3) ppid(4) ... utime(14) stime(15), counted from 1.
+		f := strings.Fields(s[close+1:])
+		if len(f) < 13 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		procs[pid] = proc{ppid: ppid, comm: s[open+1 : close], ticks: ut + st}
+	}
+	self := os.Getpid()
+	mine := func(pid int) bool {
+		for i := 0; i < 64 && pid > 1; i++ {
+			if pid == self {
+				return true
+			}
+			pid = procs[pid].ppid
+		}
+		return false
+	}
+	out := map[string]float64{}
+	for pid, p := range procs {
+		if !mine(pid) {
+			continue
+		}
+		name := p.comm
+		if pid == self {
+			name = "bench"
+		}
+		out[name] += p.ticks / clockTicks
+	}
+	return out
+}
+
+// cpuSince is what each process spent since the snapshot before, in seconds.
+func cpuSince(before map[string]float64) map[string]float64 {
+	now := cpuSeconds()
+	out := map[string]float64{}
+	for k, v := range now {
+		if d := v - before[k]; d > 0.005 {
+			out[k] = round2(d)
+		}
+	}
+	return out
+}
+
+func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
