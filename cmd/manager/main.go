@@ -2,6 +2,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -70,7 +71,9 @@ func main() {
 	o.PermissionReviewWindow = reviewWindow
 	o.DisableNamespacedBackends = !namespaced
 	o.BackendObserver = metrics.NewBackendObserver()
-	o.Setup = func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(mgr.GetClient()) }
+	o.Setup = func(mgr manager.Manager) error {
+		return metrics.RegisterTokenCollector(context.Background(), mgr.GetCache())
+	}
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

@@ -18,9 +18,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllertest"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -70,14 +71,32 @@ func fixtures() []client.Object {
 	}
 }
 
+// fedStore is a token store fed, as the manager's informer feeds it, by a fake informer that
+// delivered objs; the informer has synced.
+func fedStore(t *testing.T, objs []client.Object) (*tokenStore, *controllertest.FakeInformer) {
+	t.Helper()
+	inf := controllertest.NewFakeInformer()
+	s := newTokenStore()
+	reg, err := inf.AddEventHandler(s.handler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.synced = reg.HasSynced
+	for _, o := range objs {
+		inf.Add(o)
+	}
+	inf.Synced()
+	return s, inf
+}
+
 func TestTokenCollector(t *testing.T) {
 	g := NewWithT(t)
-	c := fake.NewClientBuilder().WithScheme(newScheme(t)).WithObjects(fixtures()...).Build()
+	store, inf := fedStore(t, fixtures())
 	reg := prometheus.NewPedanticRegistry()
-	g.Expect(reg.Register(newTokenCollector(func() client.Reader { return c }))).To(Succeed())
+	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
 
 	want := `
-# HELP apitoken_token_collector_success 1 when the APITokens could be listed for this scrape, 0 when not (the token metrics are then missing).
+# HELP apitoken_token_collector_success 1 when the APITokens are known for this scrape (the manager's cache has synced), 0 when not (the token metrics are then missing).
 # TYPE apitoken_token_collector_success gauge
 apitoken_token_collector_success 1
 # HELP apitoken_token_expiration_timestamp_seconds Expiry of the token in each APIToken's Secret, as the backend reports it, in seconds since the Unix epoch; absent when the token never expires or none is issued.
@@ -119,24 +138,76 @@ apitoken_tokens{permission="ReadOnly",phase="Pending"} 0
 			}
 		}
 	}
+
+	// The informer's updates and deletes reach the next scrape: incident-bot is issued,
+	// grafana's expiry goes, conflict is deleted (as a tombstone, as after a missed watch).
+	objs := fixtures()
+	bot := objs[1].(*tokensv1alpha1.APIToken).DeepCopy()
+	bot.Status = tokensv1alpha1.APITokenStatus{Phase: tokensv1alpha1.PhaseActive, TokenID: "tok_2", Permission: tokensv1alpha1.PermissionFullAccess}
+	inf.Update(objs[1].(*tokensv1alpha1.APIToken), bot)
+	grafana := objs[0].(*tokensv1alpha1.APIToken).DeepCopy()
+	grafana.Status.ExpiresAt = nil
+	inf.Update(objs[0].(*tokensv1alpha1.APIToken), grafana)
+	store.handler().OnDelete(toolscache.DeletedFinalStateUnknown{Key: "ops/conflict", Obj: objs[2]})
+	g.Expect(testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP apitoken_token_info Always 1; labels identify the backend token of each APIToken (token_id is the backend's id, never the value).
+# TYPE apitoken_token_info gauge
+apitoken_token_info{name="grafana",namespace="monitoring",permission="ReadOnly",phase="Active",token_id="tok_1"} 1
+apitoken_token_info{name="incident-bot",namespace="ops",permission="FullAccess",phase="Active",token_id="tok_2"} 1
+`), TokenInfo)).To(Succeed())
+	g.Expect(testutil.GatherAndCount(reg, TokenExpirationTimestamp)).To(Equal(0))
+	g.Expect(testutil.ToFloat64(onlyTokens(reg, "ReadOnly", "Failed"))).To(BeZero())
 }
 
-func TestTokenCollectorListFailure(t *testing.T) {
-	g := NewWithT(t)
-	c := fake.NewClientBuilder().WithScheme(newScheme(t)).WithObjects(fixtures()...).
-		WithInterceptorFuncs(interceptor.Funcs{List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
-			return errors.New("cache not synced")
-		}}).Build()
-	reg := prometheus.NewPedanticRegistry()
-	g.Expect(reg.Register(newTokenCollector(func() client.Reader { return c }))).To(Succeed())
+// onlyTokens is a collector of the one apitoken_tokens series with the given labels.
+func onlyTokens(reg *prometheus.Registry, permission, phase string) prometheus.Collector {
+	return collectorFunc(func(ch chan<- prometheus.Metric) {
+		families, _ := reg.Gather()
+		for _, f := range families {
+			if f.GetName() != Tokens {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["permission"] == permission && labels["phase"] == phase {
+					ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(Tokens, "", nil, nil), prometheus.GaugeValue, m.GetGauge().GetValue())
+				}
+			}
+		}
+	})
+}
 
-	// The scrape itself succeeds and says the token metrics are missing.
+type collectorFunc func(chan<- prometheus.Metric)
+
+func (f collectorFunc) Describe(chan<- *prometheus.Desc)    {}
+func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
+
+func TestTokenCollectorBeforeSync(t *testing.T) {
+	g := NewWithT(t)
+	inf := controllertest.NewFakeInformer()
+	store := newTokenStore()
+	hreg, err := inf.AddEventHandler(store.handler())
+	g.Expect(err).NotTo(HaveOccurred())
+	store.synced = hreg.HasSynced
+	for _, o := range fixtures() {
+		inf.Add(o)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
+
+	// The scrape itself succeeds and says the token metrics are missing, rather than
+	// counting a partial initial list.
 	g.Expect(testutil.GatherAndCompare(reg, strings.NewReader(`
-# HELP apitoken_token_collector_success 1 when the APITokens could be listed for this scrape, 0 when not (the token metrics are then missing).
+# HELP apitoken_token_collector_success 1 when the APITokens are known for this scrape (the manager's cache has synced), 0 when not (the token metrics are then missing).
 # TYPE apitoken_token_collector_success gauge
 apitoken_token_collector_success 0
 `))).To(Succeed())
 	g.Expect(testutil.GatherAndCount(reg, Tokens, TokenInfo)).To(Equal(0))
+	inf.Synced()
+	g.Expect(testutil.GatherAndCount(reg, TokenInfo)).To(Equal(3))
 }
 
 func TestBackendMetrics(t *testing.T) {
@@ -190,10 +261,16 @@ func TestRegisteredOnControllerRuntimeRegistry(t *testing.T) {
 	observe("deactivate", 404, 10*time.Millisecond, errors.New("not found"))
 	NewBackendObserver()("deactivate", 404, 10*time.Millisecond, errors.New("not found"))
 
-	empty := fake.NewClientBuilder().WithScheme(newScheme(t)).Build()
-	g.Expect(RegisterTokenCollector(empty)).To(Succeed())
-	full := fake.NewClientBuilder().WithScheme(newScheme(t)).WithObjects(fixtures()...).Build()
-	g.Expect(RegisterTokenCollector(full)).To(Succeed(), "a second manager in the process replaces the reader")
+	ctx := context.Background()
+	empty := &informertest.FakeInformers{Scheme: newScheme(t)}
+	g.Expect(RegisterTokenCollector(ctx, empty)).To(Succeed())
+	full := &informertest.FakeInformers{Scheme: newScheme(t)}
+	g.Expect(RegisterTokenCollector(ctx, full)).To(Succeed(), "a second manager in the process replaces the source")
+	inf, err := full.FakeInformerFor(ctx, &tokensv1alpha1.APIToken{})
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, o := range fixtures() {
+		inf.Add(o)
+	}
 
 	families, err := crmetrics.Registry.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
@@ -215,7 +292,7 @@ func TestRegisteredOnControllerRuntimeRegistry(t *testing.T) {
 		BackendRequestDuration: 2,
 		TokenInfo:              3, // from the second reader
 	}))
-	g.Expect(RegisterTokenCollector(nil)).NotTo(Succeed())
+	g.Expect(RegisterTokenCollector(ctx, nil)).NotTo(Succeed())
 
 	// Scraped over HTTP as Prometheus does, in the text format.
 	srv := httptest.NewServer(promhttp.HandlerFor(crmetrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}))
