@@ -40,6 +40,10 @@ const (
 	maxCachedListEntries = 16
 )
 
+// markerValue is the value of the marker keys. One slice serves every cached Secret: the
+// cache's objects are never written (readers get deep copies, which copy the bytes).
+var markerValue = []byte("true")
+
 // cachedDataKeys are the data keys the operator compares against what it would write.
 var cachedDataKeys = []string{
 	tokensv1alpha1.SecretKeyTokenID,
@@ -72,7 +76,7 @@ func TrimManagedSecret(obj any) (any, error) {
 	s.StringData = nil
 	s.Data = trimmedSecretData(s.Data)
 	if boundSecretMetadata(s) {
-		s.Data[cachedMetadataTrimmedKey] = []byte("true")
+		s.Data[cachedMetadataTrimmedKey] = markerValue
 	}
 	return s, nil
 }
@@ -121,7 +125,7 @@ func keepOperatorFinalizers(fs []string) []string {
 
 // trimmedSecretData keeps the small operator keys and the token's hash, and the marker.
 func trimmedSecretData(data map[string][]byte) map[string][]byte {
-	out := map[string][]byte{cachedTrimmedKey: []byte("true")}
+	out := map[string][]byte{cachedTrimmedKey: markerValue}
 	for _, k := range cachedDataKeys {
 		if v, ok := data[k]; ok && len(v) <= maxCachedDataValue {
 			out[k] = v

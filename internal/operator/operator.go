@@ -151,12 +151,12 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	cacheOpts := cache.Options{
 		// managedFields and kubectl's last-applied copy are a large share of every cached
 		// object and are never read here.
-		DefaultTransform: trimForCache,
+		DefaultTransform: chainTransforms(trimForCache, internObject),
 		ByObject: map[client.Object]cache.ByObject{
 			// Anyone who may create a Secret can give it the managed-by label: the cache
 			// keeps only what the operator reads and a hash of the token, so such Secrets
 			// cost bounded memory and no token value sits in the operator's heap.
-			&corev1.Secret{}: {Label: managed, Transform: chainTransforms(trimForCache, controllers.TrimManagedSecret)},
+			&corev1.Secret{}: {Label: managed, Transform: chainTransforms(trimForCache, controllers.TrimManagedSecret, internObject)},
 		},
 	}
 	if len(o.WatchNamespaces) > 0 {
@@ -216,7 +216,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	}
 	credCache, err := cache.New(mgr.GetConfig(), cache.Options{
 		Scheme: scheme, Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
-		DefaultTransform: trimSecretMetadata, DefaultLabelSelector: notManaged,
+		DefaultTransform: chainTransforms(trimSecretMetadata, internObject), DefaultLabelSelector: notManaged,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating credentials cache: %w", err)
