@@ -63,6 +63,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
+	if operator.SetGCPercentDefault() {
+		ctrl.Log.V(1).Info("Set the garbage collector's target; GOGC overrides it", "gcPercent", operator.DefaultGCPercent)
+	}
 	if soft := operator.SetMemoryLimitFromCgroup(); soft > 0 {
 		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
 	}

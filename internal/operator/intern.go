@@ -15,7 +15,7 @@ import (
 // an APIToken's phase, permission, condition types and reasons, a Secret's permission, URL
 // and expiry. The interning transform points each such copy at one shared copy.
 //
-// Strings that are unique per object (names, UIDs, token ids, messages) are left alone where
+// Strings that are unique per object (names, UIDs, token ids) are left alone where
 // the code can tell: a table entry costs more than the copy it would save. Values longer than
 // maxInternedLen are left alone too (a token hash is 64 characters; what repeats is shorter).
 // The table is bounded: and when it holds maxInterned entries it starts afresh,
@@ -138,6 +138,8 @@ func internAPIToken(in *interner, t *tokensv1alpha1.APIToken) {
 	st.Permission = tokensv1alpha1.Permission(in.str(string(st.Permission)))
 	for i := range st.Conditions {
 		c := &st.Conditions[i]
-		c.Type, c.Reason = in.str(c.Type), in.str(c.Reason)
+		// A short message is a fixed one ("", "Up to date"); a long one names the token and
+		// is left alone by str.
+		c.Type, c.Reason, c.Message = in.str(c.Type), in.str(c.Reason), in.str(c.Message)
 	}
 }

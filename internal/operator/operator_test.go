@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -142,4 +143,18 @@ func TestParseLogLevel(t *testing.T) {
 		_, err := ParseLogLevel(in)
 		NewWithT(t).Expect(err).To(HaveOccurred(), in)
 	}
+}
+
+func TestSetGCPercentDefault(t *testing.T) {
+	g := NewWithT(t)
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	t.Setenv("GOGC", "")
+	debug.SetGCPercent(100)
+	g.Expect(SetGCPercentDefault()).To(BeTrue())
+	g.Expect(debug.SetGCPercent(100)).To(Equal(DefaultGCPercent))
+
+	t.Setenv("GOGC", "200")
+	debug.SetGCPercent(200) // as the runtime applies GOGC at start
+	g.Expect(SetGCPercentDefault()).To(BeFalse())
+	g.Expect(debug.SetGCPercent(100)).To(Equal(200), "a GOGC the user set is kept")
 }
