@@ -89,6 +89,7 @@ type Proxy struct {
 	used     map[*Fault]int
 	requests []Request
 	values   map[string]string // token value -> external_id, from create replies
+	ids      map[string]string // token value -> the backend's token id, from create replies
 	hangs    chan struct{}     // closed to release hanging requests
 	ln       net.Listener
 	srv      *http.Server
@@ -285,6 +286,17 @@ func (p *Proxy) IssuedValues() map[string]string {
 	return out
 }
 
+// IssuedIDs returns the backend's token id of every value IssuedValues returns.
+func (p *Proxy) IssuedIDs() map[string]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]string, len(p.ids))
+	for k, v := range p.ids {
+		out[k] = v
+	}
+	return out
+}
+
 // IsWrite reports whether method may change state.
 func IsWrite(method string) bool {
 	switch method {
@@ -444,12 +456,17 @@ func (p *Proxy) captureValues(resp *http.Response) error {
 	var env struct {
 		Data struct {
 			Token      string `json:"token"`
+			ID         string `json:"id"`
 			ExternalID string `json:"external_id"`
 		} `json:"data"`
 	}
 	if json.Unmarshal(data, &env) == nil && env.Data.Token != "" {
 		p.mu.Lock()
 		p.values[env.Data.Token] = env.Data.ExternalID
+		if p.ids == nil {
+			p.ids = map[string]string{}
+		}
+		p.ids[env.Data.Token] = env.Data.ID
 		p.mu.Unlock()
 	}
 	return nil

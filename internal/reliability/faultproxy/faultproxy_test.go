@@ -84,6 +84,7 @@ func TestPassForwards(t *testing.T) {
 	g.Expect(reply).To(ContainSubstring("sgt_stubVALUE"))
 	g.Expect(b.hits.Load()).To(Equal(int32(1)))
 	g.Expect(p.IssuedValues()).To(Equal(map[string]string{"sgt_stubVALUE": "uid-1"}), "the create reply's value is captured")
+	g.Expect(p.IssuedIDs()).To(Equal(map[string]string{"sgt_stubVALUE": "7"}), "and its token id")
 	g.Expect(p.Counts()).To(Equal(map[string]int{"POST create": 1}))
 }
 
