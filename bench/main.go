@@ -86,6 +86,10 @@ type Results struct {
 	// RSSMiBStarted is the manager's RSS once it is up with no APIToken: the part of
 	// rss_mib_peak that the number of tokens does not explain.
 	RSSMiBStarted float64 `json:"rss_mib_started"`
+	// ReconcilesPerToken is the apitoken controller's passes in the Ready phase per token:
+	// 1 is each token issued in one pass; passes refused by the backend's in-flight cap and
+	// wake-ups that found nothing to do count too.
+	ReconcilesPerToken float64 `json:"reconciles_per_token"`
 	// The peaks of each phase (start, ready, restart, idle, expiry, rotation, unrelated):
 	// which phase sets rss_mib_peak.
 	RSSMiBPeakByPhase map[string]float64 `json:"rss_mib_peak_by_phase"`
@@ -264,6 +268,7 @@ func run(o options) error {
 		return err
 	}
 	beBefore := be.Stats()
+	passesBefore, _ := reconcileProgress(mgr)
 	cpuBefore := cpuSeconds()
 	mem.enter("ready")
 	ready, err := createAndWait(ctx, cp.Config, kube, "bench", o.n, o.conc, nil)
@@ -278,6 +283,8 @@ func run(o options) error {
 		return err
 	}
 	beAfter := be.Stats()
+	passesAfter, _ := reconcileProgress(mgr)
+	res.ReconcilesPerToken = (passesAfter - passesBefore) / float64(o.n)
 	res.ReadySeconds = ready.Seconds()
 	res.TokensPerSecond = float64(o.n) / ready.Seconds()
 	res.RatioToFloor = res.ReadySeconds / res.FloorSeconds
@@ -295,9 +302,9 @@ func run(o options) error {
 	res.APIWritesPerToken = float64(core) / float64(o.n)
 	res.APIWritesPerTokenEvents = float64(all) / float64(o.n)
 	res.BackendWritesPerToken = float64(beAfter.WriteRequests-beBefore.WriteRequests) / float64(o.n)
-	logf("ready: %d in %.2fs (%.0f/s, %.2fx floor); API writes/token %.2f (%.2f with events) %v; backend writes/token %.2f; CPU seconds %v (floor %v)",
+	logf("ready: %d in %.2fs (%.0f/s, %.2fx floor); API writes/token %.2f (%.2f with events) %v; backend writes/token %.2f; passes/token %.2f; CPU seconds %v (floor %v)",
 		o.n, res.ReadySeconds, res.TokensPerSecond, res.RatioToFloor, res.APIWritesPerToken, res.APIWritesPerTokenEvents, res.APIWritesByKind, res.BackendWritesPerToken,
-		res.CPUSecondsReady, res.CPUSecondsFloor)
+		res.ReconcilesPerToken, res.CPUSecondsReady, res.CPUSecondsFloor)
 	// The profile's summary goes next to the results file: bench/n<N>-heap-top.txt.
 	live, err := liveHeap(mgr, pprofAddr, filepath.Join(filepath.Dir(o.out), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top.txt"))
 	if err != nil {

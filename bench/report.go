@@ -224,10 +224,10 @@ func writeReport(root string, check bool) error {
 // metrics are the table's rows, in order.
 var metrics = []string{
 	"ready_seconds", "floor_seconds", "ratio_to_floor", "tokens_per_second",
-	"api_writes_per_token", "api_writes_per_token_including_events", "backend_writes_per_token",
+	"api_writes_per_token", "api_writes_per_token_including_events", "backend_writes_per_token", "reconciles_per_token",
 	"restart_seconds", "restart_backend_writes", "backend_requests_per_sync_idle", "backend_list_calls_per_sync_idle",
 	"expiry_lag_p50_seconds", "expiry_lag_p99_seconds",
-	"rss_mib_peak", "heap_mib", "heap_live_mib_after_ready",
+	"rss_mib_started", "rss_mib_peak", "heap_mib", "heap_live_mib_after_ready",
 	"unrelated_secrets_rss_growth_mib", "unrelated_secrets_heap_growth_mib",
 	"rotation_api_writes_per_token", "rotation_backend_writes_per_token", "rotation_lag_p50_seconds", "rotation_lag_p99_seconds",
 	"rotation_peak_renewals_per_second",
@@ -300,6 +300,14 @@ func table(rows []row) string {
 				s += fmt.Sprintf(" (%d objects each, scaled)", r.res.FloorTokens)
 			}
 			return s
+		}},
+		{"RSS peak by phase (MiB)", func(r row) string { return byKey(r.res.RSSMiBPeakByPhase, "%.0f") }},
+		{"CPU s in Ready: operator run / floor", func(r row) string {
+			if r.res.CPUSecondsReady == nil {
+				return "–"
+			}
+			return byKey(r.res.CPUSecondsReady, "%.1f") + fmt.Sprintf(" (%.1f) / ", sum(r.res.CPUSecondsReady)) +
+				byKey(r.res.CPUSecondsFloor, "%.1f") + fmt.Sprintf(" (%.1f)", sum(r.res.CPUSecondsFloor))
 		}},
 		{"commit", func(r row) string { return "`" + r.res.Commit + "`" }},
 		{"date", func(r row) string { return r.res.Date }},
@@ -460,7 +468,7 @@ func niceCeil(v float64) float64 {
 }
 
 // historyMetrics are the columns of the earlier runs' table.
-var historyMetrics = []string{"tokens", "ready_seconds", "floor_seconds", "ratio_to_floor", "backend_requests_per_sync_idle",
+var historyMetrics = []string{"tokens", "ready_seconds", "floor_seconds", "ratio_to_floor", "backend_requests_per_sync_idle", "rss_mib_started",
 	"restart_seconds", "rss_mib_peak", "heap_mib", "heap_live_mib_after_ready", "unrelated_secrets_rss_growth_mib"}
 
 // historyTable lists every bench/history/*/results*.json: the measurements before a change,
@@ -512,4 +520,29 @@ func historyTable(root string) (string, error) {
 		b.WriteString("\n")
 	}
 	return b.String(), nil
+}
+
+// byKey formats a map sorted by key ("–" when empty).
+func byKey(m map[string]float64, verb string) string {
+	if len(m) == 0 {
+		return "–"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+" "+fmt.Sprintf(verb, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func sum(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
 }
