@@ -160,9 +160,13 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	gone, observed := false, false
 	defer func() {
 		if errors.Is(retErr, errBusyPass) {
-			// Refused by the backend's in-flight cap: come back soon without holding a worker,
-			// and write no status unless this pass issued a token before it was refused.
-			result, retErr = ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
+			// Refused by the backend's in-flight cap: come back when it frees a slot, without
+			// holding a worker, and write no status unless this pass issued a token before it
+			// was refused.
+			result, retErr = ctrl.Result{}, nil
+			if !WaitForSlot(ctx, req.NamespacedName) {
+				result = ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}
+			}
 			if tok.Status.TokenID == before.Status.TokenID {
 				return
 			}
@@ -372,6 +376,7 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&tokensv1alpha1.StatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		Watches(&tokensv1alpha1.ClusterStatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		WatchesRawSource(source.Channel(r.Registry.Events(), handler.EnqueueRequestsFromMapFunc(r.tokensForBackend))).
+		WatchesRawSource(source.Channel(r.Registry.SlotFreed(), &handler.EnqueueRequestForObject{})).
 		// Policy is enforced, not only checked at issue: a namespace whose labels change
 		// (allowedNamespaces, fullAccessNamespaces) re-checks its APITokens at once.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensInNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{})).

@@ -81,6 +81,9 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 	switch {
 	case res.err != nil:
 		if IsBackendBusy(res.err) {
+			if WaitForSlot(ctx, client.ObjectKeyFromObject(tok)) {
+				return false, ctrl.Result{}, nil
+			}
 			return false, ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil
 		}
 		markDeleting(tok, fmt.Sprintf("Deactivating the tokens of this APIToken failed: %s.", DescribeBackendError(key, res.err))+hint)

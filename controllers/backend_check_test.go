@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -188,6 +189,79 @@ func TestRegistryInFlightCap(t *testing.T) {
 	_, err = cl.GetToken(context.Background(), "tok_8")
 	g.Expect(err).NotTo(HaveOccurred(), "the slot is free once the pass ended")
 	endOther()
+}
+
+// TestRefusedPassWaitsForASlot: a pass refused by the cap is woken when a slot frees, once
+// however often it was refused, and at once when a slot is already free; a wake that finds
+// the controller's channel full is retried, not lost.
+func TestRefusedPassWaitsForASlot(t *testing.T) {
+	g := NewWithT(t)
+	reg := NewBackendRegistry(WithMaxInFlightPerBackend(1))
+	key := BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "one-slot"}
+	reg.Set(context.Background(), key, &tokensv1alpha1.ClusterStatusBackend{}, &okClient{}, "http://x", "fp")
+	cl, _, _ := reg.Get(key)
+	woken := func() []string {
+		var names []string
+		for {
+			select {
+			case ev := <-reg.SlotFreed():
+				names = append(names, ev.Object.GetNamespace()+"/"+ev.Object.GetName())
+			case <-time.After(300 * time.Millisecond):
+				return names
+			}
+		}
+	}
+
+	holder, endHolder := WithBackendPass(context.Background())
+	_, err := cl.GetToken(holder, "tok_1")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(WaitForSlot(holder, types.NamespacedName{Namespace: "a", Name: "holder"})).To(BeFalse(), "a pass that was not refused waits for nothing")
+	for _, name := range []string{"first", "second", "first"} {
+		refused, endRefused := WithBackendPass(context.Background())
+		_, err = cl.GetToken(refused, "tok_2")
+		g.Expect(IsBackendBusy(err)).To(BeTrue())
+		g.Expect(WaitForSlot(refused, types.NamespacedName{Namespace: "a", Name: name})).To(BeTrue())
+		endRefused()
+	}
+	g.Expect(woken()).To(BeEmpty(), "no slot freed yet")
+	endHolder()
+	g.Expect(woken()).To(Equal([]string{"a/first"}), "one slot, one wake, the first refused first")
+	// No pass runs now: the next freed slot wakes the next waiter.
+	again, endAgain := WithBackendPass(context.Background())
+	_, err = cl.GetToken(again, "tok_3")
+	g.Expect(err).NotTo(HaveOccurred())
+	endAgain()
+	g.Expect(woken()).To(Equal([]string{"a/second"}), "refused twice, woken once")
+
+	// Refused, then the slot freed before it said so: woken at once.
+	s := newBackendSlots(1, make(chan event.GenericEvent, 1))
+	s.wait(types.NamespacedName{Namespace: "a", Name: "late"})
+	g.Expect(s.waiters()).To(BeZero())
+
+	// The channel is full: the waiter stays first in line and is woken once there is room.
+	full := make(chan event.GenericEvent, 1)
+	full <- event.GenericEvent{}
+	s = newBackendSlots(1, full)
+	g.Expect(s.tryAcquire()).To(BeTrue())
+	s.wait(types.NamespacedName{Namespace: "a", Name: "patient"})
+	s.release()
+	g.Expect(s.waiters()).To(Equal(1))
+	<-full
+	g.Eventually(func() string {
+		select {
+		case ev := <-full:
+			return ev.Object.GetName()
+		default:
+			return ""
+		}
+	}).WithTimeout(2 * time.Second).Should(Equal("patient"))
+	g.Expect(s.waiters()).To(BeZero())
+}
+
+type okClient struct{ backend.Client }
+
+func (okClient) GetToken(context.Context, string) (*backend.Token, error) {
+	return &backend.Token{ID: "tok"}, nil
 }
 
 type blockingClient struct {

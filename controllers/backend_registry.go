@@ -68,7 +68,9 @@ type BackendRegistry struct {
 	// maxInFlight caps the requests in flight to one backend (0: no cap); slots holds each
 	// backend's semaphore, kept across re-registrations so calls still running count.
 	maxInFlight int
-	slots       map[BackendKey]chan struct{}
+	slots       map[BackendKey]*backendSlots
+	// slotFreed carries the APITokens woken by a freed slot of the cap (see backendSlots).
+	slotFreed chan event.GenericEvent
 }
 
 // RegistryOption configures NewBackendRegistry.
@@ -85,8 +87,10 @@ func WithMaxInFlightPerBackend(n int) RegistryOption {
 func NewBackendRegistry(opts ...RegistryOption) *BackendRegistry {
 	r := &BackendRegistry{
 		backends: map[BackendKey]*registeredBackend{},
-		slots:    map[BackendKey]chan struct{}{},
-		events:   make(chan event.GenericEvent, 1024),
+		slots:    map[BackendKey]*backendSlots{},
+		// A wake that finds it full is retried (backendSlots.wakeOne), not lost.
+		slotFreed: make(chan event.GenericEvent, 4096),
+		events:    make(chan event.GenericEvent, 1024),
 		recheck: map[tokensv1alpha1.BackendKind]chan event.GenericEvent{
 			tokensv1alpha1.BackendKindStatusBackend:        make(chan event.GenericEvent, 1024),
 			tokensv1alpha1.BackendKindClusterStatusBackend: make(chan event.GenericEvent, 1024),
@@ -150,7 +154,7 @@ func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Ob
 	limited := c
 	if r.maxInFlight > 0 {
 		if r.slots[key] == nil {
-			r.slots[key] = make(chan struct{}, r.maxInFlight)
+			r.slots[key] = newBackendSlots(r.maxInFlight, r.slotFreed)
 		}
 		limited = &limitedClient{inner: c, slots: r.slots[key]}
 	}
@@ -227,6 +231,10 @@ func (r *BackendRegistry) notify(ctx context.Context, obj client.Object) {
 
 // Events is the channel of backend (re)registrations, a source for the APIToken controller.
 func (r *BackendRegistry) Events() <-chan event.GenericEvent { return r.events }
+
+// SlotFreed is the channel of APITokens to reconcile because a slot they waited for is free,
+// a source for the APIToken controller.
+func (r *BackendRegistry) SlotFreed() <-chan event.GenericEvent { return r.slotFreed }
 
 // ReportOutage is called when a call to a registered backend failed as if it were down. The
 // backend's controller checks it again at once: if it is down it is unregistered (its tokens

@@ -387,8 +387,10 @@ func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, c
 	full := !w.incremental || w.lastWalk.IsZero() || prev == nil ||
 		(i.FullListInterval > 0 && takenAt.Sub(w.lastFull) >= i.FullListInterval)
 	// Every token, not only ours: the counts in status.tokens include the tokens nobody
-	// manages and other clusters'. An idle interval still costs one request.
-	opts := backend.ListOptions{}
+	// manages and other clusters'. An idle interval still costs one request. Each token is cut
+	// down to what the snapshot keeps as its page is decoded, so a full walk does not hold
+	// every description and label set at once.
+	opts := backend.ListOptions{Keep: labelsKept{}.entry}
 	switch {
 	case full && w.incremental:
 		// By cursor from the beginning: unlike page numbers, a cursor walk skips no token

@@ -252,9 +252,9 @@ func (c *HTTPClient) Self(ctx context.Context) (*Token, error) {
 func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token, error) {
 	q := listQuery(opts)
 	if !opts.UpdatedSince.IsZero() {
-		return c.listUpdated(ctx, q, opts.UpdatedSince)
+		return c.listUpdated(ctx, q, opts.UpdatedSince, opts.keep)
 	}
-	return c.listPaged(ctx, q)
+	return c.listPaged(ctx, q, opts.keep)
 }
 
 func listQuery(opts ListOptions) url.Values {
@@ -277,7 +277,7 @@ func listQuery(opts ListOptions) url.Values {
 }
 
 // listPaged follows page numbers: the newest-first list.
-func (c *HTTPClient) listPaged(ctx context.Context, q url.Values) ([]Token, error) {
+func (c *HTTPClient) listPaged(ctx context.Context, q url.Values, keep func(Token) Token) ([]Token, error) {
 	const op = "list"
 	var out []Token
 	for page, n := 1, 0; ; n++ {
@@ -292,7 +292,7 @@ func (c *HTTPClient) listPaged(ctx context.Context, q url.Values) ([]Token, erro
 				return err
 			}
 			for _, w := range items {
-				out = append(out, w.toToken())
+				out = append(out, keep(w.toToken()))
 			}
 			if p := res.env.Pagination; p != nil && p.NextPage != nil {
 				next = *p.NextPage
@@ -318,7 +318,7 @@ func (c *HTTPClient) listPaged(ctx context.Context, q url.Values) ([]Token, erro
 // skip another. It keeps the last copy of each token, in ascending order, and
 // refuses a reply that does not follow that order (a server ignoring
 // updated_since would otherwise send the newest-first list forever).
-func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.Time) ([]Token, error) {
+func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.Time, keep func(Token) Token) ([]Token, error) {
 	const op = "list"
 	cur := updatedKey{at: since}
 	q.Set("updated_since", since.UTC().Format(time.RFC3339Nano))
@@ -346,7 +346,7 @@ func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.T
 					all[j].ID = "" // superseded by the newer copy
 				}
 				last[items[i].ID] = len(all)
-				all = append(all, items[i].toToken())
+				all = append(all, keep(items[i].toToken()))
 			}
 			more = res.env.Pagination != nil && res.env.Pagination.NextPage != nil
 			if more && len(items) == 0 {

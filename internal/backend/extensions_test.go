@@ -210,6 +210,18 @@ func TestClientListUpdatedSince(t *testing.T) {
 	since, err := c.ListTokens(ctx, backend.ListOptions{Labels: labels, UpdatedSince: clock.Now()})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ids(since)).To(ConsistOf(changed))
+
+	// Keep is applied to every listed token, by cursor and by page.
+	keep := func(t backend.Token) backend.Token { t.Labels, t.Name = nil, "kept"; return t }
+	for _, opts := range []backend.ListOptions{{Labels: labels, UpdatedSince: start, PerPage: 4, Keep: keep}, {Labels: labels, PerPage: 4, Keep: keep}} {
+		kept, err := c.ListTokens(ctx, opts)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(kept).To(HaveLen(25))
+		for _, tok := range kept {
+			g.Expect(tok.Labels).To(BeNil())
+			g.Expect(tok.Name).To(Equal("kept"))
+		}
+	}
 }
 
 func TestClientListUpdatedSinceHostileReplies(t *testing.T) {

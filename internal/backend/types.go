@@ -99,6 +99,17 @@ type ListOptions struct {
 	// ordered by (updated_at, id) ascending instead of newest first. Use it only
 	// when Features lists FeatureUpdatedSince.
 	UpdatedSince time.Time
+	// Keep, when set, is applied to each listed token as its page is decoded, so that a
+	// walk of every token holds only what the caller keeps of them (the inventory drops the
+	// description and all but one label), not the whole list as sent.
+	Keep func(Token) Token
+}
+
+func (o ListOptions) keep(t Token) Token {
+	if o.Keep == nil {
+		return t
+	}
+	return o.Keep(t)
 }
 
 // Feature names a protocol extension a server lists in GET /ping.
