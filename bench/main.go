@@ -380,12 +380,12 @@ func run(o options) error {
 	// 8. Unrelated Secrets.
 	mem.enter("unrelated")
 	if o.unrelated > 0 {
-		rss0, heap0 := settledMemory(mgr)
+		rss0, heap0 := settledMemory(mgr, pprofAddr)
 		if err := createUnrelated(ctx, kube, o.unrelated, o.conc); err != nil {
 			return err
 		}
 		time.Sleep(10 * time.Second)
-		rss1, heap1 := settledMemory(mgr)
+		rss1, heap1 := settledMemory(mgr, pprofAddr)
 		res.UnrelatedSecrets = o.unrelated
 		res.UnrelatedSecretsRSSGrowth = rss1 - rss0
 		res.UnrelatedSecretsHeapGrowth = heap1 - heap0

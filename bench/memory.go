@@ -26,8 +26,8 @@ type memorySampler struct {
 	mu       sync.Mutex
 	phase    string
 	lastHeap time.Time
-	done  chan struct{}
-	wg    sync.WaitGroup
+	done     chan struct{}
+	wg       sync.WaitGroup
 }
 
 func startMemorySampler(m *harness.Manager, res *Results) *memorySampler {

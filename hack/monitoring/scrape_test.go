@@ -80,7 +80,9 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 		SkipNameValidation: true, WatchNamespaces: []string{ns},
 		LeaderElection: true, LeaderElectionNamespace: ns,
 		BackendObserver: metrics.NewBackendObserver(),
-		Setup:           func(mgr manager.Manager) error { return metrics.RegisterTokenCollector(context.Background(), mgr.GetCache()) },
+		Setup: func(mgr manager.Manager) error {
+			return metrics.RegisterTokenCollector(context.Background(), mgr.GetCache())
+		},
 	})
 	g.Expect(err).NotTo(HaveOccurred())
 	testenv.RunManager(t, c, mgr, ns)
