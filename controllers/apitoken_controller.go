@@ -148,12 +148,17 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 
 	// Finalizer first, so that no backend token can exist without one. The pass goes on
 	// (the finalizer patch is metadata-only and does not wake the controller again).
-	if tok.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(tok, tokensv1alpha1.Finalizer) {
+	has := controllerutil.ContainsFinalizer(tok, tokensv1alpha1.Finalizer)
+	if r.expectations.finalizerPending(tok, has, r.Clock()) {
+		return ctrl.Result{RequeueAfter: cacheLagRequeue}, nil
+	}
+	if tok.DeletionTimestamp.IsZero() && !has {
 		patch := client.MergeFrom(tok.DeepCopy())
 		controllerutil.AddFinalizer(tok, tokensv1alpha1.Finalizer)
 		if err := r.Patch(ctx, tok, patch); err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
+		r.expectations.expectFinalizer(tok.UID, r.Clock())
 	}
 
 	before := tok.DeepCopy()

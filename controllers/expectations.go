@@ -30,6 +30,10 @@ type writeExpectations struct {
 	mu     sync.Mutex
 	m      map[types.UID]writeExpectation
 	status map[types.UID]statusExpectation
+	// finalized is when this process added the finalizer: a pass on a copy that does not
+	// show it yet would patch it again (two finalizer writes for one token, seen once a
+	// refused pass could be woken right after its own patch).
+	finalized map[types.UID]time.Time
 }
 
 type statusExpectation struct {
@@ -70,6 +74,35 @@ func (e *writeExpectations) forget(uid types.UID) {
 	defer e.mu.Unlock()
 	delete(e.m, uid)
 	delete(e.status, uid)
+	delete(e.finalized, uid)
+}
+
+// expectFinalizer records that this process just added the finalizer.
+func (e *writeExpectations) expectFinalizer(uid types.UID, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.finalized == nil {
+		e.finalized = map[types.UID]time.Time{}
+	}
+	e.finalized[uid] = now
+}
+
+// finalizerPending reports whether this process added the finalizer of an APIToken whose
+// cached copy does not show it yet (within expectationTimeout): the pass should wait for the
+// cache rather than add it again. Once the cache shows it, or after the timeout (someone may
+// have removed it), the expectation is dropped.
+func (e *writeExpectations) finalizerPending(tok *tokensv1alpha1.APIToken, has bool, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	at, ok := e.finalized[tok.UID]
+	if !ok {
+		return false
+	}
+	if has || now.Sub(at) > expectationTimeout {
+		delete(e.finalized, tok.UID)
+		return false
+	}
+	return true
 }
 
 // statusHash is a hash of the status as JSON (deterministic: struct fields in order, no maps

@@ -36,3 +36,24 @@ func TestStatusExpectation(t *testing.T) {
 	e.forget(written.UID)
 	g.Expect(e.satisfied(stale, nil, now)).To(BeTrue(), "forgotten")
 }
+
+// TestFinalizerExpectation: after adding the finalizer, a pass on a copy that does not show
+// it waits instead of patching again; the copy that shows it, the timeout, or forget ends it.
+func TestFinalizerExpectation(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	var e writeExpectations
+	tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{UID: "u1"}}
+	g.Expect(e.finalizerPending(tok, false, now)).To(BeFalse(), "nothing written")
+	e.expectFinalizer(tok.UID, now)
+	g.Expect(e.finalizerPending(tok, false, now.Add(time.Second))).To(BeTrue(), "the cache predates the patch")
+	g.Expect(e.finalizerPending(&tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{UID: "u2"}}, false, now)).To(BeFalse(), "per APIToken")
+	g.Expect(e.finalizerPending(tok, true, now.Add(time.Second))).To(BeFalse(), "the cache shows it")
+	g.Expect(e.finalizerPending(tok, false, now.Add(2*time.Second))).To(BeFalse(), "and the expectation is gone: a finalizer removed later is added again")
+
+	e.expectFinalizer(tok.UID, now)
+	g.Expect(e.finalizerPending(tok, false, now.Add(expectationTimeout+time.Second))).To(BeFalse(), "after the timeout the cache is believed")
+	e.expectFinalizer(tok.UID, now)
+	e.forget(tok.UID)
+	g.Expect(e.finalizerPending(tok, false, now)).To(BeFalse(), "forgotten")
+}
