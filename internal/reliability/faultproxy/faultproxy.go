@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -279,22 +280,14 @@ func (p *Proxy) Writes() int {
 func (p *Proxy) IssuedValues() map[string]string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]string, len(p.values))
-	for k, v := range p.values {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.values)
 }
 
 // IssuedIDs returns the backend's token id of every value IssuedValues returns.
 func (p *Proxy) IssuedIDs() map[string]string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]string, len(p.ids))
-	for k, v := range p.ids {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.ids)
 }
 
 // IsWrite reports whether method may change state.
