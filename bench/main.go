@@ -61,6 +61,7 @@ type Results struct {
 	RSSMiBPeak                 float64        `json:"rss_mib_peak"`
 	HeapMiB                    float64        `json:"heap_mib"`
 	HeapLiveMiB                float64        `json:"heap_live_mib_after_ready"`
+	HeapLiveMiBRestarted       float64        `json:"heap_live_mib_after_restart,omitempty"`
 	UnrelatedSecrets           int            `json:"unrelated_secrets"`
 	UnrelatedSecretsRSSGrowth  float64        `json:"unrelated_secrets_rss_growth_mib"`
 	UnrelatedSecretsHeapGrowth float64        `json:"unrelated_secrets_heap_growth_mib"`
@@ -125,6 +126,7 @@ func main() {
 	flag.IntVar(&o.unrelated, "unrelated-secrets", 300, "unrelated 1 MiB Secrets for the memory check (0 skips)")
 	flag.StringVar(&o.managerArgs, "manager-args", "", "comma-separated extra manager flags")
 	flag.StringVar(&o.managerEnv, "manager-env", "", "comma-separated KEY=VALUE added to the manager's environment, e.g. GOMEMLIMIT=80MiB")
+	flag.StringVar(&keepHeapProfile, "keep-heap-profile", "", "copy the live-heap profile taken after Ready to this file")
 	flag.StringVar(&o.out, "out", "", "results file (default bench/results-n<N>[-latency<ms>ms][-env].json)")
 	flag.Parse()
 	ctrllog.SetLogger(logr.Discard())
@@ -306,7 +308,10 @@ func run(o options) error {
 		o.n, res.ReadySeconds, res.TokensPerSecond, res.RatioToFloor, res.APIWritesPerToken, res.APIWritesPerTokenEvents, res.APIWritesByKind, res.BackendWritesPerToken,
 		res.ReconcilesPerToken, res.CPUSecondsReady, res.CPUSecondsFloor)
 	// The profile's summary goes next to the results file: bench/n<N>-heap-top.txt.
-	live, err := liveHeap(mgr, pprofAddr, filepath.Join(filepath.Dir(o.out), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top.txt"))
+	topFile := func(suffix string) string {
+		return filepath.Join(filepath.Dir(o.out), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top"+suffix+".txt")
+	}
+	live, err := liveHeap(mgr, pprofAddr, topFile(""), keepHeapProfile)
 	if err != nil {
 		logf("live heap not measured: %v", err)
 	}
@@ -354,6 +359,15 @@ func run(o options) error {
 		res.BackendListCallsPerSync = float64(b1.ListCalls-b0.ListCalls) / float64(o.idleIntervals)
 		logf("idle: %d backend requests (%d list calls) over %d sync intervals of %s",
 			b1.Requests-b0.Requests, b1.ListCalls-b0.ListCalls, o.idleIntervals, o.syncInterval)
+	}
+
+	// The restarted process holds the same tokens: its live heap, next to the first one's,
+	// says whether the restart's burst left anything behind.
+	if live, err := liveHeap(mgr, pprofAddr, topFile("-restarted"), strings.TrimSuffix(keepHeapProfile, ".pb.gz")+"-restarted.pb.gz"); err != nil {
+		logf("live heap after the restart not measured: %v", err)
+	} else {
+		res.HeapLiveMiBRestarted = live
+		logf("live heap of the restarted process after a forced GC: %.1f MiB", live)
 	}
 
 	// 6. Expiry lag.
@@ -441,6 +455,7 @@ func printTable(r *Results) {
 		{"rss_mib_peak", fmt.Sprintf("%.1f", r.RSSMiBPeak)},
 		{"heap_mib", fmt.Sprintf("%.1f", r.HeapMiB)},
 		{"heap_live_mib_after_ready", fmt.Sprintf("%.1f", r.HeapLiveMiB)},
+		{"heap_live_mib_after_restart", fmt.Sprintf("%.1f", r.HeapLiveMiBRestarted)},
 		{"unrelated_secrets_rss_growth_mib", fmt.Sprintf("%.1f", r.UnrelatedSecretsRSSGrowth)},
 		{"load_average_1m", fmt.Sprintf("mean %.2f, max %.2f on %d CPUs", r.LoadAverageMean, r.LoadAverageMax, r.CPUs)},
 	}

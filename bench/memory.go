@@ -94,7 +94,11 @@ func (s *memorySampler) stop() {
 // liveHeap forces a collection in the manager (pprof's heap?gc=1), returns the heap left
 // (go_memstats_heap_alloc_bytes) and writes the profile's top entries to topPath, which
 // says what holds the heap.
-func liveHeap(m *harness.Manager, pprofAddr, topPath string) (float64, error) {
+// keepHeapProfile, when set (-keep-heap-profile), is where the live-heap profile is copied,
+// for `go tool pprof -list` and the like.
+var keepHeapProfile string
+
+func liveHeap(m *harness.Manager, pprofAddr, topPath, keep string) (float64, error) {
 	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return 0, err
@@ -113,6 +117,11 @@ func liveHeap(m *harness.Manager, pprofAddr, topPath string) (float64, error) {
 		return 0, err
 	}
 	prof.Close()
+	if keepHeapProfile != "" {
+		if b, err := os.ReadFile(prof.Name()); err == nil {
+			_ = os.WriteFile(keep, b, 0o644)
+		}
+	}
 	data, err := m.Scrape()
 	if err != nil {
 		return 0, err
