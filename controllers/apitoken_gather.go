@@ -55,6 +55,9 @@ func (r *APITokenReconciler) gatherSecret(ctx context.Context, tok *tokensv1alph
 	name := types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}
 	var secret corev1.Secret
 	err := r.Get(ctx, name, &secret)
+	// The cache's copy may have its standard labels and annotations folded away; this copy
+	// gets them back, so what follows compares the Secret as the API server has it.
+	UnfoldSecretMetadata(&secret)
 	switch {
 	case err == nil && !metav1.IsControlledBy(&secret, tok):
 		in.secretConflict = true

@@ -72,9 +72,20 @@ func (e *writeExpectations) expectStatus(uid types.UID, st *tokensv1alpha1.APITo
 func (e *writeExpectations) forget(uid types.UID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	delete(e.m, uid)
-	delete(e.status, uid)
-	delete(e.finalized, uid)
+	e.m = deleted(e.m, uid)
+	e.status = deleted(e.status, uid)
+	e.finalized = deleted(e.finalized, uid)
+}
+
+// deleted removes uid from m and returns nil once m is empty: a Go map keeps the table of its
+// largest size, and these fill with every token at once (a create burst, a restart) and empty
+// as the cache catches up, so an empty one is dropped rather than kept at its peak.
+func deleted[V any](m map[types.UID]V, uid types.UID) map[types.UID]V {
+	delete(m, uid)
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // expectFinalizer records that this process just added the finalizer.
@@ -99,7 +110,7 @@ func (e *writeExpectations) finalizerPending(tok *tokensv1alpha1.APIToken, has b
 		return false
 	}
 	if has || now.Sub(at) > expectationTimeout {
-		delete(e.finalized, tok.UID)
+		e.finalized = deleted(e.finalized, tok.UID)
 		return false
 	}
 	return true
@@ -120,7 +131,7 @@ func (e *writeExpectations) statusSatisfied(tok *tokensv1alpha1.APIToken, now ti
 	case !ok:
 		return true
 	case now.Sub(exp.at) > expectationTimeout, statusHash(&tok.Status) == exp.hash:
-		delete(e.status, tok.UID)
+		e.status = deleted(e.status, tok.UID)
 		return true
 	}
 	return false
@@ -138,12 +149,12 @@ func (e *writeExpectations) satisfied(tok *tokensv1alpha1.APIToken, secret *core
 		return true
 	}
 	if now.Sub(exp.at) > expectationTimeout {
-		delete(e.m, tok.UID)
+		e.m = deleted(e.m, tok.UID)
 		return true
 	}
 	if tok.Status.IssueSerial < exp.serial || tok.Status.TokenID != exp.tokenID || secret == nil || secret.Annotations[annotationTokenSHA256] != exp.secretHash {
 		return false
 	}
-	delete(e.m, tok.UID)
+	e.m = deleted(e.m, tok.UID)
 	return true
 }

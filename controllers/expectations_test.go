@@ -1,11 +1,13 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
@@ -56,4 +58,35 @@ func TestFinalizerExpectation(t *testing.T) {
 	e.expectFinalizer(tok.UID, now)
 	e.forget(tok.UID)
 	g.Expect(e.finalizerPending(tok, false, now)).To(BeFalse(), "forgotten")
+}
+
+// TestExpectationsFreeTheirMaps: after a burst of writes (every token at once) is seen by
+// the cache, the expectation maps are dropped instead of holding their peak-sized tables.
+func TestExpectationsFreeTheirMaps(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	var e writeExpectations
+	var toks []*tokensv1alpha1.APIToken
+	for i := range 100 {
+		tok := &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{UID: types.UID(fmt.Sprint("u", i))}}
+		toks = append(toks, tok)
+		e.expectFinalizer(tok.UID, now)
+		e.expectStatus(tok.UID, &tok.Status, now)
+		e.expect(tok.UID, 0, "", "", now)
+	}
+	g.Expect(e.m).To(HaveLen(100))
+	for i, tok := range toks {
+		g.Expect(e.finalizerPending(tok, true, now)).To(BeFalse())
+		// nil Secret: the token expectation is met only by its timeout.
+		g.Expect(e.satisfied(tok, nil, now.Add(expectationTimeout+time.Second))).To(BeTrue())
+		if i < len(toks)-1 {
+			g.Expect(e.m).NotTo(BeNil(), "still in use")
+		}
+	}
+	g.Expect(e.m).To(BeNil())
+	g.Expect(e.status).To(BeNil())
+	g.Expect(e.finalized).To(BeNil())
+	e.expectFinalizer("u1", now)
+	e.forget("u1")
+	g.Expect(e.finalized).To(BeNil())
 }

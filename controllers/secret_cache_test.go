@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
 
 func sha256Hex(s string) string {
@@ -205,7 +207,94 @@ func TestCachedSecretAccessorsOnLiveSecrets(t *testing.T) {
 	g.Expect(IsTrimmedSecret(nil)).To(BeFalse())
 	_, ok = CachedTokenHash(nil)
 	g.Expect(ok).To(BeFalse())
-	for _, k := range []string{cachedTokenHashKey, cachedTrimmedKey, cachedMetadataTrimmedKey} {
+	for _, k := range []string{cachedTokenHashKey, cachedTrimmedKey, cachedMetadataTrimmedKey, cachedMetadataFoldedKey} {
 		g.Expect(validation.IsConfigMapKey(k)).NotTo(BeEmpty(), "%q must not be a valid Secret data key", k)
 	}
+}
+
+// standardSecret is a Secret as the operator writes it with no secretTemplate.
+func standardSecret() *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "tok", Namespace: "ns", UID: "uid-1", ResourceVersion: "42",
+			Labels:      map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue, tokensv1alpha1.LabelAPIToken: "tok"},
+			Annotations: map[string]string{annotationTokenSHA256: sha256Hex("tok-value")},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "APIToken",
+				Name: "tok", UID: "owner", Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
+		},
+		Data: map[string][]byte{"token": []byte("tok-value"), "tokenID": []byte("tok_1"), "permission": []byte("read_only"),
+			"expiresAt": []byte(""), "url": []byte("http://backend")},
+	}
+}
+
+// TestStandardMetadataIsFolded: the labels and annotation the operator writes on every Secret
+// are not kept as maps in the cache, and a copy read through gatherSecret's
+// UnfoldSecretMetadata has them back exactly; anything else is kept as it is.
+func TestStandardMetadataIsFolded(t *testing.T) {
+	cases := []struct {
+		name                   string
+		mutate                 func(*corev1.Secret)
+		labelsKept, annotsKept bool
+	}{
+		{name: "the operator's own labels and annotation"},
+		{name: "a template label", mutate: func(s *corev1.Secret) { s.Labels["team"] = "a" }, labelsKept: true},
+		{name: "a template annotation", mutate: func(s *corev1.Secret) { s.Annotations["reloader/match"] = "true" }, annotsKept: true},
+		{name: "the apitoken label names another object", mutate: func(s *corev1.Secret) { s.Labels[tokensv1alpha1.LabelAPIToken] = "other" }, labelsKept: true},
+		{name: "the managed-by label has another value", mutate: func(s *corev1.Secret) { s.Labels[tokensv1alpha1.LabelManagedBy] = "someone" }, labelsKept: true},
+		{name: "the controller is not an APIToken", mutate: func(s *corev1.Secret) { s.OwnerReferences[0].Kind = "ConfigMap" }, labelsKept: true},
+		{name: "no controller", mutate: func(s *corev1.Secret) { s.OwnerReferences = nil }, labelsKept: true},
+		{name: "the token was edited (its hash no longer matches the annotation)", mutate: func(s *corev1.Secret) { s.Data["token"] = []byte("edited") }, annotsKept: true},
+		{name: "no token key", mutate: func(s *corev1.Secret) { delete(s.Data, "token") }, annotsKept: true},
+		{name: "no annotation", mutate: func(s *corev1.Secret) { s.Annotations = nil }, annotsKept: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g := NewWithT(t)
+			in := standardSecret()
+			if c.mutate != nil {
+				c.mutate(in)
+			}
+			obj, err := TrimManagedSecret(in.DeepCopy())
+			g.Expect(err).NotTo(HaveOccurred())
+			cached := obj.(*corev1.Secret)
+			if c.labelsKept {
+				g.Expect(cached.Labels).To(Equal(in.Labels))
+			} else {
+				g.Expect(cached.Labels).To(BeNil())
+			}
+			if c.annotsKept {
+				g.Expect(cached.Annotations).To(Equal(in.Annotations))
+			} else {
+				g.Expect(cached.Annotations).To(BeNil())
+			}
+			// Trimming again (the informer's Replace runs the transform twice) changes nothing.
+			again, err := TrimManagedSecret(cached.DeepCopy())
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(again).To(Equal(cached))
+
+			read := cached.DeepCopy()
+			UnfoldSecretMetadata(read)
+			g.Expect(read.Labels).To(Equal(in.Labels))
+			g.Expect(read.Annotations).To(Equal(in.Annotations))
+			g.Expect(read.Data).NotTo(HaveKey(cachedMetadataFoldedKey))
+			// The cache's own object is not touched by reading a copy.
+			g.Expect(cached.Labels == nil).To(Equal(!c.labelsKept))
+		})
+	}
+}
+
+// TestUnfoldLeavesOtherSecretsAlone: a live Secret, or a trimmed one with nothing folded, is
+// returned as it was.
+func TestUnfoldLeavesOtherSecretsAlone(t *testing.T) {
+	g := NewWithT(t)
+	live := standardSecret()
+	UnfoldSecretMetadata(live)
+	g.Expect(live).To(Equal(standardSecret()))
+	obj, err := TrimManagedSecret(managedSecret())
+	g.Expect(err).NotTo(HaveOccurred())
+	trimmed := obj.(*corev1.Secret)
+	want := trimmed.DeepCopy()
+	UnfoldSecretMetadata(trimmed)
+	g.Expect(trimmed).To(Equal(want))
+	UnfoldSecretMetadata(nil)
 }

@@ -134,6 +134,11 @@ func internAPIToken(in *interner, t *tokensv1alpha1.APIToken) {
 		b.Kind, b.Name = tokensv1alpha1.BackendKind(in.str(string(b.Kind))), in.str(b.Name)
 	}
 	st := &t.Status
+	// The decoder grows a list by doubling: three conditions (96 bytes each) arrive in room
+	// for four. The cached copy lives as long as the token, so it gets a list of its length.
+	if c := st.Conditions; cap(c) > len(c) {
+		st.Conditions = append(make([]metav1.Condition, 0, len(c)), c...)
+	}
 	st.Phase = tokensv1alpha1.APITokenPhase(in.str(string(st.Phase)))
 	st.Permission = tokensv1alpha1.Permission(in.str(string(st.Permission)))
 	for i := range st.Conditions {

@@ -73,3 +73,22 @@ func TestInternerIsBounded(t *testing.T) {
 	_, _ = internObject(o)
 	g.Expect(cacheStrings.strings).NotTo(HaveKey(long), "long values are not kept")
 }
+
+// TestInternObjectClipsConditions: the decoder leaves three conditions in room for four; the
+// cached copy keeps exactly its conditions, unchanged.
+func TestInternObjectClipsConditions(t *testing.T) {
+	g := NewWithT(t)
+	cacheStrings = newInterner()
+	tok := internTestToken("grafana")
+	conds := make([]metav1.Condition, 0, 4)
+	for _, typ := range []string{"Ready", "BackendReachable", "SecretSynced"} {
+		conds = append(conds, metav1.Condition{Type: decoded(typ), Status: metav1.ConditionTrue, Reason: decoded("Issued")})
+	}
+	tok.Status.Conditions = conds
+	want := tok.DeepCopy()
+	_, err := internObject(tok)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(tok.Status.Conditions).To(HaveLen(3))
+	g.Expect(cap(tok.Status.Conditions)).To(Equal(3))
+	g.Expect(equality.Semantic.DeepEqual(tok, want)).To(BeTrue())
+}
