@@ -45,9 +45,9 @@ func TestDecide(t *testing.T) {
 	}
 	ready := backendState{found: true, ready: true, allowed: true, fullAccessAllowed: true, url: "http://b/api/v3", key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}}
 	inv := func(active ...string) *inventorySnapshot {
-		s := &inventorySnapshot{takenAt: now, active: map[string]backend.Token{}}
+		s := &inventorySnapshot{takenAt: now, active: map[string]inventoryEntry{}}
 		for _, id := range active {
-			s.active[id] = backend.Token{ID: id}
+			s.active[id] = inventoryEntry{}
 		}
 		return s
 	}
@@ -197,7 +197,7 @@ func TestDecide(t *testing.T) {
 		{name: "a draining predecessor is not an unlisted token", tok: issued(func(t *tokensv1alpha1.APIToken) {
 			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", SupersededAt: issuedAt, RetireAt: future}}
 		}), secret: secretFor, mutIn: func(in *tokenInputs) {
-			in.inventory = &inventorySnapshot{takenAt: now, active: map[string]backend.Token{"tok_1": {ID: "tok_1"}, "tok_0": {ID: "tok_0"}}, byExternalID: map[string][]string{"": {"tok_1", "tok_0"}}}
+			in.inventory = &inventorySnapshot{takenAt: now, active: map[string]inventoryEntry{"tok_1": {}, "tok_0": {}}, byExternalID: map[string][]string{"": {"tok_1", "tok_0"}}}
 			in.extraActive = extraActiveTokens(in.token, in.inventory)
 		}, action: actionNone},
 		{name: "secretName changed issues into the new Secret", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.SecretName = "old-name" }), action: actionIssue, why: "spec.secretName changed"},

@@ -147,7 +147,10 @@ func inventoryToken(snap *inventorySnapshot, id string) (backend.Token, bool) {
 		return backend.Token{}, false
 	}
 	t, ok := snap.active[id]
-	return t, ok
+	if !ok {
+		return backend.Token{}, false
+	}
+	return t.token(id), true
 }
 
 func readyConditionOf(tok *tokensv1alpha1.APIToken, typ string) *metav1.Condition {

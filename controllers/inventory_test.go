@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
@@ -194,7 +195,7 @@ func TestInventoryMergesChanges(t *testing.T) {
 	first := f.snapshot()
 	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID, byHand.ID))
 	g.Expect(first.byExternalID).To(Equal(map[string][]string{"uid-a": {a.ID}, "uid-b": {b.ID}, "uid-c": {c.ID}}))
-	g.Expect(first.active[a.ID].LastUsedAt).To(BeNil())
+	g.Expect(first.active[a.ID].lastUsedAt).To(BeZero())
 
 	f.clock.Advance(10 * time.Second)
 	if _, err := f.admin.DeactivateToken(f.ctx, b.ID); err != nil {
@@ -212,13 +213,13 @@ func TestInventoryMergesChanges(t *testing.T) {
 	g.Expect(next.byExternalID).To(HaveLen(2))
 	g.Expect(next.byExternalID["uid-a"]).To(ConsistOf(a.ID, d.ID))
 	g.Expect(next.byExternalID["uid-c"]).To(Equal([]string{c.ID}))
-	g.Expect(next.active[a.ID].LastUsedAt).NotTo(BeNil())
-	g.Expect(next.active[a.ID].Labels).To(BeNil(), "the inventory keeps no labels")
+	g.Expect(next.active[a.ID].lastUsedAt).NotTo(BeZero())
+	g.Expect(next.active[a.ID].cluster).To(BeEmpty(), "the inventory keeps only the cluster label")
 
 	// Reconciles may still hold the first snapshot: it must not have changed.
 	g.Expect(activeIDs(first)).To(ConsistOf(a.ID, b.ID, c.ID, byHand.ID))
 	g.Expect(first.byExternalID).To(Equal(map[string][]string{"uid-a": {a.ID}, "uid-b": {b.ID}, "uid-c": {c.ID}}))
-	g.Expect(first.active[a.ID].LastUsedAt).To(BeNil())
+	g.Expect(first.active[a.ID].lastUsedAt).To(BeZero())
 }
 
 // TestInventoryDropsExpiredTokens: a token that expires between two walks is listed by the
@@ -505,4 +506,47 @@ func TestReviewCostPerSyncAtN1000(t *testing.T) {
 	g.Expect(f.srv.Server.Stats().Requests-before).To(BeZero(), "the review itself makes no request")
 	g.Expect(denied).To(Equal(50))
 	t.Logf("review cost at N=%d: first interval %d requests, idle interval 1, 50 changed tokens 1, review of %d APITokens 0", n, first.Requests, n)
+}
+
+// TestInventoryEntryKeepsWhatIsRead: an entry gives back the token's owner, cluster label,
+// permission and times as they were listed (to the nanosecond), and nothing else; the
+// tokens of one cluster share one label string.
+func TestInventoryEntryKeepsWhatIsRead(t *testing.T) {
+	g := NewWithT(t)
+	at := func(s string) *time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &v
+	}
+	listed := backend.Token{ID: "tok_1", Name: "team-a/grafana", Description: "d", Permission: backend.Permission(string([]byte("full_access"))),
+		Status: backend.StatusActive, CreatedAt: *at("2026-11-01T10:00:00.123456789Z"), ExpiresAt: at("2027-01-01T00:00:00Z"),
+		LastUsedAt: at("2026-12-01T09:00:00.5Z"), LastWriteAt: at("2026-12-01T08:00:00Z"), UpdatedAt: at("2026-12-01T09:00:01Z"),
+		Last4: "abcd", ExternalID: "uid-a", Labels: map[string]string{tokensv1alpha1.LabelCluster: string([]byte("c1")), "x": "y"}}
+	kept := clustersKept{}
+	e := kept.entry(keptOfListed(listed))
+	got := e.token("tok_1")
+	g.Expect(got.ID).To(Equal("tok_1"))
+	g.Expect(got.ExternalID).To(Equal("uid-a"))
+	g.Expect(got.Permission).To(Equal(backend.PermissionFullAccess))
+	g.Expect(got.Status).To(Equal(backend.StatusActive))
+	g.Expect(got.CreatedAt.Equal(listed.CreatedAt)).To(BeTrue())
+	for _, p := range [][2]*time.Time{{got.ExpiresAt, listed.ExpiresAt}, {got.LastUsedAt, listed.LastUsedAt}, {got.LastWriteAt, listed.LastWriteAt}, {got.UpdatedAt, listed.UpdatedAt}} {
+		g.Expect(p[0]).NotTo(BeNil())
+		g.Expect(p[0].Equal(*p[1])).To(BeTrue(), "%v != %v", p[0], p[1])
+	}
+	g.Expect(got.LastDeniedAt).To(BeNil(), "never denied stays nil")
+	g.Expect(got.Labels).To(Equal(map[string]string{tokensv1alpha1.LabelCluster: "c1"}))
+	g.Expect(got.Name + got.Description + got.Last4).To(BeEmpty())
+
+	other := listed
+	other.Labels = map[string]string{tokensv1alpha1.LabelCluster: string([]byte("c1"))}
+	e2 := kept.entry(keptOfListed(other))
+	g.Expect(unsafe.StringData(e2.cluster)).To(Equal(unsafe.StringData(e.cluster)), "one copy of the label per walk")
+
+	bare := kept.entry(backend.Token{ID: "tok_2", Permission: backend.PermissionReadOnly})
+	g.Expect(bare.token("tok_2").Labels).To(BeNil())
+	g.Expect(bare.token("tok_2").CreatedAt.IsZero()).To(BeTrue())
+	g.Expect(bare.token("tok_2").ExpiresAt).To(BeNil())
 }
