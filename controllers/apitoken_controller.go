@@ -410,11 +410,17 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return b.Complete(r)
 }
 
+// IndexBackendRefs registers the index of APITokens by backend (BackendKey.String()) that
+// the reconciler and the inventory read.
+func IndexBackendRefs(indexer client.FieldIndexer) error {
+	return indexer.IndexField(context.Background(), &tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
+		return backendsOf(o.(*tokensv1alpha1.APIToken))
+	})
+}
+
 // setupIndexes registers the APIToken indexes, and the holders map fed by its informer.
 func (r *APITokenReconciler) setupIndexes(mgr ctrl.Manager) error {
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
-		return backendsOf(o.(*tokensv1alpha1.APIToken))
-	}); err != nil {
+	if err := IndexBackendRefs(mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	tokens, err := mgr.GetCache().GetInformer(context.Background(), &tokensv1alpha1.APIToken{})

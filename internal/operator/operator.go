@@ -248,6 +248,7 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	}
 	inventory := controllers.NewInventory(registry, mgr.GetClient(), o.SyncInterval, o.Clock)
 	inventory.ClusterIdentity = cluster
+	inventory.TokensOf = controllers.IndexedTokens(mgr.GetCache())
 	if !o.DisableNamespacedBackends {
 		if err := (&controllers.StatusBackendReconciler{Client: mgr.GetClient(), Checker: checker, CredentialsCache: credCache, Inventory: inventory}).SetupWithManager(mgr); err != nil {
 			return nil, err
