@@ -329,10 +329,9 @@ func settledMemory(m *harness.Manager, pprofAddr string) (rss, heap float64) {
 		resp.Body.Close()
 	}
 	time.Sleep(2 * time.Second)
-	data, err := m.Scrape()
-	if err == nil {
-		heap, _ = metric(string(data), "go_memstats_heap_alloc_bytes")
-	}
+	// The heap right after a second collection (see heapAllocAfterGC), the RSS once the
+	// collection's freed pages had their 2 s.
+	heap, _ = heapAllocAfterGC(pprofAddr)
 	return procStatus(m.Pid(), "VmRSS"), heap / (1 << 20)
 }
 

@@ -227,7 +227,7 @@ var metrics = []string{
 	"api_writes_per_token", "api_writes_per_token_including_events", "backend_writes_per_token", "reconciles_per_token",
 	"restart_seconds", "restart_backend_writes", "backend_requests_per_sync_idle", "backend_list_calls_per_sync_idle",
 	"expiry_lag_p50_seconds", "expiry_lag_p99_seconds",
-	"rss_mib_started", "rss_mib_peak", "heap_mib", "heap_live_mib_after_ready",
+	"rss_mib_started", "rss_mib_peak", "heap_mib", "heap_live_mib_after_ready", "heap_live_mib_after_restart",
 	"unrelated_secrets_rss_growth_mib", "unrelated_secrets_heap_growth_mib",
 	"rotation_api_writes_per_token", "rotation_backend_writes_per_token", "rotation_lag_p50_seconds", "rotation_lag_p99_seconds",
 	"rotation_peak_renewals_per_second",
