@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"regexp"
 	"sort"
@@ -324,9 +323,9 @@ func heapMiB(m *harness.Manager) float64 {
 // sawtooth, which rises to 1.75 times the live heap between collections: at N=5000 that alone
 // moves a reading by up to 25 MiB, more than what is measured.
 func settledMemory(m *harness.Manager, pprofAddr string) (rss, heap float64) {
-	if resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1"); err == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+	if body, err := pprofHeapAfterGC(pprofAddr, ""); err == nil {
+		_, _ = io.Copy(io.Discard, body)
+		body.Close()
 	}
 	time.Sleep(2 * time.Second)
 	// The heap right after a second collection (see heapAllocAfterGC), the RSS once the

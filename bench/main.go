@@ -311,7 +311,7 @@ func run(o options) error {
 	topFile := func(suffix string) string {
 		return filepath.Join(filepath.Dir(o.out), strings.TrimSuffix(strings.TrimPrefix(filepath.Base(o.out), "results-"), ".json")+"-heap-top"+suffix+".txt")
 	}
-	live, err := liveHeap(mgr, pprofAddr, topFile(""), keepHeapProfile)
+	live, err := liveHeap(pprofAddr, topFile(""), keepHeapProfile)
 	if err != nil {
 		logf("live heap not measured: %v", err)
 	}
@@ -363,7 +363,11 @@ func run(o options) error {
 
 	// The restarted process holds the same tokens: its live heap, next to the first one's,
 	// says whether the restart's burst left anything behind.
-	if live, err := liveHeap(mgr, pprofAddr, topFile("-restarted"), strings.TrimSuffix(keepHeapProfile, ".pb.gz")+"-restarted.pb.gz"); err != nil {
+	keepRestarted := ""
+	if keepHeapProfile != "" {
+		keepRestarted = strings.TrimSuffix(keepHeapProfile, ".pb.gz") + "-restarted.pb.gz"
+	}
+	if live, err := liveHeap(pprofAddr, topFile("-restarted"), keepRestarted); err != nil {
 		logf("live heap after the restart not measured: %v", err)
 	} else {
 		res.HeapLiveMiBRestarted = live

@@ -92,24 +92,32 @@ func (s *memorySampler) stop() {
 	s.wg.Wait()
 }
 
-// liveHeap forces a collection in the manager (pprof's heap?gc=1), returns the heap left
-// (heapAllocAfterGC) and writes the profile's top entries to topPath, which
-// says what holds the heap.
+// pprofHeapAfterGC forces a collection in the manager and returns pprof's heap page (query
+// is appended to heap?gc=1): the profile, or with "&debug=1" its text with the MemStats.
+func pprofHeapAfterGC(pprofAddr, query string) (io.ReadCloser, error) {
+	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1" + query)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("pprof heap: %s", resp.Status)
+	}
+	return resp.Body, nil
+}
+
 // heapAllocAfterGC is the manager's heap in use right after a forced collection, in bytes:
 // the MemStats that pprof's heap?gc=1&debug=1 page reads just after its collection. Until
 // 2026-12-01 evening it was read from a metrics scrape made after the collection; at N=20000
 // a scrape builds some 60,000 token series while the Go collector reads the heap: the
 // unrelated-Secrets phase read 85.5 and then 113.2 MiB of live heap while RSS moved 3.3 MiB.
 func heapAllocAfterGC(pprofAddr string) (float64, error) {
-	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1&debug=1")
+	body, err := pprofHeapAfterGC(pprofAddr, "&debug=1")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("pprof heap: %s", resp.Status)
-	}
-	sc := bufio.NewScanner(resp.Body)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "# HeapAlloc = "); ok {
@@ -126,26 +134,26 @@ func heapAllocAfterGC(pprofAddr string) (float64, error) {
 // for `go tool pprof -list` and the like.
 var keepHeapProfile string
 
-func liveHeap(m *harness.Manager, pprofAddr, topPath, keep string) (float64, error) {
-	resp, err := http.Get("http://" + pprofAddr + "/debug/pprof/heap?gc=1")
+// liveHeap forces a collection in the manager (pprof's heap?gc=1), returns the heap left
+// (heapAllocAfterGC) and writes the profile's top entries to topPath, which
+// says what holds the heap; keep, when set, gets a copy of the profile.
+func liveHeap(pprofAddr, topPath, keep string) (float64, error) {
+	body, err := pprofHeapAfterGC(pprofAddr, "")
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("pprof heap: %s", resp.Status)
-	}
+	defer body.Close()
 	prof, err := os.CreateTemp("", "bench-heap-*.pb.gz")
 	if err != nil {
 		return 0, err
 	}
 	defer os.Remove(prof.Name())
-	if _, err := io.Copy(prof, resp.Body); err != nil {
+	if _, err := io.Copy(prof, body); err != nil {
 		prof.Close()
 		return 0, err
 	}
 	prof.Close()
-	if keepHeapProfile != "" {
+	if keep != "" {
 		if b, err := os.ReadFile(prof.Name()); err == nil {
 			_ = os.WriteFile(keep, b, 0o644)
 		}
