@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -524,8 +525,8 @@ func TestInventoryEntryKeepsWhatIsRead(t *testing.T) {
 		Status: backend.StatusActive, CreatedAt: *at("2026-11-01T10:00:00.123456789Z"), ExpiresAt: at("2027-01-01T00:00:00Z"),
 		LastUsedAt: at("2026-12-01T09:00:00.5Z"), LastWriteAt: at("2026-12-01T08:00:00Z"), UpdatedAt: at("2026-12-01T09:00:01Z"),
 		Last4: "abcd", ExternalID: "uid-a", Labels: map[string]string{tokensv1alpha1.LabelCluster: string([]byte("c1")), "x": "y"}}
-	kept := clustersKept{}
-	e := kept.entry(keptOfListed(listed))
+	kept, keep := clustersKept{}, keptOfListed()
+	e := kept.entry(keep(listed))
 	got := e.token("tok_1")
 	g.Expect(got.ID).To(Equal("tok_1"))
 	g.Expect(got.ExternalID).To(Equal("uid-a"))
@@ -542,7 +543,9 @@ func TestInventoryEntryKeepsWhatIsRead(t *testing.T) {
 
 	other := listed
 	other.Labels = map[string]string{tokensv1alpha1.LabelCluster: string([]byte("c1"))}
-	e2 := kept.entry(keptOfListed(other))
+	l1, l2 := keep(listed), keep(other)
+	g.Expect(reflect.ValueOf(l1.Labels).UnsafePointer()).To(Equal(reflect.ValueOf(l2.Labels).UnsafePointer()), "one label map per cluster in a walk")
+	e2 := kept.entry(keep(other))
 	g.Expect(unsafe.StringData(e2.cluster)).To(Equal(unsafe.StringData(e.cluster)), "one copy of the label per walk")
 
 	bare := kept.entry(backend.Token{ID: "tok_2", Permission: backend.PermissionReadOnly})
