@@ -19,12 +19,14 @@ import (
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -164,12 +166,16 @@ func (r *APITokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	before := tok.DeepCopy()
 	gone, observed := false, false
 	defer func() {
-		if errors.Is(retErr, errBusyPass) {
+		if errors.Is(retErr, errBusyPass) || IsBackendBusy(retErr) {
 			// Refused by the backend's in-flight cap: come back when it frees a slot, without
 			// holding a worker, and write no status unless this pass issued a token before it
-			// was refused.
+			// was refused. Any refusal counts, also one of a read before the decision (the GET
+			// that confirms a revocation): as a reconcile error it went to the exponential
+			// backoff, and a hand-revoked token stayed Active for 15 s behind 100 repairs.
 			result, retErr = ctrl.Result{}, nil
-			if !WaitForSlot(ctx, req.NamespacedName) {
+			first := r.expectations.isCreateUncertain(tok.UID)
+			logf.FromContext(ctx).V(2).Info("Waiting for a backend slot", "first", first)
+			if !WaitForSlot(ctx, req.NamespacedName, first) {
 				result = ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}
 			}
 			if tok.Status.TokenID == before.Status.TokenID {
@@ -381,7 +387,7 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&tokensv1alpha1.StatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		Watches(&tokensv1alpha1.ClusterStatusBackend{}, handler.EnqueueRequestsFromMapFunc(r.tokensForBackend), builder.WithPredicates(readyChanged())).
 		WatchesRawSource(source.Channel(r.Registry.Events(), handler.EnqueueRequestsFromMapFunc(r.tokensForBackend))).
-		WatchesRawSource(source.Channel(r.Registry.SlotFreed(), &handler.EnqueueRequestForObject{})).
+		WatchesRawSource(source.Channel(r.Registry.SlotFreed(), slotWakeHandler())).
 		// Policy is enforced, not only checked at issue: a namespace whose labels change
 		// (allowedNamespaces, fullAccessNamespaces) re-checks its APITokens at once.
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.tokensInNamespace), builder.WithPredicates(predicate.LabelChangedPredicate{})).
@@ -408,6 +414,26 @@ func (r *APITokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Kind(r.SecretMetadata, secretMetadata(), handler.TypedEnqueueRequestsFromMapFunc(r.tokensForSecret), foreign))
 	}
 	return b.Complete(r)
+}
+
+// slotWakePriority is the work-queue priority of an APIToken woken because a backend slot
+// freed for it (the informers' initial list is queued at -100, events at 0).
+const slotWakePriority = 10
+
+// slotWakeHandler queues an APIToken woken by a freed backend slot ahead of the queue's other
+// work. It was refused before any of that work was tried, and the slots wake their waiters in
+// the order they keep (replays of creates whose reply was lost first, then in the order
+// refused): behind the queue, a replay waited for a whole burst's new issuances, each of
+// which took the slot meant for it.
+func slotWakeHandler() handler.EventHandler {
+	return handler.Funcs{GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: e.Object.GetNamespace(), Name: e.Object.GetName()}}
+		if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(slotWakePriority)}, req)
+			return
+		}
+		q.Add(req)
+	}}
 }
 
 // IndexBackendRefs registers the index of APITokens by backend (BackendKey.String()) that

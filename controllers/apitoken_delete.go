@@ -81,7 +81,7 @@ func (r *APITokenReconciler) revokeForDeletion(ctx context.Context, tok *tokensv
 	switch {
 	case res.err != nil:
 		if IsBackendBusy(res.err) {
-			if WaitForSlot(ctx, client.ObjectKeyFromObject(tok)) {
+			if WaitForSlot(ctx, client.ObjectKeyFromObject(tok), false) {
 				return false, ctrl.Result{}, nil
 			}
 			return false, ctrl.Result{RequeueAfter: BackendBusyRetryAfter()}, nil

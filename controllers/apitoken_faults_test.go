@@ -3,11 +3,13 @@ package controllers_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -37,6 +40,11 @@ type hostileFront struct {
 	// rewrite changes the data object of a reply (each item, for a list).
 	rewrite func(class string, r *http.Request, data map[string]any)
 	counts  map[string]int
+	// loseReply, when it returns true, forwards the request and answers 502 instead of the
+	// backend's reply: the backend did the work, the operator does not know it.
+	loseReply func(class string, r *http.Request) bool
+	// createKeys are the Idempotency-Keys of the creates, in the order they came.
+	createKeys []string
 }
 
 func newHostileFront(t *testing.T, h *harness) *hostileFront {
@@ -56,7 +64,15 @@ func newHostileFrontFor(t *testing.T, b *servertest.Instance) *hostileFront {
 		f.mu.Lock()
 		f.counts[class]++
 		code := f.failWith[class]
+		if class == "create" {
+			f.createKeys = append(f.createKeys, r.Header.Get("Idempotency-Key"))
+		}
+		lose := f.loseReply != nil && f.loseReply(class, r)
 		f.mu.Unlock()
+		if lose {
+			rp.ServeHTTP(httptest.NewRecorder(), r)
+			code = http.StatusBadGateway
+		}
 		if code != 0 {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(code)
@@ -390,4 +406,106 @@ func TestSecretRenameRemovesTheOldSecret(t *testing.T) {
 	g.Expect(got.Status.SecretName).To(Equal("renamed"))
 	g.Expect(h.backendToken(first).Status).To(Equal(backend.StatusInactive))
 	g.Expect(h.expectEvent(tok.Name, "Replaced")).To(ContainSubstring("spec.secretName changed"))
+}
+
+// TestUncertainCreateGoesFirst: a create whose reply was lost (the backend made the token,
+// the operator got a 502) is replayed ahead of the burst waiting for the backend's in-flight
+// cap. Until the replay, the token it made is named by no status: behind the queue that took
+// more than 15 s at 200 tokens in the reliability run's latency phase.
+func TestUncertainCreateGoesFirst(t *testing.T) {
+	h := newHarness(t, func(o *operator.Options) { o.MaxInFlightPerBackend = 1 })
+	g := NewWithT(t)
+	f := newHostileFront(t, h)
+	bname := "front-" + h.ns
+	h.createClusterBackend(bname, f.url(), nil)
+	h.backendReady(bname, tokensv1alpha1.ReasonPingSucceeded)
+	lost := false
+	f.loseReply = func(class string, _ *http.Request) bool { // called with f.mu held
+		if class != "create" || lost {
+			return false
+		}
+		lost = true
+		return true
+	}
+	const n = 40
+	for i := range n {
+		h.create(h.newToken(fmt.Sprintf("burst-%02d", i), tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) {
+			t.Spec.BackendRef.Name = bname
+		}))
+	}
+	for i := range n {
+		tok := h.waitFor(fmt.Sprintf("burst-%02d", i), tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+		g.Expect(h.activeBackendTokens(tok.UID)).To(HaveLen(1), "%s: the replay made no second token", tok.Name)
+	}
+	f.mu.Lock()
+	keys := slices.Clone(f.createKeys)
+	f.mu.Unlock()
+	g.Expect(keys).To(HaveLen(n+1), "one create per APIToken and one replay")
+	replay := slices.Index(keys[1:], keys[0]) + 1
+	g.Expect(replay).To(BeNumerically(">", 0), "the lost create is replayed with its key")
+	// Before the replay's retry (100 ms after the 502) the line moves on: about ten creates
+	// here. Then it goes first. At the back of the line it came last, after the other 39.
+	t.Logf("the replay was create %d of %d", replay+1, len(keys))
+	g.Expect(replay).To(BeNumerically("<=", n/2), "the replay waited behind %d creates: %v", replay-1, keys)
+	g.Expect(slotWaits(t, bname, "true")).To(BeNumerically(">=", 1), "the replay was never put first in line")
+}
+
+// TestBusyConfirmationWaitsForASlot: tokens revoked by hand together are each confirmed by a
+// GET, and those GETs compete for the backend's in-flight cap. A GET the cap refuses makes
+// its pass wait for a slot like any refused pass: it is no reconcile error (logged as one, and
+// retried with the exponential backoff while status says Active with a dead token).
+func TestBusyConfirmationWaitsForASlot(t *testing.T) {
+	h := newHarness(t, func(o *operator.Options) { o.MaxInFlightPerBackend = 1 })
+	g := NewWithT(t)
+	const n = 12
+	ids := map[string]string{}
+	for i := range n {
+		h.create(h.newToken(fmt.Sprintf("revoked-%02d", i), tokensv1alpha1.PermissionReadOnly))
+	}
+	for i := range n {
+		name := fmt.Sprintf("revoked-%02d", i)
+		ids[name] = h.waitFor(name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued).Status.TokenID
+	}
+	waitsBefore := slotWaits(t, h.backendName, "false")
+	for _, id := range ids {
+		_, err := h.admin.DeactivateToken(h.ctx, id)
+		g.Expect(err).NotTo(HaveOccurred())
+	}
+	// A revocation counts once an inventory taken revocationGrace (5 s) after the issuance
+	// misses it; the sync interval is 1 s.
+	for name, id := range ids {
+		g.Eventually(func() string { return h.get(name).Status.TokenID }).WithTimeout(30*time.Second).ShouldNot(Equal(id), name)
+	}
+	refused := 0
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, `"Reconciler error"`) && strings.Contains(line, "in flight to this backend") {
+			refused++
+		}
+	}
+	g.Expect(refused).To(BeZero(), "passes refused by the in-flight cap were reconcile errors")
+	g.Expect(slotWaits(t, h.backendName, "false")).To(BeNumerically(">", waitsBefore), "no confirmation was refused by the cap: the test tested nothing")
+}
+
+// slotWaits reads apitoken_backend_slot_waits_total of a ClusterStatusBackend.
+func slotWaits(t *testing.T, backendName, first string) float64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "apitoken_backend_slot_waits_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["kind"] == string(tokensv1alpha1.BackendKindClusterStatusBackend) && labels["backend"] == backendName && labels["first"] == first {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

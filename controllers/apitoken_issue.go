@@ -71,6 +71,12 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	serial := tok.Status.IssueSerial + 1
 	newRef := backendRefFor(in.backend.key, in.backend.uid)
 	created, err := cl.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
+	// A create that failed without an answer may have been made: its replay goes first in
+	// line for a slot. A refusal by the in-flight cap never reached the backend, so it
+	// changes nothing (it is how the replay itself is refused while the burst runs).
+	if !IsBackendBusy(err) {
+		r.expectations.createUncertain(tok.UID, err != nil && backend.IsTransient(err))
+	}
 	if err != nil {
 		return r.createFailed(ctx, tok, in, cl, serial, err)
 	}

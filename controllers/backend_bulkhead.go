@@ -5,9 +5,12 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -54,11 +57,15 @@ func BackendBusyRetryAfter() time.Duration {
 type backendSlots struct {
 	sem  chan struct{}
 	wake chan<- event.GenericEvent
+	// key names the backend in apitoken_backend_slot_waits_total (zero: not counted).
+	key BackendKey
 
 	mu sync.Mutex
 	// waiting is the refused APITokens in the order refused; queued, the set of them.
-	waiting  []types.NamespacedName
-	queued   map[types.NamespacedName]bool
+	waiting []types.NamespacedName
+	queued  map[types.NamespacedName]bool
+	// firsts is how many of waiting, at its head, were put first in line.
+	firsts   int
 	retrying bool
 }
 
@@ -82,16 +89,52 @@ func (s *backendSlots) release() {
 }
 
 // wait records tok as refused; it is woken when a slot frees, or at once if one is free
-// already (released between the refusal and now).
-func (s *backendSlots) wait(tok types.NamespacedName) {
+// already (released between the refusal and now). With first, tok goes ahead of the others
+// (after any other first ones): a pass that must end a transient state the oracle counts,
+// such as a create whose outcome is unknown, does not wait behind a burst of new issuances.
+func (s *backendSlots) wait(tok types.NamespacedName, first bool) {
 	s.mu.Lock()
-	if !s.queued[tok] {
+	switch {
+	case first && s.queued[tok]:
+		// Already in line: move it up.
+		i := slices.Index(s.waiting, tok)
+		s.waiting = slices.Insert(slices.Delete(s.waiting, i, i+1), min(s.firsts, i), tok)
+		if s.firsts <= i {
+			s.firsts++
+		}
+	case first:
+		s.queued[tok] = true
+		s.waiting = slices.Insert(s.waiting, s.firsts, tok)
+		s.firsts++
+	case !s.queued[tok]:
 		s.queued[tok] = true
 		s.waiting = append(s.waiting, tok)
 	}
 	s.mu.Unlock()
+	if s.key != (BackendKey{}) {
+		backendSlotWaits.WithLabelValues(string(s.key.Kind), s.key.Namespace, s.key.Name, strconv.FormatBool(first)).Inc()
+	}
 	if len(s.sem) < cap(s.sem) {
 		s.wakeOne()
+	}
+}
+
+// backendSlotWaits counts the passes the in-flight cap refused and queued: how often a
+// backend's cap is the bottleneck (raise --max-inflight-per-backend if the backend can take
+// more), and how often a replay of a create whose reply was lost went first in line.
+var backendSlotWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "apitoken_backend_slot_waits_total",
+	Help: "Reconcile passes refused by a backend's in-flight cap (--max-inflight-per-backend) that waited for a slot; first=\"true\" for passes put first in line (the replay of a create whose reply was lost).",
+}, []string{"kind", "namespace", "backend", "first"})
+
+func init() {
+	registerMetric(backendSlotWaits)
+}
+
+// forgetSlotWaits drops a deleted backend's series.
+func forgetSlotWaits(key BackendKey) {
+	for _, first := range []string{"false", "true"} {
+		backendSlotWaits.DeleteLabelValues(string(key.Kind), key.Namespace, key.Name, first)
 	}
 }
 
@@ -109,6 +152,7 @@ func (s *backendSlots) wakeOne() {
 	case s.wake <- event.GenericEvent{Object: &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: tok.Namespace, Name: tok.Name}}}:
 		s.waiting[0] = types.NamespacedName{}
 		s.waiting = s.waiting[1:]
+		s.firsts = max(s.firsts-1, 0)
 		delete(s.queued, tok)
 		if len(s.waiting) == 0 {
 			// A burst left a long queue behind: neither a slice's array nor a map shrinks,
@@ -205,9 +249,10 @@ func (p *backendPass) end() {
 }
 
 // WaitForSlot records that the pass of ctx (WithBackendPass) was refused by a backend's
-// in-flight cap, so that tok is reconciled again when that backend frees a slot. It reports
-// whether it did: false when no cap refused the pass.
-func WaitForSlot(ctx context.Context, tok types.NamespacedName) bool {
+// in-flight cap, so that tok is reconciled again when that backend frees a slot (first: ahead
+// of the tokens that are not first). It reports whether it did: false when no cap refused
+// the pass.
+func WaitForSlot(ctx context.Context, tok types.NamespacedName, first bool) bool {
 	p, ok := ctx.Value(passKey{}).(*backendPass)
 	if !ok {
 		return false
@@ -218,7 +263,7 @@ func WaitForSlot(ctx context.Context, tok types.NamespacedName) bool {
 	if refused == nil {
 		return false
 	}
-	refused.wait(tok)
+	refused.wait(tok, first)
 	return true
 }
 

@@ -14,7 +14,9 @@ import (
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -215,12 +217,12 @@ func TestRefusedPassWaitsForASlot(t *testing.T) {
 	holder, endHolder := WithBackendPass(context.Background())
 	_, err := cl.GetToken(holder, "tok_1")
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(WaitForSlot(holder, types.NamespacedName{Namespace: "a", Name: "holder"})).To(BeFalse(), "a pass that was not refused waits for nothing")
+	g.Expect(WaitForSlot(holder, types.NamespacedName{Namespace: "a", Name: "holder"}, false)).To(BeFalse(), "a pass that was not refused waits for nothing")
 	for _, name := range []string{"first", "second", "first"} {
 		refused, endRefused := WithBackendPass(context.Background())
 		_, err = cl.GetToken(refused, "tok_2")
 		g.Expect(IsBackendBusy(err)).To(BeTrue())
-		g.Expect(WaitForSlot(refused, types.NamespacedName{Namespace: "a", Name: name})).To(BeTrue())
+		g.Expect(WaitForSlot(refused, types.NamespacedName{Namespace: "a", Name: name}, false)).To(BeTrue())
 		endRefused()
 	}
 	g.Expect(woken()).To(BeEmpty(), "no slot freed yet")
@@ -235,7 +237,7 @@ func TestRefusedPassWaitsForASlot(t *testing.T) {
 
 	// Refused, then the slot freed before it said so: woken at once.
 	s := newBackendSlots(1, make(chan event.GenericEvent, 1))
-	s.wait(types.NamespacedName{Namespace: "a", Name: "late"})
+	s.wait(types.NamespacedName{Namespace: "a", Name: "late"}, false)
 	g.Expect(s.waiters()).To(BeZero())
 
 	// The channel is full: the waiter stays first in line and is woken once there is room.
@@ -243,7 +245,7 @@ func TestRefusedPassWaitsForASlot(t *testing.T) {
 	full <- event.GenericEvent{}
 	s = newBackendSlots(1, full)
 	g.Expect(s.tryAcquire()).To(BeTrue())
-	s.wait(types.NamespacedName{Namespace: "a", Name: "patient"})
+	s.wait(types.NamespacedName{Namespace: "a", Name: "patient"}, false)
 	s.release()
 	g.Expect(s.waiters()).To(Equal(1))
 	<-full
@@ -303,4 +305,57 @@ func TestCheckSlotsPerNamespace(t *testing.T) {
 	releases[0]()
 	_, ok = slots.acquire(noisy(99))
 	g.Expect(ok).To(BeTrue(), "a freed slot is usable again")
+}
+
+// TestFirstInLineForASlot: a waiter put first goes ahead of the plain waiters, after the
+// first ones before it, and a plain waiter asking again as first moves up once.
+func TestFirstInLineForASlot(t *testing.T) {
+	g := NewWithT(t)
+	wake := make(chan event.GenericEvent, 16)
+	s := newBackendSlots(1, wake)
+	g.Expect(s.tryAcquire()).To(BeTrue())
+	name := func(n string) types.NamespacedName { return types.NamespacedName{Namespace: "a", Name: n} }
+	s.wait(name("new-1"), false)
+	s.wait(name("new-2"), false)
+	s.wait(name("uncertain-1"), true)
+	s.wait(name("new-3"), false)
+	s.wait(name("uncertain-2"), true)
+	s.wait(name("new-3"), true)       // moves up behind the first ones
+	s.wait(name("uncertain-1"), true) // already first: stays where it is
+	s.wait(name("new-1"), false)      // already waiting: no second entry
+	var order []string
+	for range 5 {
+		s.release()
+		ev := <-wake
+		order = append(order, ev.Object.GetName())
+		g.Expect(s.tryAcquire()).To(BeTrue())
+	}
+	g.Expect(order).To(Equal([]string{"uncertain-1", "uncertain-2", "new-3", "new-1", "new-2"}))
+	g.Expect(s.waiters()).To(BeZero())
+	g.Expect(s.firsts).To(BeZero())
+	// After the line emptied, first counts from zero again.
+	s.wait(name("new-4"), false)
+	s.wait(name("uncertain-3"), true)
+	s.release()
+	g.Expect((<-wake).Object.GetName()).To(Equal("uncertain-3"))
+}
+
+// TestSlotWakeGoesAheadOfTheQueue: an APIToken woken by a freed slot is queued ahead of the
+// events already waiting in the work queue, or the slot meant for it goes to whatever the
+// queue holds first.
+func TestSlotWakeGoesAheadOfTheQueue(t *testing.T) {
+	g := NewWithT(t)
+	q := priorityqueue.New[reconcile.Request]("slot-wake-test")
+	defer q.ShutDown()
+	for _, name := range []string{"event-1", "event-2"} {
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "a", Name: name}})
+	}
+	slotWakeHandler().Generic(context.Background(), event.GenericEvent{Object: &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "woken"}}}, q)
+	var order []string
+	for range 3 {
+		req, _ := q.Get()
+		order = append(order, req.Name)
+		q.Done(req)
+	}
+	g.Expect(order).To(Equal([]string{"woken", "event-1", "event-2"}))
 }

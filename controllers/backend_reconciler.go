@@ -147,7 +147,7 @@ func (r *backendReconciler[T]) reconcileDelete(ctx context.Context, obj T) (ctrl
 				n, tokens.Items[0].Namespace, tokens.Items[0].Name, tokensv1alpha1.AnnotationSkipRevoke, res.message))
 		return ctrl.Result{RequeueAfter: res.retry}, nil
 	}
-	r.checker.Registry.Remove(key)
+	r.checker.Registry.Forget(key)
 	forgetTokenCounts(key)
 	in := backendInputs{secretRef: r.kind.credentials(obj), dataKey: r.kind.spec(obj).CredentialsSecretRef.Key}
 	r.checker.readCredential(ctx, &in)

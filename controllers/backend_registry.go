@@ -155,6 +155,7 @@ func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Ob
 	if r.maxInFlight > 0 {
 		if r.slots[key] == nil {
 			r.slots[key] = newBackendSlots(r.maxInFlight, r.slotFreed)
+			r.slots[key].key = key
 		}
 		limited = &limitedClient{inner: c, slots: r.slots[key]}
 	}
@@ -217,6 +218,20 @@ func (r *BackendRegistry) Remove(key BackendKey) {
 	r.mu.Lock()
 	delete(r.backends, key)
 	r.mu.Unlock()
+}
+
+// Forget drops what the registry keeps of a deleted backend: its in-flight slots (a pass
+// still holding one releases it into the dropped set) and their metric series. Without it, a
+// tenant creating and deleting backends under new names would grow the registry for good.
+func (r *BackendRegistry) Forget(key BackendKey) {
+	r.mu.Lock()
+	delete(r.backends, key)
+	if s := r.slots[key]; s != nil && s.waiters() == 0 {
+		// A waiter keeps them: it must still be woken when a slot frees.
+		delete(r.slots, key)
+	}
+	r.mu.Unlock()
+	forgetSlotWaits(key)
 }
 
 func (r *BackendRegistry) notify(ctx context.Context, obj client.Object) {

@@ -34,6 +34,11 @@ type writeExpectations struct {
 	// show it yet would patch it again (two finalizer writes for one token, seen once a
 	// refused pass could be woken right after its own patch).
 	finalized map[types.UID]time.Time
+	// uncertain are the APITokens whose last create failed without an answer (a timeout, a
+	// reset, a 5xx): the backend may have made the token, which no status names until the
+	// create is replayed with the same key. Their passes go first in line for a backend slot
+	// (see WaitForSlot), so that window lasts one slot's wait, not the whole burst's queue.
+	uncertain map[types.UID]struct{}
 }
 
 type statusExpectation struct {
@@ -75,6 +80,29 @@ func (e *writeExpectations) forget(uid types.UID) {
 	e.m = deleted(e.m, uid)
 	e.status = deleted(e.status, uid)
 	e.finalized = deleted(e.finalized, uid)
+	e.uncertain = deleted(e.uncertain, uid)
+}
+
+// createUncertain records whether the last create for uid failed without an answer.
+func (e *writeExpectations) createUncertain(uid types.UID, uncertain bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !uncertain {
+		e.uncertain = deleted(e.uncertain, uid)
+		return
+	}
+	if e.uncertain == nil {
+		e.uncertain = map[types.UID]struct{}{}
+	}
+	e.uncertain[uid] = struct{}{}
+}
+
+// isCreateUncertain: the last create for uid failed without an answer and was not replayed.
+func (e *writeExpectations) isCreateUncertain(uid types.UID) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, ok := e.uncertain[uid]
+	return ok
 }
 
 // deleted removes uid from m and returns nil once m is empty: a Go map keeps the table of its
