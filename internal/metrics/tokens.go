@@ -3,9 +3,11 @@ package metrics
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -105,7 +107,9 @@ func (s *tokenStore) set(obj any) {
 
 // entryOf is an APIToken's entry.
 func entryOf(t *tokensv1alpha1.APIToken) tokenEntry {
-	e := tokenEntry{namespace: t.Namespace, name: t.Name, tokenID: t.Status.TokenID, phase: phaseOf(t), permission: permissionOf(t)}
+	// A label value must be UTF-8; status came through JSON, which makes it so, but the id
+	// is the backend's choice and a bad one must not make every scrape fail.
+	e := tokenEntry{namespace: t.Namespace, name: t.Name, tokenID: strings.ToValidUTF8(t.Status.TokenID, "\uFFFD"), phase: phaseOf(t), permission: permissionOf(t)}
 	if t.Status.ExpiresAt != nil {
 		e.expires = t.Status.ExpiresAt.Unix()
 	}
@@ -184,25 +188,97 @@ func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	s.mu.RLock()
-	entries := make([]tokenEntry, 0, len(s.entries))
+	series := make([]tokenSeries, 0, len(s.entries))
 	for _, e := range s.entries {
-		entries = append(entries, e)
+		series = append(series, tokenSeries{entry: e})
 	}
 	s.mu.RUnlock()
-	for _, e := range entries {
-		counts[key{e.phase, e.permission}]++
-		ch <- prometheus.MustNewConstMetric(c.info, prometheus.GaugeValue, 1,
-			e.namespace, e.name, e.tokenID, string(e.permission), string(e.phase))
-		if e.expires != 0 {
-			ch <- prometheus.MustNewConstMetric(c.expiration, prometheus.GaugeValue, float64(e.expires), e.namespace, e.name)
+	for i := range series {
+		ts := &series[i]
+		counts[key{ts.entry.phase, ts.entry.permission}]++
+		ts.build(c.tokenDescs)
+		ch <- &ts.info
+		if ts.entry.expires != 0 {
+			ch <- &ts.expiration
 		}
-		if e.lastUsed != 0 {
-			ch <- prometheus.MustNewConstMetric(c.lastUsed, prometheus.GaugeValue, float64(e.lastUsed), e.namespace, e.name)
+		if ts.entry.lastUsed != 0 {
+			ch <- &ts.lastUsed
 		}
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.GaugeValue, n, string(k.phase), string(k.permission))
 	}
+}
+
+// tokenSeries are one APIToken's three series of one scrape, in one allocation. Built with
+// prometheus.MustNewConstMetric they cost 1.7 KB and some forty objects per token and scrape
+// (a label pair and two strings per label, for each series): 33 MB of garbage per scrape at
+// N=20000, the largest transient of a settled manager (profiled in session 4). Here the
+// namespace and name pairs are shared by the three series, the values point into the entry
+// copied here, the permission and phase pairs are shared by every token, and the registry's
+// own dto.Metric per series is all that is added. Series are read-only once sent.
+type tokenSeries struct {
+	entry                      tokenEntry
+	name, namespace, tokenID   dto.LabelPair
+	infoLabels                 [5]*dto.LabelPair
+	pairLabels                 [2]*dto.LabelPair
+	info, expiration, lastUsed gauge
+}
+
+// gauge is a prometheus.Metric of one gauge value and labels sorted by name.
+type gauge struct {
+	desc   *prometheus.Desc
+	labels []*dto.LabelPair
+	value  float64
+	g      dto.Gauge
+}
+
+func (m *gauge) Desc() *prometheus.Desc { return m.desc }
+
+func (m *gauge) Write(out *dto.Metric) error {
+	m.g.Value = &m.value
+	out.Label, out.Gauge = m.labels, &m.g
+	return nil
+}
+
+// Label names, as the descriptors have them; pairs must be sorted by name.
+var (
+	labelName, labelNamespace, labelTokenID = "name", "namespace", "token_id"
+	labelPermission, labelPhase             = "permission", "phase"
+)
+
+// sharedPairs are the label pairs of the known permission and phase values.
+var sharedPairs = func() map[[2]string]*dto.LabelPair {
+	m := map[[2]string]*dto.LabelPair{}
+	for _, p := range permissions {
+		m[[2]string{labelPermission, string(p)}] = &dto.LabelPair{Name: &labelPermission, Value: new(string(p))}
+	}
+	for _, ph := range phases {
+		m[[2]string{labelPhase, string(ph)}] = &dto.LabelPair{Name: &labelPhase, Value: new(string(ph))}
+	}
+	return m
+}()
+
+// sharedPair is the shared pair of a permission or phase, or a new one for a value not known
+// here (a status written by a newer operator).
+func sharedPair(name *string, value string) *dto.LabelPair {
+	if p := sharedPairs[[2]string{*name, value}]; p != nil {
+		return p
+	}
+	return &dto.LabelPair{Name: name, Value: &value}
+}
+
+// build fills the series from the entry.
+func (ts *tokenSeries) build(d *tokenDescs) {
+	e := &ts.entry
+	ts.name = dto.LabelPair{Name: &labelName, Value: &e.name}
+	ts.namespace = dto.LabelPair{Name: &labelNamespace, Value: &e.namespace}
+	ts.tokenID = dto.LabelPair{Name: &labelTokenID, Value: &e.tokenID}
+	ts.infoLabels = [5]*dto.LabelPair{&ts.name, &ts.namespace, sharedPair(&labelPermission, string(e.permission)), sharedPair(&labelPhase, string(e.phase)), &ts.tokenID}
+	ts.pairLabels = [2]*dto.LabelPair{&ts.name, &ts.namespace}
+	ts.info = gauge{desc: d.info, labels: ts.infoLabels[:], value: 1}
+	ts.expiration = gauge{desc: d.expiration, labels: ts.pairLabels[:], value: float64(e.expires)}
+	ts.lastUsed = gauge{desc: d.lastUsed, labels: ts.pairLabels[:], value: float64(e.lastUsed)}
 }
 
 // phaseOf is the APIToken's phase; one not yet reconciled counts as Pending.
