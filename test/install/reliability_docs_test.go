@@ -21,7 +21,7 @@ func TestReliabilityDocMatchesItsFiguresFile(t *testing.T) {
 	g := NewWithT(t)
 	doc, err := os.ReadFile(repoPath("docs", "reliability.md"))
 	g.Expect(err).NotTo(HaveOccurred())
-	link := regexp.MustCompile(`\]\((figures/reliability-[0-9-]+\.jsonl)\)`).FindSubmatch(doc)
+	link := regexp.MustCompile(`\]\((figures/reliability-[0-9a-z-]+\.jsonl)\)`).FindSubmatch(doc)
 	g.Expect(link).NotTo(BeNil(), "docs/reliability.md links no figures/reliability-*.jsonl")
 	data, err := os.ReadFile(repoPath("docs", string(link[1])))
 	g.Expect(err).NotTo(HaveOccurred())
