@@ -20,7 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
@@ -489,23 +488,6 @@ func TestBusyConfirmationWaitsForASlot(t *testing.T) {
 // slotWaits reads apitoken_backend_slot_waits_total of a ClusterStatusBackend.
 func slotWaits(t *testing.T, backendName, first string) float64 {
 	t.Helper()
-	families, err := ctrlmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != "apitoken_backend_slot_waits_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			if labels["kind"] == string(tokensv1alpha1.BackendKindClusterStatusBackend) && labels["backend"] == backendName && labels["first"] == first {
-				return m.GetCounter().GetValue()
-			}
-		}
-	}
-	return 0
+	return counterValue(t, "apitoken_backend_slot_waits_total",
+		map[string]string{"kind": string(tokensv1alpha1.BackendKindClusterStatusBackend), "backend": backendName, "first": first})
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -136,26 +135,33 @@ func TestPredecessorStillInUseIsRetiredWithAWarning(t *testing.T) {
 
 func usedAfterGrace(t *testing.T, ns, name string) float64 {
 	t.Helper()
-	n, err := testutil.GatherAndCount(ctrlmetrics.Registry, "apitoken_predecessor_used_after_grace_total")
-	if err != nil || n == 0 {
-		return 0
-	}
+	return counterValue(t, "apitoken_predecessor_used_after_grace_total", map[string]string{"namespace": ns, "apitoken": name})
+}
+
+// counterValue is the value of the counter series of that name whose labels include want, 0
+// when there is none.
+func counterValue(t *testing.T, name string, want map[string]string) float64 {
+	t.Helper()
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != "apitoken_predecessor_used_after_grace_total" {
+		if f.GetName() != name {
 			continue
 		}
+	series:
 		for _, m := range f.GetMetric() {
 			labels := map[string]string{}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["namespace"] == ns && labels["apitoken"] == name {
-				return m.GetCounter().GetValue()
+			for k, v := range want {
+				if labels[k] != v {
+					continue series
+				}
 			}
+			return m.GetCounter().GetValue()
 		}
 	}
 	return 0
