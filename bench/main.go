@@ -179,7 +179,12 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	// BENCH_KEEP=1 keeps the run's directory (the manager's log, the control plane's files).
+	if os.Getenv("BENCH_KEEP") == "" {
+		defer os.RemoveAll(dir)
+	} else {
+		logf("keeping %s", dir)
+	}
 	res := &Results{Tokens: o.n, BackendLatencyMS: float64(o.latency.Milliseconds()), Concurrency: o.conc,
 		CPUs: runtime.NumCPU(), Date: time.Now().UTC().Format(time.RFC3339), Commit: gitCommit(),
 		SyncIntervalSeconds: o.syncInterval.Seconds()}

@@ -327,24 +327,31 @@ func (i *Inventory) tokensOf(ctx context.Context, key BackendKey) ([]*tokensv1al
 // IndexedTokens is an Inventory.TokensOf that reads backendRefIndex from the informer's own
 // index. A List from the cache, even without deep copies, copies every APIToken (704 bytes)
 // into the list's slice: at 20,000 tokens that was 14 MB per backend and sync interval, the
-// largest share of an idle manager's garbage, which the heap's goal follows. ok is false when
-// the cache has no single informer for APITokens (a cache of several namespaces) or the index
-// is not there; then a List is made.
+// largest share of an idle manager's garbage, which the heap's goal follows. A cache of
+// several namespaces has no single informer or index: there a map fed by the informer's
+// events (tokensByBackend) answers instead. ok is false when neither can answer yet (the
+// informer's initial list not delivered); then a List is made.
 func IndexedTokens(c cache.Informers) func(BackendKey) ([]*tokensv1alpha1.APIToken, bool) {
 	var (
-		once    sync.Once
 		indexer toolscache.Indexer
+		byEvent *tokensByBackend
 	)
+	// Looked up now, before the manager starts, so that the handler sees the initial list.
+	if inf, err := c.GetInformer(context.Background(), &tokensv1alpha1.APIToken{}, cache.BlockUntilSynced(false)); err == nil {
+		if s, ok := inf.(interface{ GetIndexer() toolscache.Indexer }); ok {
+			indexer = s.GetIndexer()
+		} else {
+			b := &tokensByBackend{}
+			if reg, err := inf.AddEventHandler(b); err == nil {
+				b.synced = reg.HasSynced
+				byEvent = b
+			}
+		}
+	}
 	return func(key BackendKey) ([]*tokensv1alpha1.APIToken, bool) {
-		once.Do(func() {
-			inf, err := c.GetInformer(context.Background(), &tokensv1alpha1.APIToken{}, cache.BlockUntilSynced(false))
-			if err != nil {
-				return
-			}
-			if s, ok := inf.(interface{ GetIndexer() toolscache.Indexer }); ok {
-				indexer = s.GetIndexer()
-			}
-		})
+		if byEvent != nil {
+			return byEvent.tokensOf(key)
+		}
 		if indexer == nil {
 			return nil, false
 		}

@@ -20,8 +20,8 @@ import (
 )
 
 // TestIndexedTokens: the inventory reads a backend's APITokens from the informer's index
-// (no List, which copies every APIToken), and finds the same ones a List finds. With a cache
-// of several namespaces it says so, and the List is made instead.
+// (no List, which copies every APIToken), and finds the same ones a List finds. A cache of
+// several namespaces has no such index; there a map fed by the informer's events answers.
 func TestIndexedTokens(t *testing.T) {
 	ensureEnv(t)
 	g := NewWithT(t)
@@ -82,7 +82,33 @@ func TestIndexedTokens(t *testing.T) {
 	g.Expect(whole.Get(ctx, types.NamespacedName{Namespace: ns, Name: got[0].Name}, &cached)).To(Succeed())
 	g.Expect(got[0].UID).To(Equal(cached.UID))
 
-	some := start(cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}})
-	_, ok := controllers.IndexedTokens(some)(key)
-	g.Expect(ok).To(BeFalse(), "a cache of several namespaces has no single index: the inventory lists instead")
+	// A cache of several namespaces has no single index: a map fed by the informer's events
+	// answers, and follows a token that moves to another backend or goes.
+	other2 := fmt.Sprintf("t%d-indexed-tokens-b", nsCounter.Add(1))
+	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other2}})).To(Succeed())
+	some := start(cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}, other2: {}}})
+	byEvents := controllers.IndexedTokens(some)
+	bothAgree := func(want []string) {
+		t.Helper()
+		g.Eventually(func(g Gomega) {
+			for _, read := range []func(controllers.BackendKey) ([]*tokensv1alpha1.APIToken, bool){byIndex, byEvents} {
+				got, ok := read(key)
+				g.Expect(ok).To(BeTrue(), "read without a List")
+				g.Expect(names(got)).To(Equal(want))
+			}
+		}).WithTimeout(10 * time.Second).Should(Succeed())
+	}
+	bothAgree(want)
+	var moved tokensv1alpha1.APIToken
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "tok-0"}, &moved)).To(Succeed())
+	moved.Spec.BackendRef.Name = "other-" + backendName
+	g.Expect(env.Client.Update(ctx, &moved)).To(Succeed())
+	bothAgree([]string{"tok-1", "tok-2"})
+	g.Expect(env.Client.Delete(ctx, &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tok-1"}})).To(Succeed())
+	bothAgree([]string{"tok-2"})
+	movedKey := controllers.BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "other-" + backendName}
+	got, ok := byEvents(movedKey)
+	g.Expect(ok).To(BeTrue())
+	g.Expect(names(got)).To(Equal([]string{"elsewhere", "tok-0"}))
+	g.Expect(got[0].ResourceVersion).NotTo(BeEmpty())
 }
