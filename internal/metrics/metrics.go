@@ -2,9 +2,10 @@
 // controller-runtime's registry, which the manager serves on --metrics-bind-address.
 //
 // Backend request metrics come from NewBackendObserver, which the backend client calls after
-// every request. Token metrics come from a collector fed by the manager's APIToken informer
-// (see tokens.go): it keeps the few fields each token's series need and the series built from
-// them, so a scrape neither lists nor copies the APITokens. Reconcile errors are
+// every request. Token metrics come from a store fed by the manager's APIToken informer
+// (see tokens.go): it keeps the few fields each token's series need, so a scrape neither lists
+// nor copies the APITokens; the counts are collected, the per-token series are written by the
+// scrape itself (Handler, stream.go). Reconcile errors are
 // controller-runtime's own controller_runtime_reconcile_errors_total.
 //
 // No label ever carries a token value: the collector reads only APIToken objects, whose

@@ -12,7 +12,6 @@ import (
 
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -94,6 +93,8 @@ func TestTokenCollector(t *testing.T) {
 	store, inf := fedStore(t, fixtures())
 	reg := prometheus.NewPedanticRegistry()
 	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
+	// What a scrape serves: the registry's counts and the series the handler writes.
+	scrape := scraped(t, handlerOf(reg, store))
 
 	want := `
 # HELP apitoken_token_collector_success 1 when the APITokens are known for this scrape (the manager's cache has synced), 0 when not (the token metrics are then missing).
@@ -121,14 +122,14 @@ apitoken_tokens{permission="ReadOnly",phase="Failed"} 1
 apitoken_tokens{permission="ReadOnly",phase="Inactive"} 0
 apitoken_tokens{permission="ReadOnly",phase="Pending"} 0
 `
-	g.Expect(testutil.GatherAndCompare(reg, strings.NewReader(want))).To(Succeed())
+	g.Expect(testutil.GatherAndCompare(scrape, strings.NewReader(want))).To(Succeed())
 
-	problems, err := testutil.GatherAndLint(reg)
+	problems, err := testutil.GatherAndLint(scrape)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(problems).To(BeEmpty())
 
 	// No label value of any metric carries the token value.
-	families, err := reg.Gather()
+	families, err := scrape.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(families).NotTo(BeEmpty())
 	for _, f := range families {
@@ -149,13 +150,13 @@ apitoken_tokens{permission="ReadOnly",phase="Pending"} 0
 	grafana.Status.ExpiresAt = nil
 	inf.Update(objs[0].(*tokensv1alpha1.APIToken), grafana)
 	store.handler().OnDelete(toolscache.DeletedFinalStateUnknown{Key: "ops/conflict", Obj: objs[2]})
-	g.Expect(testutil.GatherAndCompare(reg, strings.NewReader(`
+	g.Expect(testutil.GatherAndCompare(scrape, strings.NewReader(`
 # HELP apitoken_token_info Always 1; labels identify the backend token of each APIToken (token_id is the backend's id, never the value).
 # TYPE apitoken_token_info gauge
 apitoken_token_info{name="grafana",namespace="monitoring",permission="ReadOnly",phase="Active",token_id="tok_1"} 1
 apitoken_token_info{name="incident-bot",namespace="ops",permission="FullAccess",phase="Active",token_id="tok_2"} 1
 `), TokenInfo)).To(Succeed())
-	g.Expect(testutil.GatherAndCount(reg, TokenExpirationTimestamp)).To(Equal(0))
+	g.Expect(testutil.GatherAndCount(scrape, TokenExpirationTimestamp)).To(Equal(0))
 	g.Expect(testutil.ToFloat64(onlyTokens(reg, "ReadOnly", "Failed"))).To(BeZero())
 }
 
@@ -205,9 +206,10 @@ func TestTokenCollectorBeforeSync(t *testing.T) {
 # TYPE apitoken_token_collector_success gauge
 apitoken_token_collector_success 0
 `))).To(Succeed())
-	g.Expect(testutil.GatherAndCount(reg, Tokens, TokenInfo)).To(Equal(0))
+	scrape := scraped(t, handlerOf(reg, store))
+	g.Expect(testutil.GatherAndCount(scrape, Tokens, TokenInfo)).To(Equal(0))
 	inf.Synced()
-	g.Expect(testutil.GatherAndCount(reg, TokenInfo)).To(Equal(3))
+	g.Expect(testutil.GatherAndCount(scrape, TokenInfo)).To(Equal(3))
 }
 
 func TestBackendMetrics(t *testing.T) {
@@ -272,7 +274,10 @@ func TestRegisteredOnControllerRuntimeRegistry(t *testing.T) {
 		inf.Add(o)
 	}
 
-	families, err := crmetrics.Registry.Gather()
+	// Served as the manager's /metrics serves them: the registry's families, then the
+	// per-token series of the newest store.
+	served := Handler(crmetrics.Registry)
+	families, err := scraped(t, served).Gather()
 	g.Expect(err).NotTo(HaveOccurred())
 	values := map[string]float64{}
 	for _, f := range families {
@@ -295,7 +300,7 @@ func TestRegisteredOnControllerRuntimeRegistry(t *testing.T) {
 	g.Expect(RegisterTokenCollector(ctx, nil)).NotTo(Succeed())
 
 	// Scraped over HTTP as Prometheus does, in the text format.
-	srv := httptest.NewServer(promhttp.HandlerFor(crmetrics.Registry, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}))
+	srv := httptest.NewServer(served)
 	defer srv.Close()
 	res, err := http.Get(srv.URL)
 	g.Expect(err).NotTo(HaveOccurred())

@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -24,8 +23,8 @@ import (
 // Listing the cache at every scrape copied every APIToken (about 1 KiB each): at N=5000, with
 // the bench scraping every 2 s, 190 MB of garbage in 25 idle seconds, the largest allocation
 // of an idle manager. The informer's events instead update one entry of a few words per
-// token (see tokenEntry), from which a scrape builds the series. (Keeping the built series
-// instead would save the scrape's garbage but hold some 700 bytes per token for good.)
+// token (see tokenEntry), from which a scrape writes the series (Handler). (Keeping the built
+// series instead would hold some 700 bytes per token for good.)
 func RegisterTokenCollector(ctx context.Context, informers cache.Informers) error {
 	if informers == nil {
 		return errors.New("metrics: RegisterTokenCollector needs the manager's informers")
@@ -119,30 +118,34 @@ func entryOf(t *tokensv1alpha1.APIToken) tokenEntry {
 	return e
 }
 
-// tokenDescs are the descriptors of the token metrics.
+// tokenDescs are the descriptors of the token metrics, and the help of the per-token ones,
+// which a scrape writes itself (stream.go).
 type tokenDescs struct {
 	tokens, expiration, lastUsed, info, success *prometheus.Desc
+	help                                        map[string]string
+}
+
+var tokenHelp = map[string]string{
+	TokenExpirationTimestamp: "Expiry of the token in each APIToken's Secret, as the backend reports it, in seconds since the Unix epoch; absent when the token never expires or none is issued.",
+	TokenLastUsedTimestamp:   "When each APIToken's token last authenticated on the backend, in seconds since the Unix epoch; absent when never used. Refreshed once per sync interval.",
+	TokenInfo:                "Always 1; labels identify the backend token of each APIToken (token_id is the backend's id, never the value).",
 }
 
 var sharedDescs = &tokenDescs{
 	tokens: prometheus.NewDesc(Tokens,
 		"APITokens by phase (Pending, Active, Inactive, Failed; Pending before the first reconcile) and permission (of the issued token, else the requested one).",
 		[]string{"phase", "permission"}, nil),
-	expiration: prometheus.NewDesc(TokenExpirationTimestamp,
-		"Expiry of the token in each APIToken's Secret, as the backend reports it, in seconds since the Unix epoch; absent when the token never expires or none is issued.",
-		[]string{"namespace", "name"}, nil),
-	lastUsed: prometheus.NewDesc(TokenLastUsedTimestamp,
-		"When each APIToken's token last authenticated on the backend, in seconds since the Unix epoch; absent when never used. Refreshed once per sync interval.",
-		[]string{"namespace", "name"}, nil),
-	info: prometheus.NewDesc(TokenInfo,
-		"Always 1; labels identify the backend token of each APIToken (token_id is the backend's id, never the value).",
-		[]string{"namespace", "name", "token_id", "permission", "phase"}, nil),
+	expiration: prometheus.NewDesc(TokenExpirationTimestamp, tokenHelp[TokenExpirationTimestamp], []string{"namespace", "name"}, nil),
+	lastUsed:   prometheus.NewDesc(TokenLastUsedTimestamp, tokenHelp[TokenLastUsedTimestamp], []string{"namespace", "name"}, nil),
+	info:       prometheus.NewDesc(TokenInfo, tokenHelp[TokenInfo], []string{"namespace", "name", "token_id", "permission", "phase"}, nil),
 	success: prometheus.NewDesc(TokenCollectorSuccess,
 		"1 when the APITokens are known for this scrape (the manager's cache has synced), 0 when not (the token metrics are then missing).",
 		nil, nil),
+	help: tokenHelp,
 }
 
-// tokenCollector emits the token metrics from a tokenStore.
+// tokenCollector emits the counts of a tokenStore; the per-token series are written by the
+// scrape itself (Handler), not gathered.
 type tokenCollector struct {
 	*tokenDescs
 	store func() *tokenStore
@@ -152,7 +155,8 @@ func newTokenCollector(store func() *tokenStore) *tokenCollector {
 	return &tokenCollector{tokenDescs: sharedDescs, store: store}
 }
 
-// Describe sends the descriptors of every metric the collector emits.
+// Describe sends the descriptors of every token metric, the per-token ones included: they
+// are this collector's names, though Handler writes their series.
 func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.tokens, c.expiration, c.lastUsed, c.info, c.success} {
 		ch <- d
@@ -165,7 +169,7 @@ var (
 	permissions = []tokensv1alpha1.Permission{tokensv1alpha1.PermissionReadOnly, tokensv1alpha1.PermissionFullAccess}
 )
 
-// Collect emits the stored series and the counts. Before the informer has synced it reports
+// Collect emits the counts. Before the informer has synced it reports
 // apitoken_token_collector_success 0 and nothing else, rather than partial counts.
 func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 	var s *tokenStore
@@ -188,97 +192,13 @@ func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	s.mu.RLock()
-	series := make([]tokenSeries, 0, len(s.entries))
 	for _, e := range s.entries {
-		series = append(series, tokenSeries{entry: e})
+		counts[key{e.phase, e.permission}]++
 	}
 	s.mu.RUnlock()
-	for i := range series {
-		ts := &series[i]
-		counts[key{ts.entry.phase, ts.entry.permission}]++
-		ts.build(c.tokenDescs)
-		ch <- &ts.info
-		if ts.entry.expires != 0 {
-			ch <- &ts.expiration
-		}
-		if ts.entry.lastUsed != 0 {
-			ch <- &ts.lastUsed
-		}
-	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.tokens, prometheus.GaugeValue, n, string(k.phase), string(k.permission))
 	}
-}
-
-// tokenSeries are one APIToken's three series of one scrape, in one allocation. Built with
-// prometheus.MustNewConstMetric they cost 1.7 KB and some forty objects per token and scrape
-// (a label pair and two strings per label, for each series): 33 MB of garbage per scrape at
-// N=20000, the largest transient of a settled manager (profiled in session 4). Here the
-// namespace and name pairs are shared by the three series, the values point into the entry
-// copied here, the permission and phase pairs are shared by every token, and the registry's
-// own dto.Metric per series is all that is added. Series are read-only once sent.
-type tokenSeries struct {
-	entry                      tokenEntry
-	name, namespace, tokenID   dto.LabelPair
-	infoLabels                 [5]*dto.LabelPair
-	pairLabels                 [2]*dto.LabelPair
-	info, expiration, lastUsed gauge
-}
-
-// gauge is a prometheus.Metric of one gauge value and labels sorted by name.
-type gauge struct {
-	desc   *prometheus.Desc
-	labels []*dto.LabelPair
-	value  float64
-	g      dto.Gauge
-}
-
-func (m *gauge) Desc() *prometheus.Desc { return m.desc }
-
-func (m *gauge) Write(out *dto.Metric) error {
-	m.g.Value = &m.value
-	out.Label, out.Gauge = m.labels, &m.g
-	return nil
-}
-
-// Label names, as the descriptors have them; pairs must be sorted by name.
-var (
-	labelName, labelNamespace, labelTokenID = "name", "namespace", "token_id"
-	labelPermission, labelPhase             = "permission", "phase"
-)
-
-// sharedPairs are the label pairs of the known permission and phase values.
-var sharedPairs = func() map[[2]string]*dto.LabelPair {
-	m := map[[2]string]*dto.LabelPair{}
-	for _, p := range permissions {
-		m[[2]string{labelPermission, string(p)}] = &dto.LabelPair{Name: &labelPermission, Value: new(string(p))}
-	}
-	for _, ph := range phases {
-		m[[2]string{labelPhase, string(ph)}] = &dto.LabelPair{Name: &labelPhase, Value: new(string(ph))}
-	}
-	return m
-}()
-
-// sharedPair is the shared pair of a permission or phase, or a new one for a value not known
-// here (a status written by a newer operator).
-func sharedPair(name *string, value string) *dto.LabelPair {
-	if p := sharedPairs[[2]string{*name, value}]; p != nil {
-		return p
-	}
-	return &dto.LabelPair{Name: name, Value: &value}
-}
-
-// build fills the series from the entry.
-func (ts *tokenSeries) build(d *tokenDescs) {
-	e := &ts.entry
-	ts.name = dto.LabelPair{Name: &labelName, Value: &e.name}
-	ts.namespace = dto.LabelPair{Name: &labelNamespace, Value: &e.namespace}
-	ts.tokenID = dto.LabelPair{Name: &labelTokenID, Value: &e.tokenID}
-	ts.infoLabels = [5]*dto.LabelPair{&ts.name, &ts.namespace, sharedPair(&labelPermission, string(e.permission)), sharedPair(&labelPhase, string(e.phase)), &ts.tokenID}
-	ts.pairLabels = [2]*dto.LabelPair{&ts.name, &ts.namespace}
-	ts.info = gauge{desc: d.info, labels: ts.infoLabels[:], value: 1}
-	ts.expiration = gauge{desc: d.expiration, labels: ts.pairLabels[:], value: float64(e.expires)}
-	ts.lastUsed = gauge{desc: d.lastUsed, labels: ts.pairLabels[:], value: float64(e.lastUsed)}
 }
 
 // phaseOf is the APIToken's phase; one not yet reconciled counts as Pending.

@@ -1,8 +1,11 @@
 package metrics
 
 import (
+	"compress/gzip"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -51,8 +54,8 @@ func scrapeAs(reg prometheus.Gatherer, w io.Writer, format expfmt.FormatType) er
 	return nil
 }
 
-// BenchmarkTokenScrape is one scrape of the token metrics at N=20000 (60,004 series): the
-// garbage it makes is the figure (B/op, and B/token).
+// BenchmarkTokenScrape is one scrape of the token metrics at N=20000 (60,004 series), as
+// the manager serves it: the garbage it makes is the figure (B/op, and B/token).
 func BenchmarkTokenScrape(b *testing.B) {
 	const n = 20000
 	t := &testing.T{}
@@ -61,33 +64,58 @@ func BenchmarkTokenScrape(b *testing.B) {
 	if err := reg.Register(newTokenCollector(func() *tokenStore { return store })); err != nil {
 		b.Fatal(err)
 	}
+	h := handlerOf(reg, store)
+	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	w := &discardResponse{header: http.Header{}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if err := scrape(reg, io.Discard); err != nil {
-			b.Fatal(err)
-		}
+		clear(w.header)
+		h.ServeHTTP(w, req)
+	}
+	if w.status != 0 && w.status != http.StatusOK {
+		b.Fatalf("scrape: %d", w.status)
 	}
 }
 
-// TestConcurrentScrapesAgree: the series share label pairs, so scrapes at once must see the
-// same text, and under -race touch nothing another writes (protobuf's size cache included).
+// discardResponse is a ResponseWriter that keeps nothing of the body.
+type discardResponse struct {
+	header http.Header
+	status int
+}
+
+func (d *discardResponse) Header() http.Header         { return d.header }
+func (d *discardResponse) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardResponse) WriteHeader(code int)        { d.status = code }
+
+// TestConcurrentScrapesAgree: scrapes at once, plain and gzip-compressed, see the same text,
+// and under -race touch nothing another writes (the pooled writers included).
 func TestConcurrentScrapesAgree(t *testing.T) {
 	g := NewWithT(t)
 	store, _ := fedStore(t, manyTokens(500))
 	reg := prometheus.NewPedanticRegistry()
 	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
-	out := make([]string, 4)
+	h := handlerOf(reg, store)
+	out := make([]string, 8)
 	var wg sync.WaitGroup
 	for i := range out {
 		wg.Go(func() {
-			var b strings.Builder
-			g.Expect(scrape(reg, &b)).To(Succeed())
-			out[i] = b.String()
+			if i%2 == 0 {
+				out[i] = scrapeText(t, h)
+				return
+			}
+			_, body := get(t, h, "gzip")
+			zr, err := gzip.NewReader(strings.NewReader(string(body)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			text, err := io.ReadAll(zr)
+			if err != nil {
+				t.Error(err)
+			}
+			out[i] = string(text)
 		})
-	}
-	for range 4 {
-		wg.Go(func() { g.Expect(scrapeAs(reg, io.Discard, expfmt.TypeProtoDelim)).To(Succeed()) })
 	}
 	wg.Wait()
 	g.Expect(out[0]).To(ContainSubstring(`apitoken_token_info{name="token-00499",namespace="team-099",permission="ReadOnly",phase="Active",token_id="tok_0000000000000499"} 1`))
@@ -97,8 +125,8 @@ func TestConcurrentScrapesAgree(t *testing.T) {
 	}
 }
 
-// TestInvalidUTF8TokenIDIsReplaced: a token id that is not UTF-8 would make every scrape
-// fail (a label value must be UTF-8); it is reported with replacement characters instead.
+// TestInvalidUTF8TokenIDIsReplaced: a token id that is not UTF-8 would make the scrape
+// unparsable (a label value must be UTF-8); it is reported with replacement characters.
 func TestInvalidUTF8TokenIDIsReplaced(t *testing.T) {
 	g := NewWithT(t)
 	tok := manyTokens(1)[0].(*tokensv1alpha1.APIToken)
@@ -106,7 +134,8 @@ func TestInvalidUTF8TokenIDIsReplaced(t *testing.T) {
 	store, _ := fedStore(t, []client.Object{tok})
 	reg := prometheus.NewPedanticRegistry()
 	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
-	var b strings.Builder
-	g.Expect(scrape(reg, &b)).To(Succeed())
-	g.Expect(b.String()).To(ContainSubstring("token_id=\"tok_\uFFFD\""))
+	text := scrapeText(t, handlerOf(reg, store))
+	g.Expect(text).To(ContainSubstring("token_id=\"tok_\uFFFD\""))
+	_, err := parse(text)
+	g.Expect(err).NotTo(HaveOccurred())
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,11 +29,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	apimetrics "github.com/statusops/apitoken-operator/internal/metrics"
 )
 
 // Options configure the manager. Zero values take the defaults of cmd/manager's flags.
@@ -302,16 +305,40 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	return mgr, nil
 }
 
+// streamedScrape serves /metrics with apimetrics.Handler, which writes the per-token series
+// straight from their store instead of gathering them (see internal/metrics/stream.go);
+// controller-runtime's server offers no other way to replace its handler than the filter
+// it wraps every path's handler in. Other paths go to next.
+func streamedScrape(next http.Handler) http.Handler {
+	scrape := apimetrics.Handler(crmetrics.Registry)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			scrape.ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
 // metricsServerOptions serves metrics as the kubebuilder scaffold does, HTTPS where a
 // TokenReview and a SubjectAccessReview check each scraper unless InsecureMetrics, but with
 // metricsAuthFilter instead of controller-runtime's filter (which imports k8s.io/apiserver).
 func metricsServerOptions(o Options) (metricsserver.Options, error) {
 	m := metricsserver.Options{BindAddress: o.MetricsAddr}
 	if o.InsecureMetrics {
+		m.FilterProvider = func(*rest.Config, *http.Client) (metricsserver.Filter, error) {
+			return func(_ logr.Logger, next http.Handler) (http.Handler, error) { return streamedScrape(next), nil }, nil
+		}
 		return m, nil
 	}
 	m.SecureServing = true
-	m.FilterProvider = metricsAuthFilter
+	m.FilterProvider = func(cfg *rest.Config, hc *http.Client) (metricsserver.Filter, error) {
+		auth, err := metricsAuthFilter(cfg, hc)
+		if err != nil {
+			return nil, err
+		}
+		return func(log logr.Logger, next http.Handler) (http.Handler, error) { return auth(log, streamedScrape(next)) }, nil
+	}
 	// HTTP/2 is off, as in the scaffold: its stream handling had denial-of-service bugs
 	// (CVE-2023-44487, CVE-2023-39325) and a scraper needs only HTTP/1.1.
 	m.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }}
