@@ -3,7 +3,12 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"sort"
 	"strconv"
 	"time"
 
@@ -56,7 +61,11 @@ func measureFloor(ctx context.Context, cfg *rest.Config, kube client.Client, o o
 }
 
 // runFloor creates n APITokens in ns and does for each the writes the operator does
-// (finalizer patch, Secret create, status patch, and the Issued Event), on conc workers.
+// (finalizer patch, Secret create, status patch, and the Issued Event), on conc workers. The
+// Secret and the status have the fields the operator writes, with values of the same size
+// (floorSecret, floorStatus): until session 6 the floor wrote a status of four fields and
+// one condition, and a Secret without its annotation and owner reference, cheaper writes
+// than the operator's. checkFloorShape compares them with the operator's after each run.
 func runFloor(ctx context.Context, cfg *rest.Config, ns string, n, conc int) (time.Duration, error) {
 	c, err := unthrottled(cfg)
 	if err != nil {
@@ -73,25 +82,149 @@ func runFloor(ctx context.Context, cfg *rest.Config, ns string, n, conc int) (ti
 		if err := c.Patch(ctx, tok, patch); err != nil {
 			return err
 		}
-		value := make([]byte, 44)
-		_, _ = rand.Read(value)
-		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tok.Name, Namespace: tok.Namespace,
-			Labels: map[string]string{tokensv1alpha1.LabelManagedBy: "bench-floor"}},
-			Data: map[string][]byte{"token": value, "tokenID": []byte("tok_x"), "permission": []byte("ReadOnly"), "expiresAt": nil, "url": []byte("http://x/api/v3")}}
-		if err := c.Create(ctx, sec); err != nil {
+		if err := c.Create(ctx, floorSecret(tok)); err != nil {
 			return err
 		}
 		before := tok.DeepCopy()
-		tok.Status.Phase = tokensv1alpha1.PhaseActive
-		tok.Status.TokenID = "tok_x"
-		tok.Status.SecretName = tok.Name
-		tok.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: "Issued", Message: "Issued", LastTransitionTime: metav1.Now()}}
+		tok.Status = floorStatus(tok, metav1.Now())
 		if err := c.Status().Patch(ctx, tok, client.MergeFrom(before)); err != nil {
 			return err
 		}
 		return c.Create(ctx, floorEvent(tok))
 	})
 	return time.Since(start), err
+}
+
+// randomString is n random characters of the backend's id alphabet.
+func randomString(n int) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+// floorTokenID is a token id of the reference backend's length.
+func floorTokenID() string { return "tok_" + randomString(20) }
+
+// floorSecret is the Secret the operator writes for tok: its labels (the managed-by value
+// aside, so that no cache of the operator's picks it up), its hash annotation, its
+// controller owner reference and its data keys, with values of the same length.
+func floorSecret(tok *tokensv1alpha1.APIToken) *corev1.Secret {
+	value := "sgt_" + randomString(40)
+	sum := sha256.Sum256([]byte(value))
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: tok.Name, Namespace: tok.Namespace,
+			Labels:      map[string]string{tokensv1alpha1.LabelManagedBy: "bench-floor-operator", tokensv1alpha1.LabelAPIToken: tok.Name},
+			Annotations: map[string]string{"tokens.statusops.dev/token-sha256": hex.EncodeToString(sum[:])},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "APIToken", Name: tok.Name, UID: tok.UID,
+				Controller: new(true), BlockOwnerDeletion: new(true)}}},
+		Data: map[string][]byte{"token": []byte(value), "tokenID": []byte(floorTokenID()), "permission": []byte("ReadOnly"), "expiresAt": nil,
+			"url": []byte("http://127.0.0.1:46177/api/v3")},
+		Type: corev1.SecretTypeOpaque,
+	}
+}
+
+// floorStatus is the status the operator writes when it issues tok's token.
+func floorStatus(tok *tokensv1alpha1.APIToken, now metav1.Time) tokensv1alpha1.APITokenStatus {
+	return tokensv1alpha1.APITokenStatus{
+		Phase: tokensv1alpha1.PhaseActive, TokenID: floorTokenID(), TokenHint: "..." + randomString(4),
+		Permission: tokensv1alpha1.PermissionReadOnly, SecretName: tok.Name, IssuedAt: &now,
+		Backend:     &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default", UID: "57a954ae-07cd-4388-b158-1dd0b5a0f520"},
+		IssueSerial: 1, RecentIssues: []metav1.Time{now}, Usage: &tokensv1alpha1.UsageStatus{ObservedSince: &now},
+		ObservedGeneration: tok.Generation,
+		Conditions: []metav1.Condition{
+			{Type: tokensv1alpha1.ConditionLeastPrivilege, Status: metav1.ConditionTrue, ObservedGeneration: tok.Generation, LastTransitionTime: now,
+				Reason: "PermissionFitsUse", Message: "The ReadOnly token was refused no write within the review window."},
+			{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionTrue, ObservedGeneration: tok.Generation, LastTransitionTime: now,
+				Reason: "Issued", Message: "An active ReadOnly token is in Secret " + tok.Name + "."},
+		},
+	}
+}
+
+// fieldPaths are the JSON field paths of obj without its metadata's server-set fields
+// (managedFields, resourceVersion, uid, creationTimestamp, generation), sorted; list items
+// are one path each ("[]").
+func fieldPaths(obj any) ([]string, error) {
+	data, err := json.Marshal(obj)
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				p := prefix + "." + k
+				switch p {
+				case ".metadata.managedFields", ".metadata.resourceVersion", ".metadata.uid", ".metadata.creationTimestamp", ".metadata.generation":
+					continue
+				}
+				// Label, annotation and data keys are fields of their own.
+				walk(p, e)
+			}
+		case []any:
+			for _, e := range x {
+				walk(prefix+"[]", e)
+			}
+		default:
+			seen[prefix] = true
+		}
+	}
+	walk("", v)
+	out := make([]string, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// checkFloorShape compares the floor's objects with an APIToken the operator made Ready and
+// its Secret: the same field paths, and sizes within a tenth. It returns what differs.
+func checkFloorShape(ctx context.Context, kube client.Client, ns, name string) ([]string, error) {
+	var tok tokensv1alpha1.APIToken
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &tok); err != nil {
+		return nil, err
+	}
+	var sec corev1.Secret
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: tok.Status.SecretName}, &sec); err != nil {
+		return nil, err
+	}
+	floorTok := tokenObj(ns, 0)
+	floorTok.UID, floorTok.Generation, floorTok.Finalizers = tok.UID, tok.Generation, []string{tokensv1alpha1.Finalizer}
+	floorTok.Spec = tok.Spec // the API server's defaults
+	floorTok.Status = floorStatus(floorTok, metav1.Now())
+	floorSec := floorSecret(floorTok)
+	var diffs []string
+	for _, pair := range [][2]any{{&tok, floorTok}, {&sec, floorSec}} {
+		a, err := fieldPaths(pair[0])
+		if err != nil {
+			return nil, err
+		}
+		b, err := fieldPaths(pair[1])
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range a {
+			if !slices.Contains(b, p) {
+				diffs = append(diffs, "the floor lacks "+p)
+			}
+		}
+		for _, p := range b {
+			if !slices.Contains(a, p) {
+				diffs = append(diffs, "the floor adds "+p)
+			}
+		}
+	}
+	return diffs, nil
 }
 
 // floorEvent is the Issued Event the operator writes for each token (events.k8s.io/v1, as

@@ -201,6 +201,15 @@ func createUnrelated(ctx context.Context, kube client.Client, n, conc int) error
 // apiWrites reads apiserver_request_total from the API server and sums write verbs by
 // "VERB resource[/subresource]".
 func apiWrites(ctx context.Context, cfg *rest.Config) (map[string]int, error) {
+	return apiRequests(ctx, cfg, true)
+}
+
+// apiReads sums the read verbs (GET, LIST, WATCH) of every resource likewise.
+func apiReads(ctx context.Context, cfg *rest.Config) (map[string]int, error) {
+	return apiRequests(ctx, cfg, false)
+}
+
+func apiRequests(ctx context.Context, cfg *rest.Config, writes bool) (map[string]int, error) {
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, err
@@ -226,11 +235,16 @@ func apiWrites(ctx context.Context, cfg *rest.Config) (map[string]int, error) {
 		}
 		switch labels["verb"] {
 		case "POST", "PATCH", "PUT", "DELETE", "APPLY", "CREATE", "UPDATE":
+			if !writes {
+				continue
+			}
 		default:
-			continue
+			if writes {
+				continue
+			}
 		}
 		res := labels["resource"]
-		if res != "apitokens" && res != "secrets" && res != "events" {
+		if writes && res != "apitokens" && res != "secrets" && res != "events" {
 			continue
 		}
 		if labels["subresource"] != "" {

@@ -44,8 +44,11 @@ type Results struct {
 	FloorByConcurrency map[string]float64 `json:"floor_seconds_by_concurrency"`
 	// FloorTokens is how many objects each floor concurrency wrote; FloorSeconds is scaled
 	// to Tokens when it is smaller (-floor-tokens).
-	FloorTokens                int            `json:"floor_tokens"`
-	RatioToFloor               float64        `json:"ratio_to_floor"`
+	FloorTokens  int     `json:"floor_tokens"`
+	RatioToFloor float64 `json:"ratio_to_floor"`
+	// FloorShapeDifferences are the fields in which the floor's APIToken and Secret differ
+	// from the ones the operator wrote (checkFloorShape); empty when the writes match.
+	FloorShapeDifferences      []string       `json:"floor_shape_differences"`
 	APIWritesPerToken          float64        `json:"api_writes_per_token"`
 	APIWritesPerTokenEvents    float64        `json:"api_writes_per_token_including_events"`
 	BackendWritesPerToken      float64        `json:"backend_writes_per_token"`
@@ -270,6 +273,7 @@ func run(o options) error {
 	logf("manager and backend up; manager RSS %.1f MiB", res.RSSMiBStarted)
 
 	// 3. N APITokens until all Ready.
+	readsBefore, _ := apiReads(ctx, cp.Config)
 	apiBefore, err := apiWrites(ctx, cp.Config)
 	if err != nil {
 		return err
@@ -290,6 +294,16 @@ func run(o options) error {
 		return err
 	}
 	beAfter := be.Stats()
+	if diffs, err := checkFloorShape(ctx, kube, "bench", tokenObj("bench", 0).Name); err != nil {
+		logf("floor shape not checked: %v", err)
+		res.FloorShapeDifferences = []string{"not checked: " + err.Error()}
+	} else {
+		res.FloorShapeDifferences = diffs
+		logf("the floor's objects against the operator's: %d differences %v", len(diffs), diffs)
+	}
+	if readsAfter, err := apiReads(ctx, cp.Config); err == nil {
+		logf("API reads while reaching Ready (every client, the bench's included): %v", diff(readsAfter, readsBefore))
+	}
 	passesAfter, _ := reconcileProgress(mgr)
 	res.ReconcilesPerToken = (passesAfter - passesBefore) / float64(o.n)
 	res.ReadySeconds = ready.Seconds()
