@@ -292,6 +292,21 @@ func metric(text, name string, filters ...string) (float64, bool) {
 	return sum, found
 }
 
+// passBreakdown is the apitoken controller's passes by result and the passes the backend's
+// in-flight cap queued (apitoken_backend_slot_waits_total), from one scrape.
+func passBreakdown(m *harness.Manager) map[string]float64 {
+	data, err := m.Scrape()
+	if err != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for _, r := range []string{"success", "error", "requeue", "requeue_after"} {
+		out[r], _ = metric(string(data), "controller_runtime_reconcile_total", `controller="apitoken"`, `result="`+r+`"`)
+	}
+	out["slot_waits"], _ = metric(string(data), "apitoken_backend_slot_waits_total")
+	return out
+}
+
 func reconcileProgress(m *harness.Manager) (total, depth float64) {
 	data, err := m.Scrape()
 	if err != nil {

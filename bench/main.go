@@ -280,6 +280,7 @@ func run(o options) error {
 	}
 	beBefore := be.Stats()
 	passesBefore, _ := reconcileProgress(mgr)
+	breakdownBefore := passBreakdown(mgr)
 	cpuBefore := cpuSeconds()
 	mem.enter("ready")
 	ready, err := createAndWait(ctx, cp.Config, kube, "bench", o.n, o.conc, nil)
@@ -305,6 +306,13 @@ func run(o options) error {
 		logf("API reads while reaching Ready (every client, the bench's included): %v", diff(readsAfter, readsBefore))
 	}
 	passesAfter, _ := reconcileProgress(mgr)
+	if after := passBreakdown(mgr); after != nil {
+		per := map[string]string{}
+		for k, v := range after {
+			per[k] = fmt.Sprintf("%.2f", (v-breakdownBefore[k])/float64(o.n))
+		}
+		logf("passes per token by result, and slot waits per token: %v", per)
+	}
 	res.ReconcilesPerToken = (passesAfter - passesBefore) / float64(o.n)
 	res.ReadySeconds = ready.Seconds()
 	res.TokensPerSecond = float64(o.n) / ready.Seconds()
