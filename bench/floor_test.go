@@ -15,7 +15,10 @@ func TestFieldPaths(t *testing.T) {
 	tok := tokenObj("ns", 0)
 	tok.UID, tok.ResourceVersion = "u", "1"
 	tok.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "m"}}
-	tok.Status = floorStatus(tok, metav1.Now())
+	now := metav1.Now()
+	tok.Status = floorStatus(tok, now)
+	tok.Status.Backend = &tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default", UID: "u"}
+	tok.Status.Usage = &tokensv1alpha1.UsageStatus{ObservedSince: &now}
 	full, err := fieldPaths(tok)
 	if err != nil {
 		t.Fatal(err)
@@ -36,8 +39,10 @@ func TestFieldPaths(t *testing.T) {
 		t.Errorf("a status without usage: %v", less)
 	}
 	sec := floorSecret(tok)
+	sec.Annotations = map[string]string{"tokens.statusops.dev/token-sha256": "h"}
+	sec.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v", Kind: "APIToken", Name: "n", UID: "u", BlockOwnerDeletion: new(true)}}
 	paths, _ := fieldPaths(sec)
-	for _, want := range []string{".metadata.labels." + tokensv1alpha1.LabelAPIToken, ".metadata.annotations.tokens.statusops.dev/token-sha256", ".data.token", ".metadata.ownerReferences[].blockOwnerDeletion"} {
+	for _, want := range []string{".metadata.labels." + tokensv1alpha1.LabelManagedBy, ".metadata.annotations.tokens.statusops.dev/token-sha256", ".data.token", ".metadata.ownerReferences[].blockOwnerDeletion"} {
 		if !slices.Contains(paths, want) {
 			t.Errorf("%s missing from %v", want, paths)
 		}

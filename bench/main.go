@@ -198,26 +198,23 @@ func run(o options) error {
 		return err
 	}
 	res.ManagerBuiltFrom = pkg
-	logf("manager built from %s at %s", pkg, res.Commit)
-
-	// 1. The floor: the same writes by a plain client, no controller, at each concurrency,
-	// each on a control plane of its own.
-	if err := measureFloor(ctx, dir, o, res); err != nil {
-		return err
-	}
-
 	cp, err := harness.StartControlPlane(dir)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = cp.Stop() }()
 	kube := cp.Client
-	logf("the operator's control plane up")
+	logf("control plane up; manager built from %s at %s", pkg, res.Commit)
 
 	for _, ns := range []string{"bench", "bench-expiry", "bench-rotation"} {
 		if err := kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
+	}
+
+	// 1. The floor: the same writes by a plain client, no controller, at each concurrency.
+	if err := measureFloor(ctx, cp.Config, kube, o, res); err != nil {
+		return err
 	}
 
 	// 2. The backend and the manager.
