@@ -22,6 +22,18 @@ import (
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
 
+// servedTokens is the scrape handler of a pedantic registry with the token collector, over a
+// store fed with objs.
+func servedTokens(t *testing.T, objs []client.Object) http.Handler {
+	t.Helper()
+	store, _ := fedStore(t, objs)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(newTokenCollector(func() *tokenStore { return store })); err != nil {
+		t.Fatal(err)
+	}
+	return handlerOf(reg, store)
+}
+
 // handlerOf is the scrape handler over reg and store.
 func handlerOf(reg prometheus.Gatherer, store *tokenStore) http.Handler {
 	return &scrapeHandler{gatherer: reg, store: func() *tokenStore { return store }}
@@ -178,10 +190,7 @@ func TestStreamedSeriesMatchGather(t *testing.T) {
 // does not), and a registry that fails to gather fails the scrape rather than serving part.
 func TestScrapeGzipAndErrors(t *testing.T) {
 	g := NewWithT(t)
-	store, _ := fedStore(t, manyTokens(50))
-	reg := prometheus.NewPedanticRegistry()
-	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
-	h := handlerOf(reg, store)
+	h := servedTokens(t, manyTokens(50))
 	plain := scrapeText(t, h)
 	g.Expect(plain).To(ContainSubstring(`apitoken_token_info{name="token-00049"`))
 
@@ -205,7 +214,8 @@ func TestScrapeGzipAndErrors(t *testing.T) {
 	g.Expect(failing.Register(collectorFunc(func(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(prometheus.NewDesc("b", "b", nil, nil), io.ErrUnexpectedEOF)
 	}))).To(Succeed())
-	res, body = get(t, handlerOf(failing, store), "")
+	tokens, _ := fedStore(t, manyTokens(5))
+	res, body = get(t, handlerOf(failing, tokens), "")
 	g.Expect(res.StatusCode).To(Equal(http.StatusInternalServerError))
 	g.Expect(string(body)).NotTo(ContainSubstring("apitoken_token_info"))
 }

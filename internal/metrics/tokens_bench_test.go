@@ -92,10 +92,7 @@ func (d *discardResponse) WriteHeader(code int)        { d.status = code }
 // and under -race touch nothing another writes (the pooled writers included).
 func TestConcurrentScrapesAgree(t *testing.T) {
 	g := NewWithT(t)
-	store, _ := fedStore(t, manyTokens(500))
-	reg := prometheus.NewPedanticRegistry()
-	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
-	h := handlerOf(reg, store)
+	h := servedTokens(t, manyTokens(500))
 	out := make([]string, 8)
 	var wg sync.WaitGroup
 	for i := range out {
@@ -131,10 +128,7 @@ func TestInvalidUTF8TokenIDIsReplaced(t *testing.T) {
 	g := NewWithT(t)
 	tok := manyTokens(1)[0].(*tokensv1alpha1.APIToken)
 	tok.Status.TokenID = "tok_\xff\xfe"
-	store, _ := fedStore(t, []client.Object{tok})
-	reg := prometheus.NewPedanticRegistry()
-	g.Expect(reg.Register(newTokenCollector(func() *tokenStore { return store }))).To(Succeed())
-	text := scrapeText(t, handlerOf(reg, store))
+	text := scrapeText(t, servedTokens(t, []client.Object{tok}))
 	g.Expect(text).To(ContainSubstring("token_id=\"tok_\uFFFD\""))
 	_, err := parse(text)
 	g.Expect(err).NotTo(HaveOccurred())
