@@ -32,6 +32,8 @@ func (b *tokensByBackend) OnAdd(obj any, _ bool) { b.move(nil, obj) }
 func (b *tokensByBackend) OnUpdate(old, obj any) { b.move(old, obj) }
 func (b *tokensByBackend) OnDelete(obj any)      { b.move(obj, nil) }
 
+// asAPIToken is the APIToken of an informer event's object, a tombstone's included; nil for
+// anything else.
 func asAPIToken(obj any) *tokensv1alpha1.APIToken {
 	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj

@@ -5,8 +5,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
-
-	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
 
 // tokenHolders maps "backendKey#tokenID" to the APITokens whose status names that token as
@@ -24,11 +22,8 @@ var _ toolscache.ResourceEventHandler = (*tokenHolders)(nil)
 
 // tokenRef is the key of an APIToken's current token, "" when it has none.
 func tokenRef(obj any) (string, types.UID) {
-	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	tok, ok := obj.(*tokensv1alpha1.APIToken)
-	if !ok || tok.Status.TokenID == "" {
+	tok := asAPIToken(obj)
+	if tok == nil || tok.Status.TokenID == "" {
 		return "", ""
 	}
 	return currentBackendKey(tok).String() + "#" + tok.Status.TokenID, tok.UID
