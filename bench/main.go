@@ -125,7 +125,7 @@ func main() {
 	flag.DurationVar(&o.syncInterval, "sync-interval", 10*time.Second, "manager --sync-interval, also the unit of the idle request count")
 	flag.IntVar(&o.idleIntervals, "idle-intervals", 6, "sync intervals over which idle backend requests are counted (0 skips)")
 	flag.IntVar(&o.expiryN, "expiry-tokens", 200, "tokens expiring within one minute, for the expiry lag (0 skips)")
-	flag.IntVar(&o.rotationN, "rotation-tokens", 200, "tokens that rotate once (lifetime 1m, grace 5s), and as many with a 720h lifetime for the spread (0 skips)")
+	flag.IntVar(&o.rotationN, "rotation-tokens", 200, "tokens that rotate once (lifetime 10m, renewal 60 s after issue, grace 5s), and as many with a 720h lifetime for the spread (0 skips)")
 	flag.IntVar(&o.unrelated, "unrelated-secrets", 300, "unrelated 1 MiB Secrets for the memory check (0 skips)")
 	flag.StringVar(&o.managerArgs, "manager-args", "", "comma-separated extra manager flags")
 	flag.StringVar(&o.managerEnv, "manager-env", "", "comma-separated KEY=VALUE added to the manager's environment, e.g. GOMEMLIMIT=80MiB")
