@@ -1,10 +1,15 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat's utime and stime: 100 on Linux for
@@ -85,3 +90,71 @@ func cpuSince(before map[string]float64) map[string]float64 {
 }
 
 func round2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
+
+// cpuProfileDir, when set (-cpu-profile-dir), receives CPU profiles of windows of the floor
+// and of the Ready phase: the kube-apiserver's in both (floor-c<conc>-apiserver.pb.gz,
+// ready-apiserver.pb.gz) and the manager's in Ready (ready-manager.pb.gz). Both phases keep
+// the two cores busy, so a profile's shares times the phase's CPU seconds (cpu_seconds_*)
+// say where the API server's extra work for the operator goes. Diagnostics only: a window
+// costs the profiled process a little CPU, so the rows of `make bench` are run without it.
+var (
+	cpuProfileDir    string
+	cpuProfileWindow time.Duration
+)
+
+// profileWindow starts a CPU profile of get's process after delay, for cpuProfileWindow,
+// written to cpuProfileDir/name; the returned wait blocks until it is written. A no-op
+// without -cpu-profile-dir.
+func profileWindow(name string, delay time.Duration, get func(seconds int) (*http.Response, error)) (wait func()) {
+	if cpuProfileDir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(delay)
+		resp, err := get(int(cpuProfileWindow.Seconds()))
+		if err != nil {
+			logf("CPU profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			logf("CPU profile %s: %s", name, resp.Status)
+			return
+		}
+		f, err := os.Create(filepath.Join(cpuProfileDir, name))
+		if err != nil {
+			logf("CPU profile %s: %v", name, err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			logf("CPU profile %s: %v", name, err)
+		}
+	}()
+	return func() { <-done }
+}
+
+// apiserverProfile fetches the kube-apiserver's CPU profile (its --profiling is on by default)
+// with the bench's admin credentials.
+func apiserverProfile(cfg *rest.Config) func(seconds int) (*http.Response, error) {
+	return func(seconds int) (*http.Response, error) {
+		// A connection of its own: client-go shares one HTTP/2 connection per config, and
+		// when the API server closed the profile's (GOAWAY) it took the bench's Ready watch
+		// with it.
+		tlsConfig, err := rest.TLSConfigFor(cfg)
+		if err != nil {
+			return nil, err
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}}
+		return hc.Get(strings.TrimSuffix(cfg.Host, "/") + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
+	}
+}
+
+// managerProfile fetches the manager's CPU profile from its --pprof-bind-address.
+func managerProfile(addr string) func(seconds int) (*http.Response, error) {
+	return func(seconds int) (*http.Response, error) {
+		return http.Get("http://" + addr + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds))
+	}
+}

@@ -48,7 +48,12 @@ type Results struct {
 	RatioToFloor float64 `json:"ratio_to_floor"`
 	// FloorShapeDifferences are the fields in which the floor's APIToken and Secret differ
 	// from the ones the operator wrote (checkFloorShape); empty when the writes match.
-	FloorShapeDifferences      []string       `json:"floor_shape_differences"`
+	FloorShapeDifferences []string `json:"floor_shape_differences"`
+	// ObjectBytes are the JSON sizes of one stored object of each kind, managedFields
+	// included, as a client reads them: the floor's APIToken and Secret (read at the end of
+	// the first floor run) and the operator's after Ready. Every write, watch event
+	// and response costs the API server in proportion to them.
+	ObjectBytes                map[string]int `json:"object_bytes,omitempty"`
 	APIWritesPerToken          float64        `json:"api_writes_per_token"`
 	APIWritesPerTokenEvents    float64        `json:"api_writes_per_token_including_events"`
 	BackendWritesPerToken      float64        `json:"backend_writes_per_token"`
@@ -129,6 +134,8 @@ func main() {
 	flag.IntVar(&o.unrelated, "unrelated-secrets", 300, "unrelated 1 MiB Secrets for the memory check (0 skips)")
 	flag.StringVar(&o.managerArgs, "manager-args", "", "comma-separated extra manager flags")
 	flag.StringVar(&o.managerEnv, "manager-env", "", "comma-separated KEY=VALUE added to the manager's environment, e.g. GOMEMLIMIT=80MiB")
+	flag.StringVar(&cpuProfileDir, "cpu-profile-dir", "", "write CPU profiles of a window of each floor and of Ready (API server, manager) to this directory")
+	flag.DurationVar(&cpuProfileWindow, "cpu-profile-window", 4*time.Second, "with -cpu-profile-dir: each window's length from the phase's start; longer than the phase, it holds the whole phase (the bench waits for it before going on)")
 	flag.StringVar(&keepHeapProfile, "keep-heap-profile", "", "copy the live-heap profile taken after Ready to this file")
 	flag.StringVar(&o.out, "out", "", "results file (default bench/results-n<N>[-latency<ms>ms][-env].json)")
 	flag.Parse()
@@ -198,23 +205,26 @@ func run(o options) error {
 		return err
 	}
 	res.ManagerBuiltFrom = pkg
+	logf("manager built from %s at %s", pkg, res.Commit)
+
+	// 1. The floor: the same writes by a plain client, no controller, at each concurrency,
+	// each on a control plane of its own.
+	if err := measureFloor(ctx, dir, o, res); err != nil {
+		return err
+	}
+
 	cp, err := harness.StartControlPlane(dir)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = cp.Stop() }()
 	kube := cp.Client
-	logf("control plane up; manager built from %s at %s", pkg, res.Commit)
+	logf("the operator's control plane up")
 
 	for _, ns := range []string{"bench", "bench-expiry", "bench-rotation"} {
 		if err := kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
-	}
-
-	// 1. The floor: the same writes by a plain client, no controller, at each concurrency.
-	if err := measureFloor(ctx, cp.Config, kube, o, res); err != nil {
-		return err
 	}
 
 	// 2. The backend and the manager.
@@ -283,9 +293,14 @@ func run(o options) error {
 	breakdownBefore := passBreakdown(mgr)
 	cpuBefore := cpuSeconds()
 	mem.enter("ready")
+	waitProfiles := []func(){profileWindow("ready-apiserver.pb.gz", 0, apiserverProfile(cp.Config)),
+		profileWindow("ready-manager.pb.gz", 0, managerProfile(pprofAddr))}
 	ready, err := createAndWait(ctx, cp.Config, kube, "bench", o.n, o.conc, nil)
 	if err != nil {
 		return err
+	}
+	for _, w := range waitProfiles {
+		w()
 	}
 	readyAt := time.Now()
 	res.CPUSecondsReady = cpuSince(cpuBefore)
@@ -295,6 +310,10 @@ func run(o options) error {
 		return err
 	}
 	beAfter := be.Stats()
+	if err := recordObjectBytes(ctx, kube, res, "bench", tokenObj("bench", 0).Name, ""); err != nil {
+		logf("object sizes not read: %v", err)
+	}
+	logf("stored object sizes in bytes, managedFields included: %v", res.ObjectBytes)
 	if diffs, err := checkFloorShape(ctx, kube, "bench", tokenObj("bench", 0).Name); err != nil {
 		logf("floor shape not checked: %v", err)
 		res.FloorShapeDifferences = []string{"not checked: " + err.Error()}

@@ -301,6 +301,19 @@ func table(rows []row) string {
 			}
 			return s
 		}},
+		{"floor's fields missing or extra against the operator's objects", func(r row) string {
+			if r.res.FloorShapeDifferences == nil {
+				return "not checked"
+			}
+			return strconv.Itoa(len(r.res.FloorShapeDifferences))
+		}},
+		{"stored bytes, APIToken / Secret: operator, floor", func(r row) string {
+			b := r.res.ObjectBytes
+			if b == nil {
+				return "–"
+			}
+			return fmt.Sprintf("%d / %d, %d / %d", b["apitoken"], b["secret"], b["floor apitoken"], b["floor secret"])
+		}},
 		{"RSS peak by phase (MiB)", func(r row) string { return byKey(r.res.RSSMiBPeakByPhase, "%.0f") }},
 		{"CPU s in Ready: operator run / floor", func(r row) string {
 			if r.res.CPUSecondsReady == nil {
