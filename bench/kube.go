@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -92,11 +93,12 @@ func createAndWait(ctx context.Context, cfg *rest.Config, kube client.Client, ns
 	if err != nil {
 		return 0, err
 	}
-	w, err := c.Watch(ctx, &tokensv1alpha1.APITokenList{}, client.InNamespace(ns))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := watchTokens(ctx, c, ns)
 	if err != nil {
 		return 0, err
 	}
-	defer w.Stop()
 	start := time.Now()
 	errc := make(chan error, 1)
 	go func() {
@@ -117,14 +119,10 @@ func createAndWait(ctx context.Context, cfg *rest.Config, kube client.Client, ns
 				return 0, err
 			}
 			errc = nil
-		case ev, ok := <-w.ResultChan():
+		case t, ok := <-events:
 			if !ok {
-				return 0, fmt.Errorf("watch closed with %d of %d Ready", len(ready), n)
+				return 0, fmt.Errorf("watch ended with %d of %d Ready", len(ready), n)
 			}
-			if ev.Type != watch.Added && ev.Type != watch.Modified {
-				continue
-			}
-			t := ev.Object.(*tokensv1alpha1.APIToken)
 			if harness.IsIssued(t) {
 				ready[t.Name] = true
 			}
@@ -133,6 +131,70 @@ func createAndWait(ctx context.Context, cfg *rest.Config, kube client.Client, ns
 		}
 	}
 	return time.Since(start), nil
+}
+
+// watchTokens delivers the APITokens of ns as they are added or change, until ctx ends. When
+// the API server ends the watch, it lists the namespace (delivering every token again) and
+// watches on from the list's resourceVersion, as an informer does: in session 7 the API
+// server ended the Ready phase's watch twice within seconds, and the bench failed with the
+// tokens not yet seen. Each restart is logged with the error event that preceded it.
+func watchTokens(ctx context.Context, c client.WithWatch, ns string) (<-chan *tokensv1alpha1.APIToken, error) {
+	w, err := c.Watch(ctx, &tokensv1alpha1.APITokenList{}, client.InNamespace(ns))
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *tokensv1alpha1.APIToken, 1024)
+	go func() {
+		defer close(out)
+		send := func(t *tokensv1alpha1.APIToken) bool {
+			select {
+			case out <- t:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		for {
+			var last string
+			for ev := range w.ResultChan() {
+				switch ev.Type {
+				case watch.Added, watch.Modified:
+					if t, ok := ev.Object.(*tokensv1alpha1.APIToken); ok && !send(t) {
+						w.Stop()
+						return
+					}
+				case watch.Error:
+					last = apierrors.FromObject(ev.Object).Error()
+				}
+			}
+			w.Stop()
+			for {
+				if ctx.Err() != nil {
+					return
+				}
+				var l tokensv1alpha1.APITokenList
+				if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
+					logf("watch of %s ended (%s); listing again: %v", ns, last, err)
+					time.Sleep(time.Second)
+					continue
+				}
+				logf("watch of %s ended (last error event: %q); listed %d tokens and watching on from resourceVersion %s", ns, last, len(l.Items), l.ResourceVersion)
+				for i := range l.Items {
+					if !send(&l.Items[i]) {
+						return
+					}
+				}
+				if w, err = c.Watch(ctx, &tokensv1alpha1.APITokenList{}, client.InNamespace(ns),
+					&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: l.ResourceVersion}}); err != nil {
+					logf("watch of %s: %v", ns, err)
+					time.Sleep(time.Second)
+					continue
+				}
+				break
+			}
+		}
+	}()
+	return out, nil
 }
 
 // expiryLag creates n tokens expiring evenly over one minute (starting 30 s from now, so
@@ -146,11 +208,12 @@ func expiryLag(ctx context.Context, cfg *rest.Config, kube client.Client, n, con
 	if err != nil {
 		return 0, 0, err
 	}
-	w, err := c.Watch(ctx, &tokensv1alpha1.APITokenList{}, client.InNamespace("bench-expiry"))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := watchTokens(ctx, c, "bench-expiry")
 	if err != nil {
 		return 0, 0, err
 	}
-	defer w.Stop()
 	if err := pool(n, conc, func(i int) error {
 		t := tokenObj("bench-expiry", i)
 		at := metav1.NewTime(expires(i))
@@ -164,12 +227,11 @@ func expiryLag(ctx context.Context, cfg *rest.Config, kube client.Client, n, con
 	timeout := time.After(3 * time.Minute)
 	for len(lags) < n {
 		select {
-		case ev, ok := <-w.ResultChan():
+		case t, ok := <-events:
 			if !ok {
-				return 0, 0, fmt.Errorf("watch closed")
+				return 0, 0, fmt.Errorf("watch ended")
 			}
-			t, isTok := ev.Object.(*tokensv1alpha1.APIToken)
-			if !isTok || seen[t.Name] || t.Status.Phase != tokensv1alpha1.PhaseInactive || harness.ReadyReason(t) != tokensv1alpha1.ReasonExpired {
+			if seen[t.Name] || t.Status.Phase != tokensv1alpha1.PhaseInactive || harness.ReadyReason(t) != tokensv1alpha1.ReasonExpired {
 				continue
 			}
 			seen[t.Name] = true
