@@ -134,10 +134,11 @@ func createAndWait(ctx context.Context, cfg *rest.Config, kube client.Client, ns
 }
 
 // watchTokens delivers the APITokens of ns as they are added or change, until ctx ends. When
-// the API server ends the watch, it lists the namespace (delivering every token again) and
-// watches on from the list's resourceVersion, as an informer does: in session 7 the API
-// server ended the Ready phase's watch twice within seconds, and the bench failed with the
-// tokens not yet seen. Each restart is logged with the error event that preceded it.
+// the API server ends the watch (in session 7 it ended the Ready phase's watch 2 to 16 s in,
+// on a loaded machine, and the bench failed with the tokens it had not seen yet), it watches
+// on from the last resourceVersion it saw, as a reflector does; only when the API server
+// refuses that version (410 Gone) does it list the namespace again, delivering every token
+// anew, and watch on from the list. Each restart is logged.
 func watchTokens(ctx context.Context, c client.WithWatch, ns string) (<-chan *tokensv1alpha1.APIToken, error) {
 	w, err := c.Watch(ctx, &tokensv1alpha1.APITokenList{}, client.InNamespace(ns))
 	if err != nil {
@@ -154,43 +155,57 @@ func watchTokens(ctx context.Context, c client.WithWatch, ns string) (<-chan *to
 				return false
 			}
 		}
+		rv := ""
 		for {
-			var last string
+			gone := false
 			for ev := range w.ResultChan() {
 				switch ev.Type {
 				case watch.Added, watch.Modified:
-					if t, ok := ev.Object.(*tokensv1alpha1.APIToken); ok && !send(t) {
+					t, ok := ev.Object.(*tokensv1alpha1.APIToken)
+					if !ok {
+						continue
+					}
+					rv = t.ResourceVersion
+					if !send(t) {
 						w.Stop()
 						return
 					}
 				case watch.Error:
-					last = apierrors.FromObject(ev.Object).Error()
+					err := apierrors.FromObject(ev.Object)
+					logf("watch of %s: %v", ns, err)
+					gone = gone || apierrors.IsGone(err) || apierrors.IsResourceExpired(err)
 				}
 			}
 			w.Stop()
-			for {
-				if ctx.Err() != nil {
-					return
-				}
-				var l tokensv1alpha1.APITokenList
-				if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
-					logf("watch of %s ended (%s); listing again: %v", ns, last, err)
-					time.Sleep(time.Second)
-					continue
-				}
-				logf("watch of %s ended (last error event: %q); listed %d tokens and watching on from resourceVersion %s", ns, last, len(l.Items), l.ResourceVersion)
-				for i := range l.Items {
-					if !send(&l.Items[i]) {
-						return
+			for ctx.Err() == nil {
+				if gone || rv == "" {
+					var l tokensv1alpha1.APITokenList
+					if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
+						logf("watch of %s: listing again: %v", ns, err)
+						time.Sleep(time.Second)
+						continue
 					}
+					logf("watch of %s ended; listed %d tokens", ns, len(l.Items))
+					for i := range l.Items {
+						if !send(&l.Items[i]) {
+							return
+						}
+					}
+					rv, gone = l.ResourceVersion, false
+				} else {
+					logf("watch of %s ended; watching on from resourceVersion %s", ns, rv)
 				}
 				if w, err = c.Watch(ctx, &tokensv1alpha1.APITokenList{}, client.InNamespace(ns),
-					&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: l.ResourceVersion}}); err != nil {
+					&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}}); err != nil {
 					logf("watch of %s: %v", ns, err)
+					gone = apierrors.IsGone(err) || apierrors.IsResourceExpired(err)
 					time.Sleep(time.Second)
 					continue
 				}
 				break
+			}
+			if ctx.Err() != nil {
+				return
 			}
 		}
 	}()
