@@ -171,6 +171,10 @@ func watchTokens(ctx context.Context, c client.WithWatch, ns string) (<-chan *to
 						return
 					}
 				case watch.Error:
+					if ctx.Err() != nil {
+						w.Stop()
+						return // the bench's own end of the watch
+					}
 					err := apierrors.FromObject(ev.Object)
 					logf("watch of %s: %v", ns, err)
 					gone = gone || apierrors.IsGone(err) || apierrors.IsResourceExpired(err)
