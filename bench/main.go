@@ -1,7 +1,8 @@
-// Command bench measures the operator against the physical floor of its API server: it
-// starts the hermetic control plane (bin/controlplane), the reference backend (in this
-// process, so its own counters give the backend requests) and the manager as a separate
-// process built from ./cmd/manager, and writes bench/results-n<N>.json. With -report it
+// Command bench measures the operator against the physical floor of its API server: the same
+// writes by a plain client, each floor concurrency on a hermetic control plane of its own
+// (bin/controlplane); then, on one more, the reference backend (in this process, so its own
+// counters give the backend requests) and the manager as a separate process built from
+// ./cmd/manager. It writes bench/results-n<N>.json. With -report it
 // regenerates the figures in docs/performance.md and bench/plot.svg from the committed
 // results files, and with -check it fails when a target is missed. See docs/performance.md.
 //
