@@ -253,7 +253,7 @@ func checkFloorShape(ctx context.Context, kube client.Client, ns, name string) (
 	floorTok.Spec = tok.Spec // the API server's defaults
 	floorTok.Status = floorStatus(floorTok, metav1.Now())
 	floorSec := floorSecret(floorTok)
-	var diffs []string
+	diffs := []string{}
 	for _, pair := range [][2]any{{&tok, floorTok}, {&sec, floorSec}} {
 		a, err := fieldPaths(pair[0])
 		if err != nil {
