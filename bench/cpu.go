@@ -141,8 +141,8 @@ func profileWindow(name string, delay time.Duration, get func(seconds int) (*htt
 func apiserverProfile(cfg *rest.Config) func(seconds int) (*http.Response, error) {
 	return func(seconds int) (*http.Response, error) {
 		// A connection of its own: client-go shares one HTTP/2 connection per config, and
-		// when the API server closed the profile's (GOAWAY) it took the bench's Ready watch
-		// with it.
+		// once the API server sent GOAWAY on the profile's connection while the bench's Ready
+		// watch ran on it too.
 		tlsConfig, err := rest.TLSConfigFor(cfg)
 		if err != nil {
 			return nil, err

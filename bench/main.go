@@ -300,11 +300,11 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	readyAt := time.Now()
+	res.CPUSecondsReady = cpuSince(cpuBefore)
 	for _, w := range waitProfiles {
 		w()
 	}
-	readyAt := time.Now()
-	res.CPUSecondsReady = cpuSince(cpuBefore)
 	// Every token's Issued Event, and no pass left: then the trailing writes have landed.
 	apiAfter, err := waitSettled(ctx, cp.Config, mgr, apiBefore, o.n)
 	if err != nil {
