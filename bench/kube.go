@@ -134,7 +134,7 @@ func createAndWait(ctx context.Context, cfg *rest.Config, kube client.Client, ns
 }
 
 // watchTokens delivers the APITokens of ns as they are added or change, until ctx ends. When
-// the API server ends the watch (in session 7 it ended the Ready phase's watch 2 to 16 s in,
+// the API server ends the watch (in session 7 it ended the Ready phase's watch 2 to 22 s in,
 // on a loaded machine, and the bench failed with the tokens it had not seen yet), it watches
 // on from the last resourceVersion it saw, as a reflector does; only when the API server
 // refuses that version (410 Gone) does it list the namespace again, delivering every token
