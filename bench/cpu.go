@@ -102,17 +102,16 @@ var (
 	cpuProfileWindow time.Duration
 )
 
-// profileWindow starts a CPU profile of get's process after delay, for cpuProfileWindow,
-// written to cpuProfileDir/name; the returned wait blocks until it is written. A no-op
-// without -cpu-profile-dir.
-func profileWindow(name string, delay time.Duration, get func(seconds int) (*http.Response, error)) (wait func()) {
+// profileWindow starts a CPU profile of get's process now, for cpuProfileWindow, written to
+// cpuProfileDir/name; the returned wait blocks until it is written. A no-op without
+// -cpu-profile-dir.
+func profileWindow(name string, get func(seconds int) (*http.Response, error)) (wait func()) {
 	if cpuProfileDir == "" {
 		return func() {}
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		time.Sleep(delay)
 		resp, err := get(int(cpuProfileWindow.Seconds()))
 		if err != nil {
 			logf("CPU profile %s: %v", name, err)

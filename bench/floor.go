@@ -73,7 +73,7 @@ func floorOn(ctx context.Context, cp *harness.ControlPlane, per, conc int, res *
 		return 0, nil, err
 	}
 	cpuBefore := cpuSeconds()
-	waitProfile := profileWindow(fmt.Sprintf("floor-c%d-apiserver.pb.gz", conc), 0, apiserverProfile(cp.Config))
+	waitProfile := profileWindow(fmt.Sprintf("floor-c%d-apiserver.pb.gz", conc), apiserverProfile(cp.Config))
 	d, err := runFloor(ctx, cp.Config, ns, per, conc)
 	cpu := cpuSince(cpuBefore)
 	waitProfile()
@@ -213,21 +213,30 @@ func fieldPaths(obj any) ([]string, error) {
 	return out, nil
 }
 
-// recordObjectBytes reads the APIToken ns/name and its Secret and records their JSON sizes
-// in res.ObjectBytes under prefix+"apitoken" and prefix+"secret".
-func recordObjectBytes(ctx context.Context, kube client.Client, res *Results, ns, name, prefix string) error {
+// tokenAndSecret reads the APIToken ns/name and the Secret its status names.
+func tokenAndSecret(ctx context.Context, kube client.Client, ns, name string) (*tokensv1alpha1.APIToken, *corev1.Secret, error) {
 	var tok tokensv1alpha1.APIToken
 	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &tok); err != nil {
-		return err
+		return nil, nil, err
 	}
 	var sec corev1.Secret
 	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: tok.Status.SecretName}, &sec); err != nil {
+		return nil, nil, err
+	}
+	return &tok, &sec, nil
+}
+
+// recordObjectBytes reads the APIToken ns/name and its Secret and records their JSON sizes
+// in res.ObjectBytes under prefix+"apitoken" and prefix+"secret".
+func recordObjectBytes(ctx context.Context, kube client.Client, res *Results, ns, name, prefix string) error {
+	tok, sec, err := tokenAndSecret(ctx, kube, ns, name)
+	if err != nil {
 		return err
 	}
 	if res.ObjectBytes == nil {
 		res.ObjectBytes = map[string]int{}
 	}
-	for kind, obj := range map[string]any{"apitoken": &tok, "secret": &sec} {
+	for kind, obj := range map[string]any{"apitoken": tok, "secret": sec} {
 		data, err := json.Marshal(obj)
 		if err != nil {
 			return err
@@ -240,12 +249,8 @@ func recordObjectBytes(ctx context.Context, kube client.Client, res *Results, ns
 // checkFloorShape compares the floor's objects with an APIToken the operator made Ready and
 // its Secret, by field paths, and returns what differs.
 func checkFloorShape(ctx context.Context, kube client.Client, ns, name string) ([]string, error) {
-	var tok tokensv1alpha1.APIToken
-	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &tok); err != nil {
-		return nil, err
-	}
-	var sec corev1.Secret
-	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: tok.Status.SecretName}, &sec); err != nil {
+	tok, sec, err := tokenAndSecret(ctx, kube, ns, name)
+	if err != nil {
 		return nil, err
 	}
 	floorTok := tokenObj(ns, 0)
@@ -254,7 +259,7 @@ func checkFloorShape(ctx context.Context, kube client.Client, ns, name string) (
 	floorTok.Status = floorStatus(floorTok, metav1.Now())
 	floorSec := floorSecret(floorTok)
 	diffs := []string{}
-	for _, pair := range [][2]any{{&tok, floorTok}, {&sec, floorSec}} {
+	for _, pair := range [][2]any{{tok, floorTok}, {sec, floorSec}} {
 		a, err := fieldPaths(pair[0])
 		if err != nil {
 			return nil, err

@@ -294,8 +294,8 @@ func run(o options) error {
 	breakdownBefore := passBreakdown(mgr)
 	cpuBefore := cpuSeconds()
 	mem.enter("ready")
-	waitProfiles := []func(){profileWindow("ready-apiserver.pb.gz", 0, apiserverProfile(cp.Config)),
-		profileWindow("ready-manager.pb.gz", 0, managerProfile(pprofAddr))}
+	waitProfiles := []func(){profileWindow("ready-apiserver.pb.gz", apiserverProfile(cp.Config)),
+		profileWindow("ready-manager.pb.gz", managerProfile(pprofAddr))}
 	ready, err := createAndWait(ctx, cp.Config, kube, "bench", o.n, o.conc, nil)
 	if err != nil {
 		return err
