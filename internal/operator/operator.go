@@ -249,6 +249,11 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 	if err := mgr.Add(recorder); err != nil {
 		return nil, err
 	}
+	// An object the informers cannot decode is left out of the cache (api/v1alpha1's lists) and
+	// reported where its owner sees it.
+	if err := mgr.Add(controllers.NewUndecodableReporter(recorder, logger.WithName("undecodable"))); err != nil {
+		return nil, err
+	}
 	inventory := controllers.NewInventory(registry, mgr.GetClient(), o.SyncInterval, o.Clock)
 	inventory.ClusterIdentity = cluster
 	inventory.TokensOf = controllers.IndexedTokens(mgr.GetCache())
