@@ -102,23 +102,29 @@ type SecretTemplate struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.gracePeriod) || has(self.renewBefore) || !has(self.lifetime) || duration(self.gracePeriod).getSeconds() * 3 <= duration(self.lifetime).getSeconds()",message="spec.rotation.gracePeriod must not be longer than spec.rotation.renewBefore (default: lifetime/3)",fieldPath=".gracePeriod"
 type RotationSpec struct {
 	// Lifetime turns on scheduled rotation: each backend token is created with an expiry of issue time plus lifetime (never past spec.expiresAt), so it dies on the backend even when the operator is gone.
-	// At least 1m.
+	// At least 1m, at most 8760h (a year).
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('8760h')",message="spec.rotation.lifetime must be at most 8760h"
 	// +optional
 	Lifetime *metav1.Duration `json:"lifetime,omitempty"`
 
 	// RenewBefore is how long before a token's backend expiry its successor is issued: slack for outages.
 	// Defaults to a third of lifetime; shorter than lifetime.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('8760h')",message="spec.rotation.renewBefore must be at most 8760h"
 	// +optional
 	RenewBefore *metav1.Duration `json:"renewBefore,omitempty"`
 
 	// GracePeriod is the overlap of every replacement (scheduled, the rotate annotation, a permission or description change, Secret drift): the old token stays active this long after the Secret holds its successor.
-	// Default 0; at most renewBefore.
+	// Default 0; at most renewBefore, and at most 168h (a week) with or without a lifetime: a longer overlap keeps an old value alive long after anyone should use it.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('168h')",message="spec.rotation.gracePeriod must be at most 168h"
 	// +optional
 	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
 
@@ -130,9 +136,11 @@ type RotationSpec struct {
 // RetireWhenUnused says when an old token counts as unused.
 type RetireWhenUnused struct {
 	// QuietPeriod is how long the old token must have gone unused (by the backend's last-used information, read once per sync interval) while the successor is in use.
-	// Keep it at least three sync intervals.
+	// Keep it at least three sync intervals; at most 168h.
 	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:Pattern=`^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('168h')",message="spec.rotation.retireWhenUnused.quietPeriod must be at most 168h"
 	// +required
 	QuietPeriod metav1.Duration `json:"quietPeriod"`
 }
@@ -175,6 +183,11 @@ type APITokenSpec struct {
 	// ExpiresAt is the RFC 3339 time at which the token stops working; unset means it never expires.
 	// At that second the token is deactivated and the phase becomes Inactive.
 	// Changing it replaces the token; a time already past when the token would be issued fails with reason ExpiresAtInPast.
+	// Written as YYYY-MM-DDThh:mm:ss with an optional fraction of a second and Z or a ±hh:mm offset, before the year 9000.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=date-time
+	// +kubebuilder:validation:Pattern=`^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$`
+	// +kubebuilder:validation:XValidation:rule="self < timestamp('9000-01-01T00:00:00Z')",message="spec.expiresAt must be before 9000-01-01"
 	// +optional
 	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
 
@@ -221,6 +234,7 @@ type APITokenSpec struct {
 	Rotation *RotationSpec `json:"rotation,omitempty"`
 
 	// DeletionPolicy says what happens to the backend token when the APIToken is deleted: Revoke (default) deactivates it and removes the Secret; Retain leaves it active and keeps the Secret (without owner reference or managed-by label), even when the backend cannot be reached.
+	// Retain needs the backend's consent (spec.retainNamespaces, and spec.retainFullAccessNamespaces for a FullAccess token): refused, the APIToken reports reason RetainNotAllowed and its deletion waits until deletionPolicy is Revoke.
 	// +kubebuilder:default=Revoke
 	// +optional
 	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
@@ -256,6 +270,9 @@ type PreviousToken struct {
 	// TokenHint is its last four characters.
 	// +optional
 	TokenHint string `json:"tokenHint,omitempty"`
+	// Permission of the old token: a FullAccess one is retired at once, without overlap, where the backend no longer allows FullAccess.
+	// +optional
+	Permission Permission `json:"permission,omitempty"`
 	// Backend holds the token.
 	Backend BackendStatusReference `json:"backend"`
 	// SupersededAt is when the Secret stopped holding it.

@@ -89,6 +89,10 @@ const (
 	ReasonInsufficientHistory = "InsufficientHistory"
 	// ReasonLeastPrivilege (LeastPrivilege=True): the permission fits the observed use.
 	ReasonLeastPrivilege = "PermissionFitsUse"
+	// ReasonRetainNotAllowed: spec.deletionPolicy is Retain, and the backend does not allow
+	// this namespace to retain a token of this permission (retainNamespaces,
+	// retainFullAccessNamespaces). The token works; deletion waits until deletionPolicy is Revoke.
+	ReasonRetainNotAllowed = "RetainNotAllowed"
 	// ReasonDeleting: the APIToken is being deleted and its backend token is being
 	// deactivated (deletionPolicy Revoke) before the finalizer is removed.
 	ReasonDeleting = "Deleting"
@@ -159,6 +163,10 @@ const (
 	// EventRolloutBlocked (Warning): an opted-in workload cannot roll out (a paused
 	// Deployment); the predecessor waits for the grace period.
 	EventRolloutBlocked = "RolloutBlocked"
+	// EventUndecodable (Warning): the operator could not decode the object as stored (a value
+	// its Go type refuses, brought in past the schema by a CRD upgrade or a direct etcd write);
+	// it is left out of the operator's cache, so nothing is done for it until it is fixed.
+	EventUndecodable = "Undecodable"
 	// EventRetained (Warning): deletionPolicy Retain left tokens active that could not all be
 	// checked.
 	EventRetained = "Retained"

@@ -47,6 +47,17 @@ type StatusBackendSpec struct {
 	// A FullAccess APIToken outside it fails with reason PermissionNotAllowed, and a token it already holds is deactivated.
 	// +optional
 	FullAccessNamespaces *metav1.LabelSelector `json:"fullAccessNamespaces,omitempty"`
+
+	// RetainNamespaces selects, by label, the namespaces whose APITokens may use deletionPolicy: Retain for ReadOnly tokens: deleting such an APIToken leaves its token active, managed by nobody.
+	// Unset allows every namespace that may use the backend.
+	// An APIToken outside it that asks for Retain reports Ready=False with reason RetainNotAllowed, and its deletion waits until spec.deletionPolicy is Revoke.
+	// +optional
+	RetainNamespaces *metav1.LabelSelector `json:"retainNamespaces,omitempty"`
+
+	// RetainFullAccessNamespaces selects, by label, the namespaces whose FullAccess tokens may be retained (deletionPolicy: Retain).
+	// Unset allows none: a retained FullAccess token is a permanent credential that no policy of this backend reaches any more.
+	// +optional
+	RetainFullAccessNamespaces *metav1.LabelSelector `json:"retainFullAccessNamespaces,omitempty"`
 }
 
 // ClusterStatusBackendSpec is a StatusBackendSpec usable from many namespaces.

@@ -2,6 +2,7 @@ package v1alpha1_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,27 @@ func TestSchemaRejectsBadManifests(t *testing.T) {
 		{"rotation gracePeriod longer than renewBefore", token("  permission: ReadOnly\n  rotation: {lifetime: 10h, renewBefore: 1h, gracePeriod: 2h}"), "spec.rotation.gracePeriod"},
 		{"rotation gracePeriod longer than the default renewBefore", token("  permission: ReadOnly\n  rotation: {lifetime: 3h, gracePeriod: 2h}"), "spec.rotation.gracePeriod"},
 		{"rotation quietPeriod missing", token("  permission: ReadOnly\n  rotation: {gracePeriod: 1h, retireWhenUnused: {}}"), "spec.rotation.retireWhenUnused.quietPeriod"},
+		// Values the API server's own formats accept but the Go types cannot decode: stored,
+		// one of them stopped the manager's LIST of APITokens for every namespace.
+		{"rotation gracePeriod beyond time.Duration", token("  permission: ReadOnly\n  rotation: {gracePeriod: 99999999999h}"), "spec.rotation.gracePeriod"},
+		{"rotation gracePeriod of a century without lifetime", token("  permission: ReadOnly\n  rotation: {gracePeriod: 876000h}"), "spec.rotation.gracePeriod"},
+		{"rotation gracePeriod over a week", token("  permission: ReadOnly\n  rotation: {gracePeriod: 169h}"), "spec.rotation.gracePeriod"},
+		{"rotation gracePeriod summing past time.Duration", token("  permission: ReadOnly\n  rotation: {gracePeriod: 999999999h999999999h}"), "spec.rotation.gracePeriod"},
+		{"rotation quietPeriod beyond time.Duration", token("  permission: ReadOnly\n  rotation: {gracePeriod: 1h, retireWhenUnused: {quietPeriod: 99999999999h}}"), "spec.rotation.retireWhenUnused.quietPeriod"},
+		{"rotation quietPeriod over a week", token("  permission: ReadOnly\n  rotation: {retireWhenUnused: {quietPeriod: 200h}}"), "spec.rotation.retireWhenUnused.quietPeriod"},
+		{"rotation lifetime beyond time.Duration", token("  permission: ReadOnly\n  rotation: {lifetime: 99999999999h}"), "spec.rotation.lifetime"},
+		{"rotation lifetime over a year", token("  permission: ReadOnly\n  rotation: {lifetime: 8761h}"), "spec.rotation.lifetime"},
+		{"rotation renewBefore beyond time.Duration", token("  permission: ReadOnly\n  rotation: {lifetime: 10h, renewBefore: 99999999999h}"), "spec.rotation.renewBefore"},
+		{"expiresAt with an offset of 25 hours", token("  permission: ReadOnly\n  expiresAt: \"2030-06-30T00:00:00+25:00\""), "spec.expiresAt"},
+		{"expiresAt with junk after the seconds", token("  permission: ReadOnly\n  expiresAt: \"2030-06-30T00:00:00x5Z\""), "spec.expiresAt"},
+		{"expiresAt on the 30th of February", token("  permission: ReadOnly\n  expiresAt: \"2030-02-30T00:00:00Z\""), "spec.expiresAt"},
+		{"expiresAt at hour 24", token("  permission: ReadOnly\n  expiresAt: \"2030-06-30T24:00:00Z\""), "spec.expiresAt"},
+		{"expiresAt with a leap second", token("  permission: ReadOnly\n  expiresAt: \"2030-06-30T23:59:60Z\""), "spec.expiresAt"},
+		{"expiresAt in lower case", token("  permission: ReadOnly\n  expiresAt: \"2030-06-30t00:00:00z\""), "spec.expiresAt"},
+		// The backend protocol refuses years from 9000 on: what the cluster admits, the backend must not refuse.
+		{"expiresAt in the year 9999", token("  permission: ReadOnly\n  expiresAt: \"9999-12-31T23:59:59Z\""), "spec.expiresAt"},
+		{"expiresAt in the year 9000", token("  permission: ReadOnly\n  expiresAt: \"9000-01-01T00:00:00Z\""), "spec.expiresAt"},
+		{"retainNamespaces of the wrong type", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: b}\n  retainNamespaces: all"), "spec.retainNamespaces"},
 		{"fullAccessNamespaces of the wrong type", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: b}\n  fullAccessNamespaces: all"), "spec.fullAccessNamespaces"},
 		{"secretTemplate label of the wrong type", token("  permission: ReadOnly\n  secretTemplate: {labels: {team: {a: b}}}"), "spec.secretTemplate.labels.team"},
 		{"name too long for a label value", strings.Replace(token("  permission: ReadOnly"), "name: bad", "name: "+strings.Repeat("n", 64), 1), "metadata.name"},
@@ -101,6 +123,30 @@ func TestSchemaRejectsBadManifests(t *testing.T) {
 			g.Expect(err.Error()).To(ContainSubstring(tc.field))
 		})
 	}
+}
+
+// TestStoredTimesAndDurationsDecode: every duration and time the schema admits at its edges
+// is stored and read back through the Go types, so no admitted value can stop a LIST.
+func TestStoredTimesAndDurationsDecode(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	g := NewWithT(t)
+	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	specs := []string{
+		"  permission: ReadOnly\n  expiresAt: \"8999-12-31T23:59:59.999999999+23:59\"",
+		"  permission: ReadOnly\n  expiresAt: \"2030-06-30T00:00:00-00:00\"",
+		"  permission: ReadOnly\n  expiresAt: \"2030-06-30T00:00:00.5Z\"",
+		"  permission: ReadOnly\n  rotation: {lifetime: 8760h, renewBefore: 8759h59m59s, gracePeriod: 168h, retireWhenUnused: {quietPeriod: 168h}}",
+		"  permission: ReadOnly\n  rotation: {lifetime: 1m, gracePeriod: 20s}",
+		"  permission: ReadOnly\n  rotation: {gracePeriod: 1.5h, retireWhenUnused: {quietPeriod: 90m30s}}",
+	}
+	for i, spec := range specs {
+		manifest := fmt.Sprintf("apiVersion: tokens.statusops.dev/v1alpha1\nkind: APIToken\nmetadata: {name: edge-%d, namespace: %s}\nspec:\n%s", i, ns, spec)
+		g.Expect(env.Client.Create(ctx, object(t, manifest), client.FieldValidation("Strict"))).To(Succeed(), spec)
+	}
+	var list tokensv1alpha1.APITokenList
+	g.Expect(env.Client.List(ctx, &list, client.InNamespace(ns))).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(len(specs)), "every admitted object decodes")
 }
 
 // TestSamplesAreAcceptedAndDefaulted applies config/samples and checks the defaults the
