@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -54,6 +55,15 @@ type tokenInputs struct {
 	rolloutsPending []string
 	// predecessorUse is the backend's last use of each draining predecessor, by id.
 	predecessorUse map[string]*time.Time
+	// predecessorsInactive are the draining predecessors their backend's inventory no longer
+	// lists active: they leave status.
+	predecessorsInactive []string
+	// predecessorPermission is the inventory's permission of predecessors whose status entry
+	// has none (written before status kept it).
+	predecessorPermission map[string]tokensv1alpha1.Permission
+	// fullAccessAllowedOn says, for the backend of the current token and of each predecessor,
+	// whether it still allows FullAccess tokens in this namespace.
+	fullAccessAllowedOn map[BackendKey]bool
 	// extraActive are active tokens carrying this APIToken's UID on the current backend,
 	// from the inventory, that status does not name: a sweep must deactivate them.
 	extraActive []string
@@ -72,9 +82,9 @@ type backendState struct {
 	deleting bool
 	ready    bool
 	message  string // why it is not Ready
-	allowed  bool   // allowedNamespaces selects the APIToken's namespace
-	// fullAccessAllowed: fullAccessNamespaces (unset: all) selects the APIToken's namespace.
-	fullAccessAllowed bool
+	// namespacePolicy is what the backend's selectors allow the APIToken's namespace:
+	// allowedNamespaces, fullAccessNamespaces, retainNamespaces, retainFullAccessNamespaces.
+	namespacePolicy
 	// disabled: the backend's kind is switched off in this installation.
 	disabled bool
 	uid      string
@@ -185,7 +195,33 @@ func withOutcome(in tokenInputs, d decision) decision {
 	default:
 		d.report = steadyReport(tok)
 	}
+	if d.report.kind == reportIssued {
+		if why := retainRefused(in); why != "" {
+			d.report.reason, d.report.message = tokensv1alpha1.ReasonRetainNotAllowed, why
+			if c := readyCondition(tok); (c == nil || c.Reason != tokensv1alpha1.ReasonRetainNotAllowed) && d.event == nil {
+				d.event = &eventSpec{corev1.EventTypeWarning, tokensv1alpha1.EventFailed, why}
+			}
+		}
+	}
 	return d
+}
+
+// retainRefused says why spec.deletionPolicy Retain is refused for this token, or "". A
+// retained token outlives every policy (a namespace losing FullAccess reaches it no more), so
+// the backend's admin decides who may retain, and a FullAccess token by default nobody.
+func retainRefused(in tokenInputs) string {
+	tok := in.token
+	if tok.Spec.DeletionPolicy != tokensv1alpha1.DeletionPolicyRetain || !in.backend.found {
+		return ""
+	}
+	fullAccess := tok.Spec.Permission == tokensv1alpha1.PermissionFullAccess || tok.Status.Permission == tokensv1alpha1.PermissionFullAccess
+	switch {
+	case fullAccess && !in.backend.retainFullAccessAllowed:
+		return fmt.Sprintf("%s does not allow FullAccess tokens to be retained in namespace %q (spec.retainFullAccessNamespaces), so deleting this APIToken will wait instead of leaving its token active. Set spec.deletionPolicy: Revoke, or ask the cluster admin to allow it.", in.backend.key, tok.Namespace)
+	case !fullAccess && !in.backend.retainAllowed:
+		return fmt.Sprintf("%s does not allow tokens to be retained in namespace %q (spec.retainNamespaces), so deleting this APIToken will wait instead of leaving its token active. Set spec.deletionPolicy: Revoke, or ask the cluster admin to allow it.", in.backend.key, tok.Namespace)
+	}
+	return ""
 }
 
 // steadyReport is what holds when nothing is left to do: deactivated on request, expired,
@@ -249,6 +285,10 @@ func chooseAction(in tokenInputs) decision {
 	if d, ok := policyDecision(in); ok {
 		return d
 	}
+	if due := predecessorsToEndNow(in); len(due) > 0 {
+		// Retired before anything else; the next pass (at once) goes on with the rest.
+		return decision{action: actionRetire, retire: due, requeueAt: in.now}
+	}
 	if !tok.IsActiveRequested() {
 		if mayBeActive(tok) {
 			return decision{action: actionDeactivate}
@@ -269,7 +309,7 @@ func chooseAction(in tokenInputs) decision {
 			return decision{action: actionFail, reason: tokensv1alpha1.ReasonIssuanceLimited, requeueAt: in.windowEnds,
 				why: fmt.Sprintf("%d tokens were created for this APIToken within the issuance window, the most allowed; a new one is needed because %s. The operator issues again at %s; if tokens keep being replaced, check the backend's answers and the Events of this APIToken.", in.issuesInWindow, why, in.windowEnds.UTC().Format(time.RFC3339))}
 		}
-		return decision{action: actionIssue, reason: event, why: why, overlap: overlapsFor(tok, event)}
+		return decision{action: actionIssue, reason: event, why: why, overlap: overlapsFor(tok, event) && !fullAccessEnds(in, st.Permission, currentBackendKey(tok))}
 	}
 	if due := retirementsDue(in); len(due) > 0 {
 		return decision{action: actionRetire, retire: due, requeueAt: nextDeadline(tok)}
@@ -341,6 +381,39 @@ func policyDecision(in tokenInputs) (decision, bool) {
 		return decision{action: actionRevoke, reason: reason, why: why + " Its token was deactivated."}, true
 	}
 	return decision{action: actionFail, reason: reason, why: why}, true
+}
+
+// fullAccessEnds: a token of this permission on this backend may not stay active, because
+// the backend no longer allows FullAccess in the namespace. Such a token gets no overlap.
+func fullAccessEnds(in tokenInputs, p tokensv1alpha1.Permission, key BackendKey) bool {
+	allowed, known := in.fullAccessAllowedOn[key]
+	if !known {
+		allowed = key != in.backend.key || in.backend.fullAccessAllowed
+	}
+	return p == tokensv1alpha1.PermissionFullAccess && !allowed
+}
+
+// predecessorsToEndNow are the draining predecessors that may not drain any longer: those
+// their backend no longer lists active (they leave status), and FullAccess ones where FullAccess
+// is no longer allowed (no overlap for them: the switch to ReadOnly, or an adopted legacy
+// FullAccess token, must not leave write access alive for the grace period).
+func predecessorsToEndNow(in tokenInputs) []retirement {
+	var out []retirement
+	for _, p := range in.token.Status.PreviousTokens {
+		perm := p.Permission
+		if perm == "" {
+			// Written before status kept the permission: the inventory's, and if it is not
+			// listed, assumed FullAccess (where that is not allowed the overlap ends early).
+			perm = cmp.Or(in.predecessorPermission[p.TokenID], tokensv1alpha1.PermissionFullAccess)
+		}
+		switch {
+		case slices.Contains(in.predecessorsInactive, p.TokenID):
+			out = append(out, retirement{tokenID: p.TokenID, why: "its backend no longer lists it as active"})
+		case fullAccessEnds(in, perm, keyOfRef(p.Backend)):
+			out = append(out, retirement{tokenID: p.TokenID, why: fmt.Sprintf("FullAccess tokens are no longer allowed in namespace %q (spec.fullAccessNamespaces of %s), so no FullAccess token keeps working for an overlap", in.token.Namespace, keyOfRef(p.Backend))})
+		}
+	}
+	return out
 }
 
 // stuckDecision keeps a failure that only a spec change can cure, so that a backend that

@@ -43,7 +43,8 @@ func TestDecide(t *testing.T) {
 		}
 		return s
 	}
-	ready := backendState{found: true, ready: true, allowed: true, fullAccessAllowed: true, url: "http://b/api/v3", key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}}
+	ready := backendState{found: true, ready: true, namespacePolicy: namespacePolicy{allowed: true, fullAccessAllowed: true, retainAllowed: true}, url: "http://b/api/v3", key: BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}}
+	defaultRef := tokensv1alpha1.BackendStatusReference{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "default"}
 	inv := func(active ...string) *inventorySnapshot {
 		s := &inventorySnapshot{takenAt: now, active: map[string]inventoryEntry{}}
 		for _, id := range active {
@@ -200,6 +201,46 @@ func TestDecide(t *testing.T) {
 			in.inventory = &inventorySnapshot{takenAt: now, active: map[string]inventoryEntry{"tok_1": {}, "tok_0": {}}, byExternalID: map[string][]string{"": {"tok_1", "tok_0"}}}
 			in.extraActive = extraActiveTokens(in.token, in.inventory)
 		}, action: actionNone},
+		// Issue 27, finding 3: where FullAccess is not allowed, no FullAccess token drains.
+		{name: "a FullAccess predecessor is retired at once where FullAccess is no longer allowed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Rotation = &tokensv1alpha1.RotationSpec{GracePeriod: &metav1.Duration{Duration: 100 * time.Hour}}
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", Permission: tokensv1alpha1.PermissionFullAccess, Backend: defaultRef, SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionRetire, why: "", requeue: &metav1.Time{Time: now}},
+		{name: "a ReadOnly predecessor drains where FullAccess is not allowed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", Permission: tokensv1alpha1.PermissionReadOnly, Backend: defaultRef, SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionNone, requeue: &future},
+		{name: "a FullAccess predecessor drains where FullAccess is allowed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", Permission: tokensv1alpha1.PermissionFullAccess, SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, action: actionNone, requeue: &future},
+		{name: "a predecessor of unknown permission counts as FullAccess where that is not allowed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", Backend: defaultRef, SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionRetire},
+		{name: "a predecessor of unknown permission the inventory lists ReadOnly drains", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", Backend: defaultRef, SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) {
+			in.backend.fullAccessAllowed = false
+			in.predecessorPermission = map[string]tokensv1alpha1.Permission{"tok_0": tokensv1alpha1.PermissionReadOnly}
+		}, action: actionNone},
+		{name: "an adopted FullAccess token is replaced without overlap where FullAccess is not allowed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Rotation = &tokensv1alpha1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Hour}}
+			t.Status.Permission = tokensv1alpha1.PermissionFullAccess
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.backend.fullAccessAllowed = false }, action: actionIssue, why: "spec.permission changed", overlap: false},
+		{name: "a switch from FullAccess to ReadOnly overlaps where FullAccess is allowed", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Rotation = &tokensv1alpha1.RotationSpec{GracePeriod: &metav1.Duration{Duration: time.Hour}}
+			t.Status.Permission = tokensv1alpha1.PermissionFullAccess
+		}), secret: secretFor, action: actionIssue, why: "spec.permission changed", overlap: true},
+		// Finding 4: a predecessor seen inactive leaves status.
+		{name: "a predecessor the inventory no longer lists leaves status", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Status.PreviousTokens = []tokensv1alpha1.PreviousToken{{TokenID: "tok_0", Permission: tokensv1alpha1.PermissionReadOnly, SupersededAt: issuedAt, RetireAt: future}}
+		}), secret: secretFor, mutIn: func(in *tokenInputs) { in.predecessorsInactive = []string{"tok_0"} }, action: actionRetire},
+		// Finding 9: Retain needs the backend's consent; refused, the token works and the APIToken is Stalled.
+		{name: "a refused Retain of a FullAccess token stalls and keeps the token", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.Permission, t.Status.Permission = tokensv1alpha1.PermissionFullAccess, tokensv1alpha1.PermissionFullAccess
+			t.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyRetain
+		}), secret: secretFor, action: actionNone, report: reportIssued, event: tokensv1alpha1.EventFailed},
+		{name: "Retain of a ReadOnly token is allowed by default", tok: issued(func(t *tokensv1alpha1.APIToken) {
+			t.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyRetain
+		}), secret: secretFor, action: actionNone, report: reportIssued, event: "none"},
 		{name: "secretName changed issues into the new Secret", tok: issued(func(t *tokensv1alpha1.APIToken) { t.Status.SecretName = "old-name" }), action: actionIssue, why: "spec.secretName changed"},
 		{name: "listed on backend is fine", tok: issued(), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv("tok_1") }, action: actionNone},
 		{name: "inventory older than the token is ignored", tok: issued(func(t *tokensv1alpha1.APIToken) { n := metav1.NewTime(now.Add(-time.Second)); t.Status.IssuedAt = &n }), secret: secretFor, mutIn: func(in *tokenInputs) { in.inventory = inv() }, action: actionNone},
@@ -236,6 +277,10 @@ func TestDecide(t *testing.T) {
 			}
 			if tc.report != reportNone {
 				g.Expect(d.report.kind).To(Equal(tc.report), "report")
+				if tc.report == reportIssued {
+					refused := tc.tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain && tc.tok.Spec.Permission == tokensv1alpha1.PermissionFullAccess
+					g.Expect(d.report.reason == tokensv1alpha1.ReasonRetainNotAllowed).To(Equal(refused), "RetainNotAllowed reported: %q", d.report.message)
+				}
 				if tc.report == reportStalled || tc.report == reportFailed {
 					g.Expect(d.report.reason).To(Equal(d.reason))
 					g.Expect(d.report.message).To(Equal(d.why))

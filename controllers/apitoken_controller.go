@@ -46,8 +46,9 @@ const backendRefIndex = "spec.backendRef"
 const secretNameIndex = "spec.secretName"
 
 // backendsOf lists every backend an APIToken depends on: the one its spec names, the one
-// that holds its current token, and those holding tokens still to be deactivated. A backend
-// (and its credential) is kept while any of them is in use.
+// that holds its current token, those holding draining predecessors, and those holding
+// tokens still to be deactivated. A backend (and its credential) is kept while any of them
+// is in use, and its inventory looks at them all.
 func backendsOf(tok *tokensv1alpha1.APIToken) []string {
 	keys := []string{backendKeyFor(tok).String()}
 	add := func(k string) {
@@ -56,6 +57,9 @@ func backendsOf(tok *tokensv1alpha1.APIToken) []string {
 		}
 	}
 	add(currentBackendKey(tok).String())
+	for _, p := range tok.Status.PreviousTokens {
+		add(keyOfRef(p.Backend).String())
+	}
 	for _, p := range tok.Status.PendingDeactivation {
 		add(keyOfRef(p.Backend).String())
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,10 +27,27 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 	}
 	switch {
 	case tok.Annotations[tokensv1alpha1.AnnotationSkipRevoke] == "true":
-		r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRevocationSkipped, fmt.Sprintf(
-			"Deleted without deactivating (annotation %s): token %s on %s, and any token listed in status.pendingDeactivation, may still be active. Deactivate them in the backend by hand.",
-			tokensv1alpha1.AnnotationSkipRevoke, tok.Status.TokenID, currentBackendKey(tok)))
+		// The way out when a backend is gone for good, not a way to keep a token: a backend that
+		// answers gets this APIToken's tokens deactivated first, as without the annotation
+		// (else skip-revoke would retain tokens the backend's retain policy refuses).
+		if !r.revokedBeforeSkipping(ctx, tok) {
+			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRevocationSkipped, fmt.Sprintf(
+				"Deleted without deactivating (annotation %s): token %s on %s, and any token listed in status.pendingDeactivation, may still be active. Deactivate them in the backend by hand.",
+				tokensv1alpha1.AnnotationSkipRevoke, tok.Status.TokenID, currentBackendKey(tok)))
+		}
 	case tok.Spec.DeletionPolicy == tokensv1alpha1.DeletionPolicyRetain:
+		why, err := r.retainRefusedOnDelete(ctx, tok)
+		if err != nil {
+			return false, ctrl.Result{}, err
+		}
+		if why != "" {
+			// Never a silent revoke of a token the person asked to keep: the deletion waits.
+			if c := readyCondition(tok); c == nil || !strings.HasPrefix(c.Message, why) {
+				r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventFailed, why)
+			}
+			markDeleting(tok, why)
+			return false, ctrl.Result{}, nil
+		}
 		// Retain never blocks on the backend: the sweep of the other tokens is best effort.
 		if res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID); res.err != nil || len(res.waiting) > 0 {
 			r.event(tok, corev1.EventTypeWarning, tokensv1alpha1.EventRetained, fmt.Sprintf("Token %s was left active (deletionPolicy Retain); older tokens of this APIToken could not all be deactivated on %s.", tok.Status.TokenID, currentBackendKey(tok)))
@@ -48,6 +66,33 @@ func (r *APITokenReconciler) reconcileDelete(ctx context.Context, tok *tokensv1a
 		return false, ctrl.Result{}, fmt.Errorf("removing finalizer: %w", err)
 	}
 	return true, ctrl.Result{}, nil
+}
+
+// revokedBeforeSkipping deactivates this APIToken's tokens when the backend holding the
+// current one is registered (it answered its last check); it reports whether that finished.
+// Any failure lets the skip-revoke annotation do what it says.
+func (r *APITokenReconciler) revokedBeforeSkipping(ctx context.Context, tok *tokensv1alpha1.APIToken) bool {
+	if _, _, registered := r.Registry.Get(currentBackendKey(tok)); !registered {
+		return false
+	}
+	done, _, err := r.revokeForDeletion(ctx, tok)
+	return done && err == nil
+}
+
+// retainRefusedOnDelete says why the backend holding the current token refuses Retain for it
+// (retainRefused), or "". A backend object that is gone refuses nothing: there is nothing
+// left to deactivate with.
+func (r *APITokenReconciler) retainRefusedOnDelete(ctx context.Context, tok *tokensv1alpha1.APIToken) (string, error) {
+	key := currentBackendKey(tok)
+	o, err := r.readBackend(ctx, key)
+	if err != nil || !o.found {
+		return "", err
+	}
+	pol, err := r.namespacePolicyOf(ctx, o, tok.Namespace)
+	if err != nil {
+		return "", err
+	}
+	return retainRefused(tokenInputs{token: tok, backend: backendState{key: key, found: true, namespacePolicy: pol}}), nil
 }
 
 // revokeForDeletion deactivates every token of this APIToken on every backend that holds

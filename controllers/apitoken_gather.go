@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,9 @@ func (r *APITokenReconciler) gather(ctx context.Context, tok *tokensv1alpha1.API
 	}
 	in.extraActive = extraActiveTokens(tok, in.inventory)
 	in.predecessorUse = r.predecessorUse(tok)
+	if err := r.gatherPredecessors(ctx, tok, &in); err != nil {
+		return in, err
+	}
 	if in.rolloutsPending, err = r.pendingRollouts(ctx, tok); err != nil {
 		return in, err
 	}
@@ -174,6 +178,63 @@ func (r *APITokenReconciler) predecessorUse(tok *tokensv1alpha1.APIToken) map[st
 	return out
 }
 
+// gatherPredecessors reads what holds of the draining predecessors beyond their last use:
+// which their backends' inventories no longer list active, which are FullAccess (status, or
+// the inventory for entries written before status kept the permission), and whether the
+// backends holding them and the current token still allow FullAccess in this namespace.
+func (r *APITokenReconciler) gatherPredecessors(ctx context.Context, tok *tokensv1alpha1.APIToken, in *tokenInputs) error {
+	keys := []BackendKey{currentBackendKey(tok)}
+	for _, p := range tok.Status.PreviousTokens {
+		k := keyOfRef(p.Backend)
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+		var snap *inventorySnapshot
+		if r.Inventory != nil {
+			snap = r.Inventory.Snapshot(k)
+		}
+		if predecessorGone(p, snap) {
+			in.predecessorsInactive = append(in.predecessorsInactive, p.TokenID)
+		}
+		if p.Permission == "" && snap != nil {
+			if e, ok := snap.active[p.TokenID]; ok {
+				if in.predecessorPermission == nil {
+					in.predecessorPermission = map[string]tokensv1alpha1.Permission{}
+				}
+				in.predecessorPermission[p.TokenID] = apiPermission(e.permission)
+			}
+		}
+	}
+	in.fullAccessAllowedOn = map[BackendKey]bool{}
+	for _, k := range keys {
+		if k == in.backend.key {
+			in.fullAccessAllowedOn[k] = in.backend.fullAccessAllowed || !in.backend.found
+			continue
+		}
+		o, err := r.readBackend(ctx, k)
+		if err != nil {
+			return err
+		}
+		pol, err := r.namespacePolicyOf(ctx, o, tok.Namespace)
+		if err != nil {
+			return err
+		}
+		// A backend object that is gone allows nothing to be deactivated any more either.
+		in.fullAccessAllowedOn[k] = !o.found || pol.fullAccessAllowed
+	}
+	return nil
+}
+
+// predecessorGone: the inventory of its backend, taken well after it was superseded, does not
+// list it active (deactivated by hand, expired, or by another object on the same account).
+func predecessorGone(p tokensv1alpha1.PreviousToken, snap *inventorySnapshot) bool {
+	if snap == nil || snap.takenAt.Sub(p.SupersededAt.Time) < revocationGrace {
+		return false
+	}
+	_, active := snap.active[p.TokenID]
+	return !active
+}
+
 // issuesWithin counts the creations within window before now and says when the oldest of
 // them leaves the window.
 func issuesWithin(issues []metav1.Time, now time.Time, window time.Duration) (int, time.Time) {
@@ -197,11 +258,36 @@ func issuesWithin(issues []metav1.Time, now time.Time, window time.Duration) (in
 type backendObject struct {
 	found, deleting bool
 	uid             string
+	url             string
 	caBundle        []byte
 	conditions      []metav1.Condition
 	// allowed selects the namespaces that may use the backend (ClusterStatusBackend only).
 	allowed    *metav1.LabelSelector
 	fullAccess *metav1.LabelSelector
+	// retain and retainFullAccess select the namespaces that may retain tokens.
+	retain, retainFullAccess *metav1.LabelSelector
+}
+
+// namespacePolicy is what a backend's selectors allow one namespace.
+type namespacePolicy struct {
+	allowed, fullAccessAllowed, retainAllowed, retainFullAccessAllowed bool
+}
+
+// policyFor applies the backend's selectors to the namespace's labels. An unset selector
+// allows, except retainFullAccess: a retained FullAccess token is a permanent credential no
+// policy reaches any more, so the default keeps FullAccess tokens from being retained.
+func (o backendObject) policyFor(nsLabels map[string]string) namespacePolicy {
+	return namespacePolicy{
+		allowed:                 selects(o.allowed, nsLabels),
+		fullAccessAllowed:       selects(o.fullAccess, nsLabels),
+		retainAllowed:           selects(o.retain, nsLabels),
+		retainFullAccessAllowed: o.retainFullAccess != nil && selects(o.retainFullAccess, nsLabels),
+	}
+}
+
+// selectorsSet: the backend restricts namespaces in some way, so their labels must be read.
+func (o backendObject) selectorsSet() bool {
+	return o.allowed != nil || o.fullAccess != nil || o.retain != nil || o.retainFullAccess != nil
 }
 
 // readBackend reads the backend object of key from the cache, without a copy: what it keeps
@@ -213,14 +299,16 @@ func (r *APITokenReconciler) readBackend(ctx context.Context, key BackendKey) (b
 	case tokensv1alpha1.BackendKindStatusBackend:
 		var obj tokensv1alpha1.StatusBackend
 		if err = r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, &obj, client.UnsafeDisableDeepCopy); err == nil {
-			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), caBundle: obj.Spec.CABundle,
-				conditions: obj.Status.Conditions, fullAccess: obj.Spec.FullAccessNamespaces}
+			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), url: obj.Spec.URL, caBundle: obj.Spec.CABundle,
+				conditions: obj.Status.Conditions, fullAccess: obj.Spec.FullAccessNamespaces,
+				retain: obj.Spec.RetainNamespaces, retainFullAccess: obj.Spec.RetainFullAccessNamespaces}
 		}
 	default:
 		var obj tokensv1alpha1.ClusterStatusBackend
 		if err = r.Get(ctx, types.NamespacedName{Name: key.Name}, &obj, client.UnsafeDisableDeepCopy); err == nil {
-			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), caBundle: obj.Spec.CABundle,
-				conditions: obj.Status.Conditions, allowed: obj.Spec.AllowedNamespaces, fullAccess: obj.Spec.FullAccessNamespaces}
+			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), url: obj.Spec.URL, caBundle: obj.Spec.CABundle,
+				conditions: obj.Status.Conditions, allowed: obj.Spec.AllowedNamespaces, fullAccess: obj.Spec.FullAccessNamespaces,
+				retain: obj.Spec.RetainNamespaces, retainFullAccess: obj.Spec.RetainFullAccessNamespaces}
 		}
 	}
 	if apierrors.IsNotFound(err) {
@@ -238,7 +326,7 @@ func (r *APITokenReconciler) lookupBackend(ctx context.Context, key BackendKey) 
 // gatherBackend finds the referenced backend, whether it is Ready and registered, and
 // whether its policies allow the APIToken's namespace.
 func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alpha1.APIToken) (backendState, error) {
-	be := backendState{key: backendKeyFor(tok), allowed: true, fullAccessAllowed: true}
+	be := backendState{key: backendKeyFor(tok), namespacePolicy: namespacePolicy{allowed: true, fullAccessAllowed: true, retainAllowed: true}}
 	if be.key.Kind == tokensv1alpha1.BackendKindStatusBackend && r.NamespacedBackendsDisabled {
 		be.disabled = true
 		return be, nil
@@ -248,13 +336,8 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 		return be, err
 	}
 	be.found, be.deleting, be.uid, be.caBundle = true, o.deleting, o.uid, o.caBundle
-	if o.allowed != nil || o.fullAccess != nil {
-		var ns corev1.Namespace
-		if err := r.Get(ctx, types.NamespacedName{Name: tok.Namespace}, &ns); err != nil {
-			return be, fmt.Errorf("reading namespace %s: %w", tok.Namespace, err)
-		}
-		be.allowed = selects(o.allowed, ns.Labels)
-		be.fullAccessAllowed = selects(o.fullAccess, ns.Labels)
+	if be.namespacePolicy, err = r.namespacePolicyOf(ctx, o, tok.Namespace); err != nil {
+		return be, err
 	}
 	ready := meta.FindStatusCondition(o.conditions, tokensv1alpha1.ConditionReady)
 	_, url, registered := r.Registry.Get(be.key)
@@ -271,6 +354,19 @@ func (r *APITokenReconciler) gatherBackend(ctx context.Context, tok *tokensv1alp
 		be.message = fmt.Sprintf("Waiting for the operator to check %s.", be.key)
 	}
 	return be, nil
+}
+
+// namespacePolicyOf is what the backend object allows the namespace; its labels are read only
+// when a selector is set.
+func (r *APITokenReconciler) namespacePolicyOf(ctx context.Context, o backendObject, namespace string) (namespacePolicy, error) {
+	if !o.selectorsSet() {
+		return o.policyFor(nil), nil
+	}
+	var ns corev1.Namespace
+	if err := r.Get(ctx, types.NamespacedName{Name: namespace}, &ns); err != nil {
+		return namespacePolicy{}, fmt.Errorf("reading namespace %s: %w", namespace, err)
+	}
+	return o.policyFor(ns.Labels), nil
 }
 
 // selects: an unset selector selects everything; an invalid one selects nothing.

@@ -185,7 +185,7 @@ func predecessorOf(tok *tokensv1alpha1.APIToken, now time.Time) tokensv1alpha1.P
 		retire = st.ExpiresAt.Time
 	}
 	return tokensv1alpha1.PreviousToken{
-		TokenID: st.TokenID, TokenHint: st.TokenHint, Backend: ref, LastUsedAt: st.LastUsedAt,
+		TokenID: st.TokenID, TokenHint: st.TokenHint, Permission: st.Permission, Backend: ref, LastUsedAt: st.LastUsedAt,
 		SupersededAt: metav1.NewTime(now.UTC().Truncate(time.Second)), RetireAt: metav1.NewTime(retire.UTC().Truncate(time.Second)),
 	}
 }
@@ -242,7 +242,7 @@ func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alph
 	if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
 		tok.Status.IssueSerial = serial
 		keep := ""
-		if in.backend.key == currentBackendKey(tok) {
+		if r.sameAccount(ctx, in.backend.key, currentBackendKey(tok)) {
 			keep = tok.Status.TokenID
 		}
 		if _, serr := r.sweepBackend(ctx, tok, cl, sweepScope{key: in.backend.key, keep: keep}); serr != nil {

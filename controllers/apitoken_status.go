@@ -27,7 +27,8 @@ const (
 	reportProgressing
 )
 
-// report is a status outcome decided purely (decide) and applied once (apply).
+// report is a status outcome decided purely (decide) and applied once (apply). For
+// reportIssued, a reason says what of the spec is refused although the token works.
 type report struct {
 	kind            reportKind
 	reason, message string
@@ -38,6 +39,9 @@ func (rep report) apply(tok *tokensv1alpha1.APIToken) {
 	switch rep.kind {
 	case reportIssued:
 		markIssued(tok)
+		if rep.reason != "" {
+			markRefused(tok, rep.reason, rep.message)
+		}
 	case reportDeactivated:
 		markDeactivated(tok)
 	case reportExpired:
@@ -78,6 +82,14 @@ func markIssued(tok *tokensv1alpha1.APIToken) {
 	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, reason, msg)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
 	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionStalled)
+}
+
+// markRefused: the token works (phase Active), but a part of the spec that only a person can
+// change is refused (RetainNotAllowed): not Ready, Stalled, so GitOps tools show it.
+func markRefused(tok *tokensv1alpha1.APIToken, reason, message string) {
+	setCondition(tok, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(tok, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, message)
+	meta.RemoveStatusCondition(&tok.Status.Conditions, tokensv1alpha1.ConditionReconciling)
 }
 
 // markDeactivated: spec.active is false and it has been carried out.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -73,10 +74,12 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 	if err != nil {
 		return nil, err
 	}
-	// Draining predecessors stay until they are retired (moved to pendingDeactivation).
+	// Draining predecessors stay until they are retired (moved to pendingDeactivation),
+	// wherever they are listed: two backend objects may name one account, and then this list
+	// holds the tokens recorded under the other object too.
 	keep := map[string]bool{scope.keep: scope.keep != ""}
 	for _, p := range tok.Status.PreviousTokens {
-		if keyOfRef(p.Backend) == scope.key {
+		if r.sameAccount(ctx, keyOfRef(p.Backend), scope.key) {
 			keep[p.TokenID] = true
 		}
 	}
@@ -175,7 +178,8 @@ func (r *APITokenReconciler) sweepPendingExplicit(ctx context.Context, tok *toke
 		k := keyOfRef(p.Backend)
 		if !slices.ContainsFunc(scopes, func(s sweepScope) bool { return s.key == k }) {
 			keepOn := ""
-			if k == current {
+			if r.sameAccount(ctx, k, current) {
+				// The current token is listed there too: another object of its account.
 				keepOn = keep
 			}
 			scopes = append(scopes, sweepScope{key: k, keep: keepOn})
@@ -203,6 +207,29 @@ func (r *APITokenReconciler) sweepPendingExplicit(ctx context.Context, tok *toke
 		removePendingOn(tok, s.key, keep)
 	}
 	return res
+}
+
+// sameAccount: two backend keys name the same backend account, so that each one's list holds
+// the other's tokens: the same key, or two objects with the same URL. (A tenant's own backend
+// at another URL chooses its token ids: a token it names is never kept on another account.)
+func (r *APITokenReconciler) sameAccount(ctx context.Context, a, b BackendKey) bool {
+	if a == b {
+		return true
+	}
+	ua, ub := r.backendURL(ctx, a), r.backendURL(ctx, b)
+	return ua != "" && ua == ub
+}
+
+// backendURL is the URL the registry checked for key, or else its object's spec.url; "" when
+// neither is known.
+func (r *APITokenReconciler) backendURL(ctx context.Context, key BackendKey) string {
+	if _, url, ok := r.Registry.Get(key); ok {
+		return strings.TrimRight(url, "/")
+	}
+	if o, err := r.readBackend(ctx, key); err == nil && o.found {
+		return strings.TrimRight(o.url, "/")
+	}
+	return ""
 }
 
 func hasPendingOn(tok *tokensv1alpha1.APIToken, key BackendKey) bool {

@@ -599,6 +599,16 @@ func sameClient(a, b backend.Client) bool {
 
 func (i *Inventory) wakeChanged(ctx context.Context, key BackendKey, snap *inventorySnapshot, tokens []*tokensv1alpha1.APIToken) {
 	for _, tok := range tokens {
+		if predecessorGoneOn(tok, key, snap) {
+			// A draining predecessor deactivated elsewhere (by hand, on another object of its
+			// account): it leaves status.
+			select {
+			case i.events <- event.GenericEvent{Object: tok}:
+			case <-ctx.Done():
+				return
+			}
+			continue
+		}
 		if currentBackendKey(tok) != key {
 			continue
 		}
@@ -636,6 +646,17 @@ func sameTimePtr(a *time.Time, b *metav1.Time) bool {
 		return a == nil && b == nil
 	}
 	return a.Unix() == b.Unix()
+}
+
+// predecessorGoneOn: a draining predecessor held by the backend of key is no longer listed
+// active there.
+func predecessorGoneOn(tok *tokensv1alpha1.APIToken, key BackendKey, snap *inventorySnapshot) bool {
+	for _, p := range tok.Status.PreviousTokens {
+		if keyOfRef(p.Backend) == key && predecessorGone(p, snap) {
+			return true
+		}
+	}
+	return false
 }
 
 // predecessorUseChanged: a draining predecessor was used since status recorded it, which
