@@ -225,9 +225,15 @@ template_format=1
 key=$( (echo "$template_format"; cat "$here/bootstrap.php" "$here/postgresql.conf") | sha256sum | cut -c1-12)
 template="$cache/template-$key"
 
+[ ! -f "$rundir/pg/data/postmaster.pid" ] && [ ! -f "$rundir/php.pid" ] \
+  || die "Zabbix already runs in $rundir (stop it with hack/zabbix/stop.sh $rundir)"
+
+# What stops this run when start.sh fails, and what the watcher runs.
+stop_args=("$rundir")
+[ "${ZABBIX_STOP_REMOVES_DIR:-}" = 1 ] && stop_args=(--remove "$rundir")
 started=false
 # shellcheck disable=SC2317
-cleanup_on_failure() { $started || "$here/stop.sh" "$rundir" >/dev/null 2>&1 || true; }
+cleanup_on_failure() { $started || "$here/stop.sh" "${stop_args[@]}" >/dev/null 2>&1 || true; }
 
 if [ ! -d "$rundir/pg/data" ]; then
   if [ ! -d "$template" ]; then
@@ -253,13 +259,8 @@ else
   trap cleanup_on_failure EXIT
 fi
 
-[ ! -f "$rundir/pg/data/postmaster.pid" ] && [ ! -f "$rundir/php.pid" ] \
-  || die "Zabbix already runs in $rundir (stop it with hack/zabbix/stop.sh $rundir)"
-
 if [ -n "${ZABBIX_STOP_WITH_PID:-}" ]; then
   # tail --pid polls the process once a second without forking. stop.sh kills this watcher.
-  stop_args=("$rundir")
-  [ "${ZABBIX_STOP_REMOVES_DIR:-}" = 1 ] && stop_args=(--remove "$rundir")
   setsid bash -c 'tail --pid="$1" -f /dev/null; shift; exec "$@"' zabbix-watch "$ZABBIX_STOP_WITH_PID" \
     "$here/stop.sh" "${stop_args[@]}" </dev/null >/dev/null 2>&1 &
   echo "$!" >"$rundir/watcher.pid"
