@@ -91,6 +91,10 @@ controlplane: ## Build etcd, kube-apiserver, kube-controller-manager, kube-sched
 	@if [ "$(KUBEBUILDER_ASSETS)" = "$(CONTROLPLANE_DIR)" ]; then hack/controlplane/build.sh "$(CONTROLPLANE_DIR)"; else echo "using KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS) (workloads need kube-scheduler there too)"; fi
 	@if [ "$(KWOK_DIR)" = "$(KWOK_BUILD_DIR)" ]; then hack/kwok/build.sh "$(KWOK_DIR)"; else echo "using KWOK_DIR=$(KWOK_DIR)"; fi
 
+.PHONY: zabbix
+zabbix: ## Install the Debian packages of a real Zabbix 6.0 API server (as root) and cache its SQL in bin/zabbix; see hack/zabbix/README.md.
+	hack/zabbix/install.sh >/dev/null
+
 ##@ Deployment
 
 # The manager image the installation refers to.
