@@ -67,36 +67,34 @@ func (r *APITokenReconciler) gatherAdoption(ctx context.Context, tok *tokensv1al
 }
 
 // adoptToken verifies, claims and stores the token spec.adopt names.
-func (r *APITokenReconciler) adoptToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, cl backend.Client) (ctrl.Result, error) {
+func (r *APITokenReconciler) adoptToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, cl backend.Driver) (ctrl.Result, error) {
 	ad := tok.Spec.Adopt
 	if in.adoptProblem != "" {
 		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, in.adoptProblem)
 	}
-	ext, ok := cl.(backend.ExtendedClient)
-	if !ok {
-		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, "The backend client cannot claim tokens.")
-	}
-	features, err := ext.Features(ctx)
+	claimer, canClaim := cl.(backend.Claimer)
+	identifier, canIdentify := cl.(backend.Identifier)
+	features, err := cl.Capabilities(ctx)
 	if err != nil {
-		return r.backendFailed(ctx, tok, "reading the backend's features", err)
+		return r.backendFailed(ctx, tok, "reading the backend's capabilities", err)
 	}
-	if !features.Has(backend.FeatureClaim) {
-		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, fmt.Sprintf("%s does not offer the protocol extension %q, so an existing token cannot be claimed. Upgrade the backend, or remove spec.adopt to issue a new token.", in.backend.key, backend.FeatureClaim))
+	if !canClaim || !canIdentify || !features.Has(backend.CapabilityClaim) {
+		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, fmt.Sprintf("%s does not offer %q, so an existing token cannot be claimed. Upgrade the backend, or remove spec.adopt to issue a new token.", in.backend.key, backend.CapabilityClaim))
 	}
-	self, reason, why, err := r.verifyAdoption(ctx, tok, in)
+	self, reason, why, err := r.verifyAdoption(ctx, tok, in, identifier)
 	if err != nil {
 		return r.backendFailed(ctx, tok, "verifying the token to adopt", err)
 	}
 	if reason != "" {
 		return r.adoptionRefused(tok, reason, why)
 	}
-	claimed, err := ext.ClaimToken(ctx, ad.TokenID, string(tok.UID))
+	claimed, err := claimer.Claim(ctx, ad.TokenID, backend.Owner{UID: string(tok.UID), Cluster: r.ClusterIdentity})
 	switch {
 	case backend.IsClaimed(err):
 		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAlreadyManaged, fmt.Sprintf("Token %s was claimed by another owner first (its external_id is set to another value). Each token can be adopted by one APIToken.", ad.TokenID))
 	case err != nil:
 		return r.backendFailed(ctx, tok, "claiming the token to adopt", err)
-	case claimed.ExternalID != string(tok.UID) || claimed.ID != ad.TokenID:
+	case claimed.Owner.UID != string(tok.UID) || claimed.ID != ad.TokenID:
 		return r.adoptionRefused(tok, tokensv1alpha1.ReasonAdoptionFailed, "The backend's answer to the claim does not name this token and this APIToken.")
 	}
 	value := []byte(in.adoptValue.Reveal())
@@ -114,14 +112,10 @@ func (r *APITokenReconciler) adoptToken(ctx context.Context, tok *tokensv1alpha1
 
 // verifyAdoption asks the backend, with the supplied value, which token it is. It returns a
 // refusal reason and message, or the token's own object; the value is never quoted.
-func (r *APITokenReconciler) verifyAdoption(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs) (*backend.Token, string, string, error) {
+func (r *APITokenReconciler) verifyAdoption(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, identifier backend.Identifier) (*backend.Token, string, string, error) {
 	ad := tok.Spec.Adopt
 	where := fmt.Sprintf("Secret %q key %q", ad.SecretRef.Name, adoptSecretKey(tok))
-	probe, err := r.newBackendClient(backend.Options{BaseURL: in.backend.url, Token: in.adoptValue, CABundle: in.backend.caBundle})
-	if err != nil {
-		return nil, tokensv1alpha1.ReasonAdoptionFailed, fmt.Sprintf("The value in %s cannot be used as a token (%v).", where, err), nil
-	}
-	self, err := probe.Self(ctx)
+	self, err := identifier.Identify(ctx, in.adoptValue)
 	switch {
 	case backend.IsUnauthorized(err):
 		return nil, tokensv1alpha1.ReasonAdoptionFailed, fmt.Sprintf("The value in %s does not authenticate on %s (it is unknown, deactivated or expired). Put the token's current value there.", where, in.backend.key), nil
@@ -133,19 +127,12 @@ func (r *APITokenReconciler) verifyAdoption(ctx context.Context, tok *tokensv1al
 		return nil, tokensv1alpha1.ReasonAdoptionForbidden, fmt.Sprintf("Token %s is the backend's admin credential; an APIToken must never hold it (deactivating it would cut off the operator). Adopt the tokens your workloads use instead.", ad.TokenID), nil
 	case self.Status != backend.StatusActive:
 		return nil, tokensv1alpha1.ReasonAdoptionFailed, fmt.Sprintf("Token %s is inactive on the backend; there is nothing to adopt. Remove spec.adopt to issue a new token.", ad.TokenID), nil
-	case labelledForOtherCluster(self.Labels, r.ClusterIdentity):
+	case labelledForOtherCluster(self.Owner.Cluster, r.ClusterIdentity):
 		return nil, tokensv1alpha1.ReasonAlreadyManaged, fmt.Sprintf("Token %s was created by the operator of another cluster sharing this backend (its label %s names another cluster); only that cluster may manage it.", ad.TokenID, tokensv1alpha1.LabelCluster), nil
-	case self.ExternalID != "" && self.ExternalID != string(tok.UID):
+	case self.Owner.UID != "" && self.Owner.UID != string(tok.UID):
 		return nil, tokensv1alpha1.ReasonAlreadyManaged, fmt.Sprintf("Token %s already belongs to another owner (external_id is set), for example another APIToken. Each token can be adopted by one APIToken.", ad.TokenID), nil
 	}
 	return self, "", "", nil
-}
-
-func (r *APITokenReconciler) newBackendClient(o backend.Options) (backend.Client, error) {
-	if r.NewBackendClient != nil {
-		return r.NewBackendClient(o)
-	}
-	return DefaultBackendClientFactory(o)
 }
 
 // recordAdopted makes the adopted token the current one. Its expiry counts as the one

@@ -11,13 +11,14 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
 
 // legacyToken makes a token the way a team made one before the operator: by hand, with no
 // external_id and no labels, its value in a Secret of their own.
-func legacyToken(h *harness, secret string, perm backend.Permission) *backend.CreatedToken {
+func legacyToken(h *harness, secret string, perm backend.Permission) *native.CreatedToken {
 	h.t.Helper()
-	created := h.backend.IssueToken(h.t, backend.CreateRequest{Name: "legacy " + secret, Permission: perm})
+	created := h.backend.IssueToken(h.t, native.CreateRequest{Name: "legacy " + secret, Permission: perm})
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: secret}, Data: map[string][]byte{"token": []byte(created.Value.Reveal())}}
 	NewWithT(h.t).Expect(h.c.Create(h.ctx, s)).To(Succeed())
 	return created
@@ -140,7 +141,7 @@ func TestAdoptionRace(t *testing.T) {
 // adoption proceeds as soon as the Secret appears (watch, not poll).
 func TestAdoptionWaitsForItsSecret(t *testing.T) {
 	h := newHarness(t)
-	legacy := h.backend.IssueToken(t, backend.CreateRequest{Name: "late", Permission: backend.PermissionReadOnly})
+	legacy := h.backend.IssueToken(t, native.CreateRequest{Name: "late", Permission: backend.PermissionReadOnly})
 	tok := h.create(h.newToken("late", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "late-secret")))
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonAdoptionFailed)
 	NewWithT(t).Expect(h.readyCondition(got).Message).To(ContainSubstring("late-secret"))
@@ -184,7 +185,7 @@ func TestAdoptedTokenExpiringBeforeSpec(t *testing.T) {
 	h := newHarness(t)
 	g := NewWithT(t)
 	soon := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	created := h.backend.IssueToken(t, backend.CreateRequest{Name: "legacy short", Permission: backend.PermissionReadOnly, ExpiresAt: &soon})
+	created := h.backend.IssueToken(t, native.CreateRequest{Name: "legacy short", Permission: backend.PermissionReadOnly, ExpiresAt: &soon})
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "short-lived"}, Data: map[string][]byte{"token": []byte(created.Value.Reveal())}}
 	g.Expect(h.c.Create(h.ctx, s)).To(Succeed())
 	want := metav1.NewTime(time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second))
@@ -210,7 +211,7 @@ func TestAdoptedTokenExpiringBeforeSpec(t *testing.T) {
 func TestAdoptionResumesAfterTheClaim(t *testing.T) {
 	h := newHarness(t)
 	g := NewWithT(t)
-	legacy := h.backend.IssueToken(t, backend.CreateRequest{Name: "interrupted", Permission: backend.PermissionReadOnly})
+	legacy := h.backend.IssueToken(t, native.CreateRequest{Name: "interrupted", Permission: backend.PermissionReadOnly})
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "interrupted-src"}, Data: map[string][]byte{"other-key": []byte("x")}}
 	g.Expect(h.c.Create(h.ctx, s)).To(Succeed())
 	tok := h.create(h.newToken("interrupted", tokensv1alpha1.PermissionReadOnly, adopting(legacy.ID, "interrupted-src")))

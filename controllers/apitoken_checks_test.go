@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
 // TestDecide covers the whole policy without a cluster: one row per situation.
@@ -321,14 +320,4 @@ func TestIssuedNote(t *testing.T) {
 	rev := issueEvent(old, decision{action: actionIssue, reason: tokensv1alpha1.EventRevokedOnBackend})
 	g.Expect(rev.typ).To(Equal(corev1.EventTypeWarning))
 	g.Expect(issuedNote(rev, "tok_1", st)).To(ContainSubstring("tok_1 was revoked on the backend; issued tok_2"))
-}
-
-func TestIdempotencyKeyIsDeterministic(t *testing.T) {
-	g := NewWithT(t)
-	req := backend.CreateRequest{Name: "ns/t", Permission: backend.PermissionReadOnly, ExternalID: "uid"}
-	g.Expect(idempotencyKey("uid", 1, req)).To(Equal(idempotencyKey("uid", 1, req)))
-	g.Expect(idempotencyKey("uid", 2, req)).NotTo(Equal(idempotencyKey("uid", 1, req)))
-	other := req
-	other.Permission = backend.PermissionFullAccess
-	g.Expect(idempotencyKey("uid", 1, other)).NotTo(Equal(idempotencyKey("uid", 1, req)))
 }

@@ -91,9 +91,6 @@ type APITokenReconciler struct {
 	// PermissionReviewWindow is the least-privilege review's window (nil: the default; 0
 	// turns the review off).
 	PermissionReviewWindow *time.Duration
-	// NewBackendClient builds the client that verifies a token to adopt with its own value;
-	// nil means the HTTP client.
-	NewBackendClient BackendClientFactory
 	// RestartWorkloads: retirement of a predecessor waits for the opted-in workloads naming
 	// this APIToken to roll out (--restart-workloads).
 	RestartWorkloads bool
@@ -245,7 +242,7 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 		tok.Status.SecretName = tok.SecretNameOrDefault()
 	}
 	d := decide(in)
-	var cl backend.Client
+	var cl backend.Driver
 	if d.action == actionIssue || d.action == actionAdopt {
 		if cl = r.backendClient(in.backend.key); cl == nil {
 			// Unregistered since the inputs were gathered: its next registration wakes us.
@@ -287,7 +284,7 @@ func (r *APITokenReconciler) reconcileNormal(ctx context.Context, tok *tokensv1a
 
 // backendClient is the registered client of a Ready backend, or nil. The decision's inputs
 // hold no client: they are data only.
-func (r *APITokenReconciler) backendClient(key BackendKey) backend.Client {
+func (r *APITokenReconciler) backendClient(key BackendKey) backend.Driver {
 	cl, _, ok := r.Registry.Get(key)
 	if !ok {
 		return nil

@@ -22,6 +22,7 @@ import (
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
@@ -476,7 +477,7 @@ func TestCrashWithLostReplaySweepsOrphan(t *testing.T) {
 	active := h.activeBackendTokens(got.UID)
 	g.Expect(active).To(HaveLen(1))
 	g.Expect(active[0].ID).To(Equal(got.Status.TokenID))
-	all, err := h.admin.ListTokens(h.ctx, backend.ListOptions{ExternalID: string(got.UID)})
+	all, err := h.admin.ListTokens(h.ctx, native.ListOptions{ExternalID: string(got.UID)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(all).To(HaveLen(2), "the orphan exists and is inactive")
 }

@@ -23,6 +23,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/reliability/faultproxy"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
@@ -241,7 +242,7 @@ func TestUnlistedActiveTokenIsSwept(t *testing.T) {
 	h := newHarness(t)
 	g := NewWithT(t)
 	tok := h.waitFor(h.create(h.newToken("orphan", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	orphan := h.backend.IssueToken(t, backend.CreateRequest{Name: h.ns + "/orphan", Permission: backend.PermissionFullAccess,
+	orphan := h.backend.IssueToken(t, native.CreateRequest{Name: h.ns + "/orphan", Permission: backend.PermissionFullAccess,
 		ExternalID: string(tok.UID), Labels: map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}})
 	g.Eventually(func() backend.TokenStatus { return h.backendToken(orphan.ID).Status }).WithTimeout(15 * time.Second).Should(Equal(backend.StatusInactive))
 	g.Expect(h.activeBackendTokens(tok.UID)).To(ConsistOf(HaveField("ID", tok.Status.TokenID)))

@@ -132,14 +132,14 @@ func (r *APITokenReconciler) confirmRevoked(ctx context.Context, tok *tokensv1al
 	if !ok {
 		return false, nil
 	}
-	t, err := cl.GetToken(ctx, tok.Status.TokenID)
+	t, err := cl.Get(ctx, tok.Status.TokenID)
 	switch {
 	case backend.IsNotFound(err):
 		return true, nil
 	case err != nil:
 		return false, fmt.Errorf("confirming token %s on the backend: %w", tok.Status.TokenID, err)
 	}
-	return t.Status != backend.StatusActive || t.ExternalID != string(tok.UID), nil
+	return t.Status != backend.StatusActive || t.Owner.UID != string(tok.UID), nil
 }
 
 // extraActiveTokens are the inventory's active tokens of this APIToken that status names

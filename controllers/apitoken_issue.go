@@ -2,9 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,7 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -45,14 +41,16 @@ func (r *APITokenReconciler) issuanceWindow() time.Duration {
 // Crash and error safety. The operator may be killed, or a step may fail, between any two
 // of these steps:
 //
-//  1. key = UID/serial/request-hash, serial = status.issueSerial+1. Until step 4 nothing
-//     in status that the key depends on changes, so every retry computes the same key.
-//  2. POST /api_tokens with that key (the one backend write). Killed after it: the next pass
-//     sends the same key and the backend replays the same token and value. If the replay is
-//     gone (backend restarted, 24 h passed), a second token is created; the first is an
-//     orphan carrying external_id = UID, which step 5 deactivates. A reply that is not what
-//     was asked (permission, owner, id) is refused: the token is deactivated if it is ours,
-//     and the APIToken fails with BackendMismatch instead of asking again.
+//  1. owner = UID/cluster/serial, serial = status.issueSerial+1, and the spec. Until step 4
+//     nothing in status that they depend on changes, so every retry asks for the same.
+//  2. The driver's create for that owner and spec (the one backend write; the native driver
+//     sends the key UID/serial/request-hash, Zabbix names the token after the owner). Killed
+//     after it: the next pass asks again and the driver replays the same token and value (or
+//     finds it and generates its value again). If the replay is gone (backend restarted, 24 h
+//     passed), a second token is created; the first is an orphan owned by UID, which step 5
+//     deactivates. A reply that is not what was asked (permission, owner, id) is refused: the
+//     token is deactivated if it is ours, and the APIToken fails with BackendMismatch instead
+//     of asking again.
 //  3. Write the Secret. Refused or failed: the new token is in no Secret, so it is recorded
 //     in status.pendingDeactivation and deactivated before the pass returns, and the serial
 //     advances so that the next try cannot replay a deactivated token.
@@ -66,11 +64,12 @@ func (r *APITokenReconciler) issuanceWindow() time.Duration {
 // So whatever the kill point or failure, the end state is one active token with
 // external_id = UID, the one named in status and held in the Secret, plus only the tokens
 // status lists as pending deactivation.
-func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision, cl backend.Client) (ctrl.Result, error) {
-	req := createRequestFor(tok, in.now, tokenLabelsFor(r.ClusterIdentity))
+func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, d decision, cl backend.Driver) (ctrl.Result, error) {
 	serial := tok.Status.IssueSerial + 1
+	owner := backend.Owner{UID: string(tok.UID), Cluster: r.ClusterIdentity, Serial: serial}
+	spec := tokenSpecFor(tok, in.now)
 	newRef := backendRefFor(in.backend.key, in.backend.uid)
-	created, err := cl.CreateToken(ctx, idempotencyKey(tok.UID, serial, req), req)
+	created, err := cl.Create(ctx, owner, spec)
 	// A create that failed without an answer may have been made: its replay goes first in
 	// line for a slot. A refusal by the in-flight cap never reached the backend, so it
 	// changes nothing (it is how the replay itself is refused while the burst runs).
@@ -83,7 +82,7 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	if !created.Replayed {
 		tok.Status.RecentIssues = recordIssue(tok.Status.RecentIssues, in.now, r.issuanceWindow())
 	}
-	if problem := r.checkCreated(ctx, tok, in.backend.key, req, created); problem != "" {
+	if problem := r.checkCreated(ctx, tok, in.backend.key, spec, created); problem != "" {
 		return r.refuseCreated(ctx, tok, in, serial, created, newRef, problem)
 	}
 	logf.FromContext(ctx).V(1).Info("Issued backend token", "tokenID", created.ID, "serial", serial, "replayed", created.Replayed, "why", d.why)
@@ -132,15 +131,13 @@ func (r *APITokenReconciler) issueToken(ctx context.Context, tok *tokensv1alpha1
 	return requeueAt(in.now, next), nil
 }
 
-// createRequestFor is the create request the spec asks for at now; labels are this
-// cluster's (tokenLabelsFor).
-func createRequestFor(tok *tokensv1alpha1.APIToken, now time.Time, labels map[string]string) backend.CreateRequest {
-	return backend.CreateRequest{
+// tokenSpecFor is the token the spec asks for at now. With the owner (UID, cluster, serial)
+// it is all a driver's create depends on, so a retry of the same serial asks for the same.
+func tokenSpecFor(tok *tokensv1alpha1.APIToken, now time.Time) backend.TokenSpec {
+	return backend.TokenSpec{
 		Name:        tok.Namespace + "/" + tok.Name,
 		Permission:  backendPermission(tok.Spec.Permission),
 		Description: tok.Spec.Description,
-		ExternalID:  string(tok.UID),
-		Labels:      labels,
 		ExpiresAt:   requestedBackendExpiry(tok, now),
 	}
 }
@@ -237,7 +234,7 @@ func (r *APITokenReconciler) finishSweep(ctx context.Context, tok *tokensv1alpha
 
 // createFailed handles a failed create. A 2xx whose body cannot be read may have created a
 // token no Secret holds: every active token of this APIToken but the current one goes.
-func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, cl backend.Client, serial int64, err error) (ctrl.Result, error) {
+func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, cl backend.Driver, serial int64, err error) (ctrl.Result, error) {
 	var be *backend.Error
 	if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
 		tok.Status.IssueSerial = serial
@@ -255,10 +252,10 @@ func (r *APITokenReconciler) createFailed(ctx context.Context, tok *tokensv1alph
 
 // checkCreated says what is wrong with a create reply, or "". Nothing of the reply but the
 // known enum values is quoted: a hostile backend chooses every byte of it.
-func (r *APITokenReconciler) checkCreated(ctx context.Context, tok *tokensv1alpha1.APIToken, key BackendKey, req backend.CreateRequest, got *backend.CreatedToken) string {
+func (r *APITokenReconciler) checkCreated(ctx context.Context, tok *tokensv1alpha1.APIToken, key BackendKey, req backend.TokenSpec, got *backend.CreatedToken) string {
 	switch {
-	case got.ExternalID != string(tok.UID):
-		return "the backend answered with a token that does not carry this APIToken's UID as external_id"
+	case got.Owner.UID != string(tok.UID):
+		return "the backend answered with a token that does not carry this APIToken's UID as its owner"
 	case got.Permission != req.Permission:
 		if got.Permission == backend.PermissionReadOnly || got.Permission == backend.PermissionFullAccess {
 			return fmt.Sprintf("the backend issued a %s token although %s was requested", got.Permission, req.Permission)
@@ -282,7 +279,7 @@ func (r *APITokenReconciler) heldByAnother(_ context.Context, tok *tokensv1alpha
 // and the APIToken fails until its spec changes.
 func (r *APITokenReconciler) refuseCreated(ctx context.Context, tok *tokensv1alpha1.APIToken, in tokenInputs, serial int64, created *backend.CreatedToken, ref tokensv1alpha1.BackendStatusReference, problem string) (ctrl.Result, error) {
 	tok.Status.IssueSerial = serial
-	if created.ExternalID == string(tok.UID) && !r.heldByAnother(ctx, tok, in.backend.key, created.ID) {
+	if created.Owner.UID == string(tok.UID) && !r.heldByAnother(ctx, tok, in.backend.key, created.ID) {
 		addPendingDeactivation(tok, created.ID, ref)
 	}
 	res := r.sweepPending(ctx, tok, currentBackendKey(tok), tok.Status.TokenID)
@@ -331,14 +328,6 @@ func timePtr(t *time.Time) *metav1.Time {
 	}
 	m := metav1.NewTime(t.UTC())
 	return &m
-}
-
-// idempotencyKey is deterministic in the APIToken, the issue serial and the request, so a
-// retried create replays; a changed request gets a new key instead of a 422.
-func idempotencyKey(uid types.UID, serial int64, req backend.CreateRequest) string {
-	body, _ := json.Marshal(req)
-	sum := sha256.Sum256(body)
-	return fmt.Sprintf("%s-%d-%s", uid, serial, hex.EncodeToString(sum[:8]))
 }
 
 // The managed Secrets: created, patched, and deleted when renamed or the APIToken goes.

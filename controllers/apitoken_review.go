@@ -105,7 +105,7 @@ func (r *APITokenReconciler) applyReview(tok *tokensv1alpha1.APIToken, in tokenI
 		// known, so the last verdict stands.
 		return time.Time{}
 	}
-	usage := r.Registry.Features(currentBackendKey(tok)).Has(backend.FeatureUsage)
+	usage := r.Registry.Features(currentBackendKey(tok)).Has(backend.CapabilityUsage)
 	if usage {
 		// Observed from the first pass on, so the verdict does not wait for an inventory.
 		t, _ := inventoryToken(in.inventory, tok.Status.TokenID)

@@ -68,9 +68,9 @@ type sweepScope struct {
 // sweepBackend deactivates every active token of this APIToken on one backend except
 // scope.keep, and returns the ids it saw active and deactivated. The list call is the
 // ownership check: the backend's own object must carry this APIToken's UID.
-func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Client, scope sweepScope) ([]string, error) {
+func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Driver, scope sweepScope) ([]string, error) {
 	uid := string(tok.UID)
-	list, err := cl.ListTokens(ctx, backend.ListOptions{ExternalID: uid, Status: backend.StatusActive})
+	list, err := cl.List(ctx, backend.ListOptions{Owner: uid, Status: backend.StatusActive})
 	if err != nil {
 		return nil, err
 	}
@@ -99,10 +99,10 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 		}
 	}
 	for _, t := range list {
-		if keep[t.ID] || t.ExternalID != uid || t.Status != backend.StatusActive {
+		if keep[t.ID] || t.Owner.UID != uid || t.Status != backend.StatusActive {
 			continue
 		}
-		if labelledForOtherCluster(t.Labels, r.ClusterIdentity) && !named[t.ID] {
+		if labelledForOtherCluster(t.Owner.Cluster, r.ClusterIdentity) && !named[t.ID] {
 			continue
 		}
 		if err := r.deactivateOwned(ctx, tok, cl, t.ID); err != nil {
@@ -116,17 +116,17 @@ func (r *APITokenReconciler) sweepBackend(ctx context.Context, tok *tokensv1alph
 
 // deactivateIfOwned deactivates a token that is no longer listed active when its own object
 // carries this APIToken's UID and has not been deactivated yet.
-func (r *APITokenReconciler) deactivateIfOwned(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Client, id string) error {
-	t, err := cl.GetToken(ctx, id)
+func (r *APITokenReconciler) deactivateIfOwned(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Driver, id string) error {
+	t, err := cl.Get(ctx, id)
 	switch {
 	case backend.IsNotFound(err):
 		return nil
 	case err != nil:
 		return err
-	case t.ExternalID != string(tok.UID) || t.DeactivatedAt != nil:
+	case t.Owner.UID != string(tok.UID) || t.DeactivatedAt != nil:
 		return nil
 	}
-	_, err = cl.DeactivateToken(ctx, id)
+	_, err = cl.Deactivate(ctx, id)
 	if backend.IsNotFound(err) {
 		return nil
 	}
@@ -136,12 +136,12 @@ func (r *APITokenReconciler) deactivateIfOwned(ctx context.Context, tok *tokensv
 // deactivateOwned deactivates a token the backend just listed as this APIToken's. A 404 is
 // not taken on trust (a wrongly escaped id also gives 404): the token must be gone from the
 // backend's active list too.
-func (r *APITokenReconciler) deactivateOwned(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Client, id string) error {
-	_, err := cl.DeactivateToken(ctx, id)
+func (r *APITokenReconciler) deactivateOwned(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Driver, id string) error {
+	_, err := cl.Deactivate(ctx, id)
 	if err == nil || !backend.IsNotFound(err) {
 		return err
 	}
-	list, lerr := cl.ListTokens(ctx, backend.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
+	list, lerr := cl.List(ctx, backend.ListOptions{Owner: string(tok.UID), Status: backend.StatusActive})
 	if lerr != nil {
 		return lerr
 	}

@@ -12,6 +12,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
@@ -167,7 +168,7 @@ func TestBackendSwitchRetiresTheOldBackendsToken(t *testing.T) {
 	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive), "the old backend's token is deactivated")
 	g.Expect(h.activeBackendTokens(tok.UID)).To(BeEmpty())
-	list, err := other.Client(t).ListTokens(h.ctx, backend.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
+	list, err := other.Client(t).ListTokens(h.ctx, native.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(list).To(HaveLen(1))
 }

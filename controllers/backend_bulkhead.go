@@ -182,13 +182,18 @@ func (s *backendSlots) waiters() int {
 	return len(s.waiting)
 }
 
-// limitedClient holds one slot of its backend's semaphore per call.
+// limitedClient holds one slot of its backend's semaphore per call. It is the port, and
+// passes the driver's optional abilities (Claimer, Identifier) through.
 type limitedClient struct {
-	inner backend.Client
+	inner backend.Driver
 	slots *backendSlots
 }
 
-var _ backend.Client = (*limitedClient)(nil)
+var (
+	_ backend.Driver     = (*limitedClient)(nil)
+	_ backend.Claimer    = (*limitedClient)(nil)
+	_ backend.Identifier = (*limitedClient)(nil)
+)
 
 // acquire takes a slot for one call or, within a pass (WithBackendPass), for the rest of
 // the pass; it refuses at once when none is free.
@@ -267,58 +272,60 @@ func WaitForSlot(ctx context.Context, tok types.NamespacedName, first bool) bool
 	return true
 }
 
-func (c *limitedClient) Ping(ctx context.Context) error {
-	release, err := c.acquire(ctx, "ping")
+// limited runs call holding a slot of the backend for op.
+func limited[T any](ctx context.Context, c *limitedClient, op string, call func() (T, error)) (T, error) {
+	release, err := c.acquire(ctx, op)
 	if err != nil {
-		return err
+		var zero T
+		return zero, err
 	}
 	defer release()
-	return c.inner.Ping(ctx)
+	return call()
 }
 
-func (c *limitedClient) CreateToken(ctx context.Context, key string, req backend.CreateRequest) (*backend.CreatedToken, error) {
-	release, err := c.acquire(ctx, "create")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return c.inner.CreateToken(ctx, key, req)
+func (c *limitedClient) Create(ctx context.Context, owner backend.Owner, spec backend.TokenSpec) (*backend.CreatedToken, error) {
+	return limited(ctx, c, "create", func() (*backend.CreatedToken, error) { return c.inner.Create(ctx, owner, spec) })
 }
 
-func (c *limitedClient) GetToken(ctx context.Context, id string) (*backend.Token, error) {
-	release, err := c.acquire(ctx, "get")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return c.inner.GetToken(ctx, id)
+func (c *limitedClient) Get(ctx context.Context, id string) (*backend.Token, error) {
+	return limited(ctx, c, "get", func() (*backend.Token, error) { return c.inner.Get(ctx, id) })
 }
 
-func (c *limitedClient) ListTokens(ctx context.Context, opts backend.ListOptions) ([]backend.Token, error) {
-	release, err := c.acquire(ctx, "list")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return c.inner.ListTokens(ctx, opts)
+func (c *limitedClient) List(ctx context.Context, opts backend.ListOptions) ([]backend.Token, error) {
+	return limited(ctx, c, "list", func() ([]backend.Token, error) { return c.inner.List(ctx, opts) })
 }
 
-func (c *limitedClient) DeactivateToken(ctx context.Context, id string) (*backend.Token, error) {
-	release, err := c.acquire(ctx, "deactivate")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return c.inner.DeactivateToken(ctx, id)
+func (c *limitedClient) Deactivate(ctx context.Context, id string) (*backend.Token, error) {
+	return limited(ctx, c, "deactivate", func() (*backend.Token, error) { return c.inner.Deactivate(ctx, id) })
 }
 
 func (c *limitedClient) Self(ctx context.Context) (*backend.Token, error) {
-	release, err := c.acquire(ctx, "self")
-	if err != nil {
-		return nil, err
+	return limited(ctx, c, "self", func() (*backend.Token, error) { return c.inner.Self(ctx) })
+}
+
+func (c *limitedClient) Capabilities(ctx context.Context) (backend.Capabilities, error) {
+	return limited(ctx, c, "ping", func() (backend.Capabilities, error) { return c.inner.Capabilities(ctx) })
+}
+
+// errNotOffered: the driver in use lacks an optional ability (its Capabilities say so first).
+var errNotOffered = errors.New("the backend's driver does not offer this")
+
+// Claim implements backend.Claimer when the driver does.
+func (c *limitedClient) Claim(ctx context.Context, id string, owner backend.Owner) (*backend.Token, error) {
+	cl, ok := c.inner.(backend.Claimer)
+	if !ok {
+		return nil, errNotOffered
 	}
-	defer release()
-	return c.inner.Self(ctx)
+	return limited(ctx, c, "claim", func() (*backend.Token, error) { return cl.Claim(ctx, id, owner) })
+}
+
+// Identify implements backend.Identifier when the driver does.
+func (c *limitedClient) Identify(ctx context.Context, value backend.SecretValue) (*backend.Token, error) {
+	id, ok := c.inner.(backend.Identifier)
+	if !ok {
+		return nil, errNotOffered
+	}
+	return limited(ctx, c, "self", func() (*backend.Token, error) { return id.Identify(ctx, value) })
 }
 
 // maxChecksPerNamespace bounds the backend checks running at once for the StatusBackends of
@@ -354,37 +361,4 @@ func (s *checkSlots) acquire(key BackendKey) (release func(), ok bool) {
 		defer s.mu.Unlock()
 		s.running[key.Namespace]--
 	}, true
-}
-
-var _ backend.ExtendedClient = (*limitedClient)(nil)
-
-// errNotExtended: the backend client in use does not speak the protocol extensions.
-var errNotExtended = errors.New("the backend client does not implement the protocol extensions")
-
-// Features implements backend.ExtendedClient; a plain client lists none.
-func (c *limitedClient) Features(ctx context.Context) (backend.Features, error) {
-	ext, ok := c.inner.(backend.ExtendedClient)
-	if !ok {
-		return nil, nil
-	}
-	release, err := c.acquire(ctx, "ping")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return ext.Features(ctx)
-}
-
-// ClaimToken implements backend.ExtendedClient.
-func (c *limitedClient) ClaimToken(ctx context.Context, id, externalID string) (*backend.Token, error) {
-	ext, ok := c.inner.(backend.ExtendedClient)
-	if !ok {
-		return nil, errNotExtended
-	}
-	release, err := c.acquire(ctx, "claim")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return ext.ClaimToken(ctx, id, externalID)
 }

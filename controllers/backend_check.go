@@ -31,11 +31,8 @@ const BackendCheckInterval = 5 * time.Minute
 // backend that never answers holds a backend worker for seconds, not the client's 10 s.
 const BackendCheckTimeout = 3 * time.Second
 
-// BackendClientFactory builds a protocol client; tests and metrics wrap it.
-type BackendClientFactory func(o backend.Options) (backend.Client, error)
-
-// DefaultBackendClientFactory builds the HTTP client.
-func DefaultBackendClientFactory(o backend.Options) (backend.Client, error) { return backend.New(o) }
+// BackendClientFactory builds a backend's driver; tests and metrics wrap it.
+type BackendClientFactory = backend.Factory
 
 // BackendChecker resolves a backend's credential and checks it against the backend. The
 // StatusBackend and ClusterStatusBackend reconcilers share it, and with it the registry,
@@ -79,11 +76,11 @@ type backendInputs struct {
 	selfErr error
 
 	// features are the protocol extensions the backend lists in GET /ping.
-	features backend.Features
+	features backend.Capabilities
 	// checkedAt is when the backend was asked; zero when a recent check was reused.
 	checkedAt time.Time
 	// client, url and fingerprint are what gets registered when the check succeeds.
-	client      backend.Client
+	client      backend.Driver
 	url         string
 	fingerprint string
 }
@@ -133,7 +130,7 @@ func (c *BackendChecker) gather(ctx context.Context, key BackendKey, spec tokens
 	// Reuse the registered client (and its connections) while nothing about it changed.
 	cl, fingerprint, registered := c.Registry.checkedClient(key)
 	if !registered || fingerprint != in.fingerprint {
-		cl, in.clientErr = c.NewClient(backend.Options{BaseURL: spec.URL, Token: backend.SecretValue(strings.TrimRight(string(value), "\r\n ")), CABundle: spec.CABundle})
+		cl, in.clientErr = c.NewClient(backend.Config{URL: spec.URL, Credential: backend.SecretValue(strings.TrimRight(string(value), "\r\n ")), CABundle: spec.CABundle})
 		if in.clientErr != nil {
 			return in
 		}
@@ -153,9 +150,9 @@ func (c *BackendChecker) gather(ctx context.Context, key BackendKey, spec tokens
 	checkCtx, cancel := context.WithTimeout(ctx, BackendCheckTimeout)
 	defer cancel()
 	in.self, in.selfErr = cl.Self(checkCtx)
-	if ext, ok := cl.(backend.ExtendedClient); ok && in.selfErr == nil {
-		// Which protocol extensions the backend offers; none when it cannot tell.
-		in.features, _ = ext.Features(checkCtx)
+	if in.selfErr == nil {
+		// What the backend offers beyond the core; none when it cannot tell.
+		in.features, _ = cl.Capabilities(checkCtx)
 	}
 	return in
 }
@@ -216,7 +213,7 @@ func classifyBackend(in backendInputs) checkResult {
 			fmt.Sprintf("The backend asked to slow down (HTTP 429); the credential is checked again in %s.", retry.Round(time.Second)), retry, registryKeep}
 	case in.selfErr != nil:
 		return pingFailure(in.key, in.selfErr, secret)
-	case in.self.Role != backend.RoleAdmin:
+	case !in.self.IsAdmin():
 		return notReady(tokensv1alpha1.ReasonCredentialsInvalid,
 			fmt.Sprintf("The token in Secret %s is a %s token without the admin role: token management (issuing and deactivating tokens) needs the admin role of the backend. Put the backend's admin credential there (its bootstrap token, or one an administrator gave the admin role).", secret, in.self.Permission), 0)
 	}

@@ -20,6 +20,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
 
 // TestClassifyBackend covers every outcome of a backend check without a cluster.
@@ -28,7 +29,7 @@ func TestClassifyBackend(t *testing.T) {
 	secret := &metav1.ObjectMeta{Namespace: "ns", Name: "admin"}
 	base := func() backendInputs {
 		return backendInputs{key: key, secretRef: types.NamespacedName{Namespace: "ns", Name: "admin"}, dataKey: "token", secret: secret,
-			self: &backend.Token{Permission: backend.PermissionFullAccess, Role: backend.RoleAdmin}}
+			self: &backend.Token{Permission: backend.PermissionFullAccess, Admin: true}}
 	}
 	cases := []struct {
 		name     string
@@ -39,7 +40,7 @@ func TestClassifyBackend(t *testing.T) {
 		registry registryAction
 	}{
 		{"admin credential", func(*backendInputs) {}, metav1.ConditionTrue, tokensv1alpha1.ReasonPingSucceeded, "tokens can be issued", registrySet},
-		{"full_access without admin role", func(in *backendInputs) { in.self.Role = "" }, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, "needs the admin role of the backend", registryRemove},
+		{"full_access without admin role", func(in *backendInputs) { in.self.Admin = false }, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, "needs the admin role of the backend", registryRemove},
 		{"read_only", func(in *backendInputs) { in.self = &backend.Token{Permission: backend.PermissionReadOnly} }, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, "a read_only token without the admin role", registryRemove},
 		{"no Secret", func(in *backendInputs) { in.secret = nil }, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsNotFound, "ns/admin does not exist", registryRemove},
 		{"no key", func(in *backendInputs) { in.noValue = true }, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsNotFound, `has no key "token"`, registryRemove},
@@ -122,7 +123,7 @@ func TestDescribeBackendError(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			cl, err := backend.New(backend.Options{BaseURL: tc.url, Token: "sgt_probe0000", Timeout: tc.timeout})
+			cl, err := native.New(native.Options{BaseURL: tc.url, Token: "sgt_probe0000", Timeout: tc.timeout})
 			g.Expect(err).NotTo(HaveOccurred())
 			_, callErr := cl.Self(context.Background())
 			g.Expect(callErr).To(HaveOccurred())
@@ -154,11 +155,11 @@ func TestRegistryInFlightCap(t *testing.T) {
 	g.Expect(ok).To(BeTrue())
 	done := make(chan error, 2)
 	for range 2 {
-		go func() { _, err := cl.GetToken(context.Background(), "tok_1"); done <- err }()
+		go func() { _, err := cl.Get(context.Background(), "tok_1"); done <- err }()
 		<-inner.started
 	}
 	start := time.Now()
-	_, err := cl.GetToken(context.Background(), "tok_2")
+	_, err := cl.Get(context.Background(), "tok_2")
 	g.Expect(time.Since(start)).To(BeNumerically("<", 100*time.Millisecond), "refused at once, not queued")
 	g.Expect(IsBackendBusy(err)).To(BeTrue())
 	g.Expect(backend.IsTransient(err)).To(BeTrue())
@@ -172,23 +173,23 @@ func TestRegistryInFlightCap(t *testing.T) {
 	close(release)
 	g.Expect(<-done).To(Succeed())
 	g.Expect(<-done).To(Succeed())
-	_, err = cl.GetToken(context.Background(), "tok_3")
+	_, err = cl.Get(context.Background(), "tok_3")
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// Within a pass, the first call takes one slot and keeps it until the pass ends: later
 	// calls of that pass are never refused, and the cap counts passes (workers).
 	passCtx, endPass := WithBackendPass(context.Background())
-	_, err = cl.GetToken(passCtx, "tok_4")
+	_, err = cl.Get(passCtx, "tok_4")
 	g.Expect(err).NotTo(HaveOccurred())
 	other, endOther := WithBackendPass(context.Background())
-	_, err = cl.GetToken(other, "tok_5")
+	_, err = cl.Get(other, "tok_5")
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = cl.GetToken(context.Background(), "tok_6")
+	_, err = cl.Get(context.Background(), "tok_6")
 	g.Expect(IsBackendBusy(err)).To(BeTrue(), "two passes hold both slots")
-	_, err = cl.GetToken(passCtx, "tok_7")
+	_, err = cl.Get(passCtx, "tok_7")
 	g.Expect(err).NotTo(HaveOccurred(), "a pass that holds a slot goes on")
 	endPass()
-	_, err = cl.GetToken(context.Background(), "tok_8")
+	_, err = cl.Get(context.Background(), "tok_8")
 	g.Expect(err).NotTo(HaveOccurred(), "the slot is free once the pass ended")
 	endOther()
 }
@@ -215,12 +216,12 @@ func TestRefusedPassWaitsForASlot(t *testing.T) {
 	}
 
 	holder, endHolder := WithBackendPass(context.Background())
-	_, err := cl.GetToken(holder, "tok_1")
+	_, err := cl.Get(holder, "tok_1")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(WaitForSlot(holder, types.NamespacedName{Namespace: "a", Name: "holder"}, false)).To(BeFalse(), "a pass that was not refused waits for nothing")
 	for _, name := range []string{"first", "second", "first"} {
 		refused, endRefused := WithBackendPass(context.Background())
-		_, err = cl.GetToken(refused, "tok_2")
+		_, err = cl.Get(refused, "tok_2")
 		g.Expect(IsBackendBusy(err)).To(BeTrue())
 		g.Expect(WaitForSlot(refused, types.NamespacedName{Namespace: "a", Name: name}, false)).To(BeTrue())
 		endRefused()
@@ -230,7 +231,7 @@ func TestRefusedPassWaitsForASlot(t *testing.T) {
 	g.Expect(woken()).To(Equal([]string{"a/first"}), "one slot, one wake, the first refused first")
 	// No pass runs now: the next freed slot wakes the next waiter.
 	again, endAgain := WithBackendPass(context.Background())
-	_, err = cl.GetToken(again, "tok_3")
+	_, err = cl.Get(again, "tok_3")
 	g.Expect(err).NotTo(HaveOccurred())
 	endAgain()
 	g.Expect(woken()).To(Equal([]string{"a/second"}), "refused twice, woken once")
@@ -260,19 +261,19 @@ func TestRefusedPassWaitsForASlot(t *testing.T) {
 	g.Expect(s.waiters()).To(BeZero())
 }
 
-type okClient struct{ backend.Client }
+type okClient struct{ backend.Driver }
 
-func (okClient) GetToken(context.Context, string) (*backend.Token, error) {
+func (okClient) Get(context.Context, string) (*backend.Token, error) {
 	return &backend.Token{ID: "tok"}, nil
 }
 
 type blockingClient struct {
-	backend.Client
+	backend.Driver
 	release chan struct{}
 	started chan struct{}
 }
 
-func (c *blockingClient) GetToken(ctx context.Context, id string) (*backend.Token, error) {
+func (c *blockingClient) Get(ctx context.Context, id string) (*backend.Token, error) {
 	c.started <- struct{}{}
 	<-c.release
 	return &backend.Token{ID: id}, nil

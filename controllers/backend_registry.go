@@ -42,13 +42,13 @@ func backendKeyFor(tok *tokensv1alpha1.APIToken) BackendKey {
 type registeredBackend struct {
 	// client is the checked client; limited wraps it with the backend's in-flight cap and is
 	// what Get hands out.
-	client  backend.Client
-	limited backend.Client
+	client  backend.Driver
+	limited backend.Driver
 	url     string
 	// fingerprint changes when the URL, CA bundle or credential changes.
 	fingerprint string
 	// features are the protocol extensions it offers.
-	features backend.Features
+	features backend.Capabilities
 	// checkedAt and self are the last successful check, which a check soon after reuses
 	// (recentCheck); zero after an outage report, so that the re-check asks the backend.
 	checkedAt time.Time
@@ -104,7 +104,7 @@ func NewBackendRegistry(opts ...RegistryOption) *BackendRegistry {
 
 // Get returns the client of a Ready backend, wrapped so that a call beyond the backend's
 // in-flight cap fails at once with an error for which IsBackendBusy is true.
-func (r *BackendRegistry) Get(key BackendKey) (backend.Client, string, bool) {
+func (r *BackendRegistry) Get(key BackendKey) (backend.Driver, string, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	b, ok := r.backends[key]
@@ -116,7 +116,7 @@ func (r *BackendRegistry) Get(key BackendKey) (backend.Client, string, bool) {
 
 // checkedClient returns the unwrapped client and its fingerprint, for the backend check:
 // the check has its own bulkhead and must not be refused by the tokens' cap.
-func (r *BackendRegistry) checkedClient(key BackendKey) (backend.Client, string, bool) {
+func (r *BackendRegistry) checkedClient(key BackendKey) (backend.Driver, string, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	b, ok := r.backends[key]
@@ -148,7 +148,7 @@ func (r *BackendRegistry) Keys() []BackendKey {
 }
 
 // Set registers a checked client. obj is the backend object, used for the event.
-func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Object, c backend.Client, url, fingerprint string, features ...backend.Feature) {
+func (r *BackendRegistry) Set(ctx context.Context, key BackendKey, obj client.Object, c backend.Driver, url, fingerprint string, features ...backend.Capability) {
 	r.mu.Lock()
 	old, had := r.backends[key]
 	limited := c
@@ -184,7 +184,7 @@ func (r *BackendRegistry) recordCheck(key BackendKey, self *backend.Token, at ti
 
 // recentCheck returns the last successful check of a backend registered with fingerprint,
 // when it is less than within old and no outage was reported since.
-func (r *BackendRegistry) recentCheck(key BackendKey, fingerprint string, now time.Time, within time.Duration) (*backend.Token, backend.Features, bool) {
+func (r *BackendRegistry) recentCheck(key BackendKey, fingerprint string, now time.Time, within time.Duration) (*backend.Token, backend.Capabilities, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	b, ok := r.backends[key]
@@ -195,7 +195,7 @@ func (r *BackendRegistry) recentCheck(key BackendKey, fingerprint string, now ti
 }
 
 // SetFeatures records the protocol extensions a registered backend offers.
-func (r *BackendRegistry) SetFeatures(key BackendKey, f backend.Features) {
+func (r *BackendRegistry) SetFeatures(key BackendKey, f backend.Capabilities) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if b, ok := r.backends[key]; ok {
@@ -204,7 +204,7 @@ func (r *BackendRegistry) SetFeatures(key BackendKey, f backend.Features) {
 }
 
 // Features returns the protocol extensions of a registered backend.
-func (r *BackendRegistry) Features(key BackendKey) backend.Features {
+func (r *BackendRegistry) Features(key BackendKey) backend.Capabilities {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if b, ok := r.backends[key]; ok {

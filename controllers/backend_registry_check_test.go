@@ -22,7 +22,7 @@ func TestRecentCheckIsReused(t *testing.T) {
 	self := &backend.Token{ID: "tok_admin"}
 	obj := &tokensv1alpha1.ClusterStatusBackend{}
 	obj.Name = "b"
-	r.Set(context.Background(), key, obj, nil, "http://b", "fp1", backend.FeatureClaim)
+	r.Set(context.Background(), key, obj, nil, "http://b", "fp1", backend.CapabilityClaim)
 	_, _, ok := r.recentCheck(key, "fp1", now, backendRecheckAfter)
 	g.Expect(ok).To(BeFalse(), "registered but never checked")
 
@@ -30,13 +30,13 @@ func TestRecentCheckIsReused(t *testing.T) {
 	got, features, ok := r.recentCheck(key, "fp1", now.Add(backendRecheckAfter-time.Second), backendRecheckAfter)
 	g.Expect(ok).To(BeTrue())
 	g.Expect(got).To(Equal(self))
-	g.Expect(features).To(ContainElement(backend.FeatureClaim))
+	g.Expect(features).To(ContainElement(backend.CapabilityClaim))
 	_, _, ok = r.recentCheck(key, "fp1", now.Add(backendRecheckAfter), backendRecheckAfter)
 	g.Expect(ok).To(BeFalse(), "too old")
 	_, _, ok = r.recentCheck(key, "fp2", now, backendRecheckAfter)
 	g.Expect(ok).To(BeFalse(), "URL, CA or credential changed")
 
-	r.Set(context.Background(), key, obj, nil, "http://b", "fp1", backend.FeatureClaim)
+	r.Set(context.Background(), key, obj, nil, "http://b", "fp1", backend.CapabilityClaim)
 	_, _, ok = r.recentCheck(key, "fp1", now, backendRecheckAfter)
 	g.Expect(ok).To(BeTrue(), "re-registering with the same fingerprint keeps the check")
 

@@ -16,6 +16,7 @@ import (
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
 
 // backendCounts is the test backend's status.tokens, or nil.
@@ -76,10 +77,10 @@ func TestBackendTokenCounts(t *testing.T) {
 	tok := h.waitFor(h.create(h.newToken("managed", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	g.Expect(h.backendToken(tok.Status.TokenID).Labels).To(HaveKeyWithValue(tokensv1alpha1.LabelCluster, string(kubeSystem.UID)))
 	legacyRO := legacyToken(h, "legacy-ro", backend.PermissionReadOnly)
-	h.backend.IssueToken(t, backend.CreateRequest{Name: "by hand", Permission: backend.PermissionFullAccess})
+	h.backend.IssueToken(t, native.CreateRequest{Name: "by hand", Permission: backend.PermissionFullAccess})
 	otherLabels := map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue, tokensv1alpha1.LabelCluster: "other-cluster"}
-	collision := h.backend.IssueToken(t, backend.CreateRequest{Name: "theirs", Permission: backend.PermissionReadOnly, ExternalID: string(tok.UID), Labels: otherLabels})
-	unowned := h.backend.IssueToken(t, backend.CreateRequest{Name: "theirs too", Permission: backend.PermissionFullAccess, Labels: otherLabels})
+	collision := h.backend.IssueToken(t, native.CreateRequest{Name: "theirs", Permission: backend.PermissionReadOnly, ExternalID: string(tok.UID), Labels: otherLabels})
+	unowned := h.backend.IssueToken(t, native.CreateRequest{Name: "theirs too", Permission: backend.PermissionFullAccess, Labels: otherLabels})
 
 	waitCounts(h, tokensv1alpha1.BackendTokenCounts{Managed: 1, UnmanagedActive: 2, UnmanagedFullAccess: 1, OtherClusters: 2})
 	g.Expect(backendTokensGauge(t, h.backendName, "other_clusters")).To(Equal(2.0))
@@ -120,7 +121,7 @@ func TestStatusBackendTokenCounts(t *testing.T) {
 		return got.Status.Tokens
 	}
 	g.Eventually(counts).WithTimeout(20 * time.Second).Should(Equal(&tokensv1alpha1.BackendTokenCounts{}))
-	h.backend.IssueToken(t, backend.CreateRequest{Name: "later", Permission: backend.PermissionFullAccess})
+	h.backend.IssueToken(t, native.CreateRequest{Name: "later", Permission: backend.PermissionFullAccess})
 	g.Eventually(counts).WithTimeout(20 * time.Second).Should(Equal(&tokensv1alpha1.BackendTokenCounts{UnmanagedActive: 1, UnmanagedFullAccess: 1}))
 }
 

@@ -21,25 +21,10 @@ import (
 	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
-// backendTokenLabels are put on every backend token the operator issues: they say who made
-// it. tokenLabelsFor adds the cluster's identity.
-var backendTokenLabels = map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}
-
-// tokenLabelsFor is the labels of a token this cluster creates: backendTokenLabels and, when
-// the identity is known, LabelCluster. The protocol cannot change labels later, so a token
-// keeps the identity it was created with.
-func tokenLabelsFor(cluster string) map[string]string {
-	if cluster == "" {
-		return backendTokenLabels
-	}
-	return map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue, tokensv1alpha1.LabelCluster: cluster}
-}
-
 // labelledForOtherCluster: the token carries another cluster's identity. Such a token is
 // never deactivated as an orphan, adopted, or counted as this cluster's.
-func labelledForOtherCluster(labels map[string]string, cluster string) bool {
-	c := labels[tokensv1alpha1.LabelCluster]
-	return c != "" && c != cluster
+func labelledForOtherCluster(tokenCluster, cluster string) bool {
+	return tokenCluster != "" && tokenCluster != cluster
 }
 
 const (
@@ -91,8 +76,8 @@ func newInventorySnapshot(takenAt time.Time, list []backend.Token, cluster strin
 			continue
 		}
 		snap.active[t.ID] = kept.entry(t)
-		if t.ExternalID != "" && !labelledForOtherCluster(t.Labels, cluster) {
-			snap.byExternalID[t.ExternalID] = append(snap.byExternalID[t.ExternalID], t.ID)
+		if t.Owner.UID != "" && !labelledForOtherCluster(t.Owner.Cluster, cluster) {
+			snap.byExternalID[t.Owner.UID] = append(snap.byExternalID[t.Owner.UID], t.ID)
 		}
 	}
 	return snap
@@ -116,7 +101,7 @@ type clustersKept map[string]string
 
 // entry is what the inventory keeps of a listed token.
 func (k clustersKept) entry(t backend.Token) inventoryEntry {
-	c := t.Labels[tokensv1alpha1.LabelCluster]
+	c := t.Owner.Cluster
 	if c != "" {
 		if v, ok := k[c]; ok {
 			c = v
@@ -131,25 +116,26 @@ func (k clustersKept) entry(t backend.Token) inventoryEntry {
 	case backend.PermissionFullAccess:
 		p = backend.PermissionFullAccess
 	}
-	return inventoryEntry{externalID: t.ExternalID, cluster: c, permission: p, createdAt: unixNano(&t.CreatedAt),
+	return inventoryEntry{externalID: t.Owner.UID, cluster: c, permission: p, createdAt: unixNano(&t.CreatedAt),
 		expiresAt: unixNano(t.ExpiresAt), lastUsedAt: unixNano(t.LastUsedAt), lastWriteAt: unixNano(t.LastWriteAt),
 		lastDeniedAt: unixNano(t.LastDeniedAt), updatedAt: unixNano(t.UpdatedAt)}
 }
 
 // keptOfListed returns the ListOptions.Keep of one walk: each token is cut down to what its
-// entry holds as its page is decoded, so a full walk never holds every description and label
-// set; the tokens of one cluster share one label map (a map per token was 340 bytes each,
-// some 7 MB for a full walk of 20,000).
+// entry holds as its page is decoded, so a full walk never holds every description and name;
+// the tokens of one cluster share one copy of its identity.
 func keptOfListed() func(backend.Token) backend.Token {
-	shared := map[string]map[string]string{}
+	shared := map[string]string{}
 	return func(t backend.Token) backend.Token {
-		c := t.Labels[tokensv1alpha1.LabelCluster]
-		t.Labels, t.Description, t.Last4, t.Name = nil, "", "", ""
+		c := t.Owner.Cluster
+		t.Description, t.Last4, t.Name = "", "", ""
 		if c != "" {
-			if shared[c] == nil {
-				shared[c] = map[string]string{tokensv1alpha1.LabelCluster: c}
+			if v, ok := shared[c]; ok {
+				c = v
+			} else {
+				shared[c] = c
 			}
-			t.Labels = shared[c]
+			t.Owner.Cluster = c
 		}
 		return t
 	}
@@ -175,14 +161,11 @@ func timeOf(ns int64) *time.Time {
 // token is the entry as a backend.Token (id, owner, cluster label, permission, status
 // active and times), for the readers that take one.
 func (e inventoryEntry) token(id string) backend.Token {
-	t := backend.Token{ID: id, ExternalID: e.externalID, Permission: e.permission, Status: backend.StatusActive,
+	t := backend.Token{ID: id, Owner: backend.Owner{UID: e.externalID, Cluster: e.cluster}, Permission: e.permission, Status: backend.StatusActive,
 		ExpiresAt: timeOf(e.expiresAt), LastUsedAt: timeOf(e.lastUsedAt), LastWriteAt: timeOf(e.lastWriteAt),
 		LastDeniedAt: timeOf(e.lastDeniedAt), UpdatedAt: timeOf(e.updatedAt)}
 	if c := timeOf(e.createdAt); c != nil {
 		t.CreatedAt = *c
-	}
-	if e.cluster != "" {
-		t.Labels = map[string]string{tokensv1alpha1.LabelCluster: e.cluster}
 	}
 	return t
 }
@@ -222,8 +205,8 @@ func (s *inventorySnapshot) merge(takenAt time.Time, changed []backend.Token) *i
 			continue
 		}
 		next.active[t.ID] = kept.entry(t)
-		if t.ExternalID != "" && !labelledForOtherCluster(t.Labels, s.cluster) {
-			next.byExternalID[t.ExternalID] = append(slices.Clip(next.byExternalID[t.ExternalID]), t.ID)
+		if t.Owner.UID != "" && !labelledForOtherCluster(t.Owner.Cluster, s.cluster) {
+			next.byExternalID[t.Owner.UID] = append(slices.Clip(next.byExternalID[t.Owner.UID]), t.ID)
 		}
 	}
 	return next
@@ -235,7 +218,7 @@ func (s *inventorySnapshot) holds(t backend.Token) bool {
 	if t.Status != backend.StatusActive {
 		return !had
 	}
-	return had && old.externalID == t.ExternalID && old.updatedAt == unixNano(t.UpdatedAt) &&
+	return had && old.externalID == t.Owner.UID && old.updatedAt == unixNano(t.UpdatedAt) &&
 		old.lastUsedAt == unixNano(t.LastUsedAt) && old.expiresAt == unixNano(t.ExpiresAt)
 }
 
@@ -244,7 +227,7 @@ type inventoryWalk struct {
 	// client is the registered (unwrapped) client this walk belongs to: a new registration
 	// (after an outage or a change of URL or credential) starts over with a full list, a
 	// periodic re-check of the same one does not.
-	client backend.Client
+	client backend.Driver
 	// featuresRead: GET /ping's features were read (once per registration).
 	featuresRead bool
 	// incremental: the backend lists updated_since, so a walk asks only for changes.
@@ -509,7 +492,7 @@ func (i *Inventory) TokenCounts(key BackendKey) *tokensv1alpha1.BackendTokenCoun
 
 // walk lists one backend through cl and returns its new snapshot; raw identifies the
 // registration and answers the features.
-func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, cl, raw backend.Client) (*inventorySnapshot, error) {
+func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, cl, raw backend.Driver) (*inventorySnapshot, error) {
 	w := i.walks[key]
 	if w == nil || !sameClient(w.client, raw) {
 		w = &inventoryWalk{client: raw}
@@ -538,7 +521,7 @@ func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, c
 		// Every status: a token that became inactive must leave the snapshot.
 		opts.UpdatedSince = w.lastWalk.Add(-i.Overlap)
 	}
-	list, err := cl.ListTokens(ctx, opts)
+	list, err := cl.List(ctx, opts)
 	if err != nil {
 		var be *backend.Error
 		if w.incremental && errors.As(err, &be) && be.Kind == backend.KindInvalid {
@@ -562,16 +545,13 @@ func (i *Inventory) walk(ctx context.Context, log logr.Logger, key BackendKey, c
 // readFeatures asks the backend once per registration whether it lists updated_since, and
 // logs a fallback to full lists once (again only if it changes).
 func (i *Inventory) readFeatures(ctx context.Context, log logr.Logger, key BackendKey, w *inventoryWalk) {
-	ext, ok := w.client.(backend.ExtendedClient)
-	if ok {
-		fs, err := ext.Features(ctx)
-		if err != nil {
-			// Unknown this time: list in full and ask again at the next refresh.
-			log.Info("Reading backend features failed; listing every token this time", "backend", key.String(), "error", err.Error())
-			return
-		}
-		w.incremental = fs.Has(backend.FeatureUpdatedSince)
+	fs, err := w.client.Capabilities(ctx)
+	if err != nil {
+		// Unknown this time: list in full and ask again at the next refresh.
+		log.Info("Reading backend capabilities failed; listing every token this time", "backend", key.String(), "error", err.Error())
+		return
 	}
+	w.incremental = fs.Has(backend.CapabilityUpdatedSince)
 	w.featuresRead = true
 	if said, known := i.announced[key]; known && said == w.incremental {
 		return
@@ -586,7 +566,7 @@ func (i *Inventory) readFeatures(ctx context.Context, log logr.Logger, key Backe
 
 // sameClient reports whether a and b are the same registered client. A client type that
 // cannot be compared counts as a new registration, which costs a full list, never a miss.
-func sameClient(a, b backend.Client) bool {
+func sameClient(a, b backend.Driver) bool {
 	if a == nil || b == nil {
 		return false
 	}

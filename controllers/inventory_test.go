@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +19,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
@@ -36,7 +36,7 @@ type inventoryFixture struct {
 	ctx   context.Context
 	srv   *servertest.Instance
 	clock *servertest.Clock
-	admin *backend.HTTPClient
+	admin *native.Client
 	reg   *BackendRegistry
 	key   BackendKey
 	inv   *Inventory
@@ -77,7 +77,7 @@ func newInventoryFixture(t *testing.T, skew time.Duration, opts ...servertest.Op
 		f.logs.mu.Unlock()
 	}, funcr.Options{}))
 	f.admin = f.newClient()
-	f.register(f.admin)
+	f.register(f.admin.Driver())
 	reader := fake.NewClientBuilder().WithScheme(testenv.Scheme).
 		WithIndex(&tokensv1alpha1.APIToken{}, backendRefIndex, func(o client.Object) []string {
 			return backendsOf(o.(*tokensv1alpha1.APIToken))
@@ -86,9 +86,20 @@ func newInventoryFixture(t *testing.T, skew time.Duration, opts ...servertest.Op
 	return f
 }
 
-func (f *inventoryFixture) newClient() *backend.HTTPClient {
+// managedByLabels are the labels the native driver puts on a token of a cluster without an
+// identity.
+func managedByLabels() map[string]string {
+	return native.CreateRequestFor(backend.Owner{}, backend.TokenSpec{}).Labels
+}
+
+// clusterLabels are the labels the native driver puts on a token of that cluster.
+func clusterLabels(cluster string) map[string]string {
+	return native.CreateRequestFor(backend.Owner{Cluster: cluster}, backend.TokenSpec{}).Labels
+}
+
+func (f *inventoryFixture) newClient() *native.Client {
 	f.t.Helper()
-	c, err := backend.New(backend.Options{BaseURL: f.srv.URL, Token: backend.SecretValue(f.srv.AdminToken)})
+	c, err := native.New(native.Options{BaseURL: f.srv.URL, Token: backend.SecretValue(f.srv.AdminToken)})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -96,15 +107,15 @@ func (f *inventoryFixture) newClient() *backend.HTTPClient {
 }
 
 // register puts c in the registry as the backend's client, as a successful check does.
-func (f *inventoryFixture) register(c backend.Client) {
+func (f *inventoryFixture) register(c backend.Driver) {
 	f.reg.Set(f.ctx, f.key, &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: f.key.Name}}, c, f.srv.URL, fmt.Sprintf("%p", c))
 }
 
 // issue creates a token the way the operator does (our label, external_id set).
-func (f *inventoryFixture) issue(name, externalID string, expires *time.Time) *backend.CreatedToken {
+func (f *inventoryFixture) issue(name, externalID string, expires *time.Time) *native.CreatedToken {
 	f.t.Helper()
-	ct, err := f.admin.CreateToken(f.ctx, "key-"+name, backend.CreateRequest{Name: name, Permission: backend.PermissionReadOnly,
-		ExternalID: externalID, Labels: backendTokenLabels, ExpiresAt: expires})
+	ct, err := f.admin.CreateToken(f.ctx, "key-"+name, native.CreateRequest{Name: name, Permission: backend.PermissionReadOnly,
+		ExternalID: externalID, Labels: managedByLabels(), ExpiresAt: expires})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -122,8 +133,8 @@ func (f *inventoryFixture) issueMany(n int) {
 			defer wg.Done()
 			for i := w; i < n; i += 8 {
 				name := fmt.Sprintf("many-%04d", i)
-				if _, err := f.admin.CreateToken(f.ctx, "key-"+name, backend.CreateRequest{Name: name, Permission: backend.PermissionReadOnly,
-					ExternalID: "uid-" + name, Labels: backendTokenLabels}); err != nil {
+				if _, err := f.admin.CreateToken(f.ctx, "key-"+name, native.CreateRequest{Name: name, Permission: backend.PermissionReadOnly,
+					ExternalID: "uid-" + name, Labels: managedByLabels()}); err != nil {
 					errs <- err
 					return
 				}
@@ -138,9 +149,9 @@ func (f *inventoryFixture) issueMany(n int) {
 }
 
 // use makes one authenticated request with the token's value, which stamps last_used_at.
-func (f *inventoryFixture) use(ct *backend.CreatedToken) {
+func (f *inventoryFixture) use(ct *native.CreatedToken) {
 	f.t.Helper()
-	c, err := backend.New(backend.Options{BaseURL: f.srv.URL, Token: ct.Value})
+	c, err := native.New(native.Options{BaseURL: f.srv.URL, Token: ct.Value})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -187,7 +198,7 @@ func TestInventoryMergesChanges(t *testing.T) {
 	a := f.issue("a", "uid-a", nil)
 	b := f.issue("b", "uid-b", nil)
 	c := f.issue("c", "uid-c", nil)
-	byHand, err := f.admin.CreateToken(f.ctx, "key-foreign", backend.CreateRequest{Name: "foreign", Permission: backend.PermissionReadOnly})
+	byHand, err := f.admin.CreateToken(f.ctx, "key-foreign", native.CreateRequest{Name: "foreign", Permission: backend.PermissionReadOnly})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +303,7 @@ func TestInventoryWithoutUpdatedSince(t *testing.T) {
 	}
 	// A re-registration (after an outage) reads the features again, and says nothing new.
 	f.reg.Remove(f.key)
-	f.register(f.newClient())
+	f.register(f.newClient().Driver())
 	g.Expect(f.refresh().PingCalls).To(Equal(int64(1)))
 	g.Expect(f.logs.count("does not list the updated_since feature")).To(Equal(1))
 }
@@ -311,12 +322,12 @@ func TestInventoryReregistrationListsInFull(t *testing.T) {
 
 	// The periodic re-check sets the same client again (the registry wraps it anew): the
 	// same registration, still incremental.
-	f.register(f.admin)
+	f.register(f.admin.Driver())
 	f.clock.Advance(time.Minute)
 	g.Expect(f.refresh().Requests).To(Equal(int64(1)))
 
 	f.reg.Remove(f.key)
-	f.register(f.newClient())
+	f.register(f.newClient().Driver())
 	f.clock.Advance(time.Minute)
 	got := f.refresh()
 	g.Expect(got.PingCalls).To(Equal(int64(1)))
@@ -367,18 +378,18 @@ func TestInventoryMergeIsPure(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	u := t0.Add(-time.Minute)
 	base := newInventorySnapshot(t0, []backend.Token{
-		{ID: "t1", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u},
-		{ID: "t2", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u},
+		{ID: "t1", Owner: backend.Owner{UID: "x"}, Status: backend.StatusActive, UpdatedAt: &u},
+		{ID: "t2", Owner: backend.Owner{UID: "x"}, Status: backend.StatusActive, UpdatedAt: &u},
 	}, "")
-	same := base.merge(t0.Add(time.Minute), []backend.Token{{ID: "t1", ExternalID: "x", Status: backend.StatusActive, UpdatedAt: &u}})
+	same := base.merge(t0.Add(time.Minute), []backend.Token{{ID: "t1", Owner: backend.Owner{UID: "x"}, Status: backend.StatusActive, UpdatedAt: &u}})
 	g.Expect(same.takenAt).To(Equal(t0.Add(time.Minute)))
 	g.Expect(fmt.Sprintf("%p", same.active)).To(Equal(fmt.Sprintf("%p", base.active)), "nothing new: the maps are shared")
 
 	later := t0
 	next := base.merge(t0.Add(time.Minute), []backend.Token{
-		{ID: "t1", ExternalID: "x", Status: backend.StatusInactive, UpdatedAt: &later},
-		{ID: "t2", ExternalID: "y", Status: backend.StatusActive, UpdatedAt: &later},
-		{ID: "t3", ExternalID: "gone", Status: backend.StatusInactive, UpdatedAt: &later},
+		{ID: "t1", Owner: backend.Owner{UID: "x"}, Status: backend.StatusInactive, UpdatedAt: &later},
+		{ID: "t2", Owner: backend.Owner{UID: "y"}, Status: backend.StatusActive, UpdatedAt: &later},
+		{ID: "t3", Owner: backend.Owner{UID: "gone"}, Status: backend.StatusInactive, UpdatedAt: &later},
 	})
 	g.Expect(next.byExternalID).To(Equal(map[string][]string{"y": {"t2"}}))
 	g.Expect(activeIDs(next)).To(ConsistOf("t2"))
@@ -397,9 +408,9 @@ func TestInventoryCountsTokens(t *testing.T) {
 	g := NewWithT(t)
 	f := newInventoryFixture(t, 0)
 	f.inv.ClusterIdentity = "this-cluster"
-	ours, other := tokenLabelsFor("this-cluster"), tokenLabelsFor("other-cluster")
-	mk := func(name, externalID string, perm backend.Permission, labels map[string]string) *backend.CreatedToken {
-		ct, err := f.admin.CreateToken(f.ctx, "key-"+name, backend.CreateRequest{Name: name, Permission: perm, ExternalID: externalID, Labels: labels})
+	ours, other := clusterLabels("this-cluster"), clusterLabels("other-cluster")
+	mk := func(name, externalID string, perm backend.Permission, labels map[string]string) *native.CreatedToken {
+		ct, err := f.admin.CreateToken(f.ctx, "key-"+name, native.CreateRequest{Name: name, Permission: perm, ExternalID: externalID, Labels: labels})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -448,7 +459,7 @@ func TestInventoryCountsTokens(t *testing.T) {
 func TestReviewCostPerSyncAtN1000(t *testing.T) {
 	g := NewWithT(t)
 	f := newInventoryFixture(t, 0)
-	f.reg.Set(f.ctx, f.key, &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: f.key.Name}}, f.admin, f.srv.URL, fmt.Sprintf("%p", f.admin), backend.FeatureUsage, backend.FeatureUpdatedSince)
+	f.reg.Set(f.ctx, f.key, &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: f.key.Name}}, f.admin.Driver(), f.srv.URL, fmt.Sprintf("%p", f.admin), backend.CapabilityUsage, backend.CapabilityUpdatedSince)
 	const n = 1000
 	values := make([]backend.SecretValue, n)
 	ids := make([]string, n)
@@ -458,8 +469,8 @@ func TestReviewCostPerSyncAtN1000(t *testing.T) {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < n; i += 8 {
-				ct, err := f.admin.CreateToken(f.ctx, fmt.Sprintf("key-%d", i), backend.CreateRequest{Name: fmt.Sprintf("t-%04d", i), Permission: backend.PermissionReadOnly,
-					ExternalID: fmt.Sprintf("uid-%04d", i), Labels: backendTokenLabels})
+				ct, err := f.admin.CreateToken(f.ctx, fmt.Sprintf("key-%d", i), native.CreateRequest{Name: fmt.Sprintf("t-%04d", i), Permission: backend.PermissionReadOnly,
+					ExternalID: fmt.Sprintf("uid-%04d", i), Labels: managedByLabels()})
 				if err != nil {
 					t.Error(err)
 					return
@@ -524,12 +535,12 @@ func TestInventoryEntryKeepsWhatIsRead(t *testing.T) {
 	listed := backend.Token{ID: "tok_1", Name: "team-a/grafana", Description: "d", Permission: backend.Permission(string([]byte("full_access"))),
 		Status: backend.StatusActive, CreatedAt: *at("2026-11-01T10:00:00.123456789Z"), ExpiresAt: at("2027-01-01T00:00:00Z"),
 		LastUsedAt: at("2026-12-01T09:00:00.5Z"), LastWriteAt: at("2026-12-01T08:00:00Z"), UpdatedAt: at("2026-12-01T09:00:01Z"),
-		Last4: "abcd", ExternalID: "uid-a", Labels: map[string]string{tokensv1alpha1.LabelCluster: string([]byte("c1")), "x": "y"}}
+		Last4: "abcd", Owner: backend.Owner{UID: "uid-a", Cluster: string([]byte("c1"))}}
 	kept, keep := clustersKept{}, keptOfListed()
 	e := kept.entry(keep(listed))
 	got := e.token("tok_1")
 	g.Expect(got.ID).To(Equal("tok_1"))
-	g.Expect(got.ExternalID).To(Equal("uid-a"))
+	g.Expect(got.Owner.UID).To(Equal("uid-a"))
 	g.Expect(got.Permission).To(Equal(backend.PermissionFullAccess))
 	g.Expect(got.Status).To(Equal(backend.StatusActive))
 	g.Expect(got.CreatedAt.Equal(listed.CreatedAt)).To(BeTrue())
@@ -538,18 +549,18 @@ func TestInventoryEntryKeepsWhatIsRead(t *testing.T) {
 		g.Expect(p[0].Equal(*p[1])).To(BeTrue(), "%v != %v", p[0], p[1])
 	}
 	g.Expect(got.LastDeniedAt).To(BeNil(), "never denied stays nil")
-	g.Expect(got.Labels).To(Equal(map[string]string{tokensv1alpha1.LabelCluster: "c1"}))
+	g.Expect(got.Owner.Cluster).To(Equal("c1"))
 	g.Expect(got.Name + got.Description + got.Last4).To(BeEmpty())
 
 	other := listed
-	other.Labels = map[string]string{tokensv1alpha1.LabelCluster: string([]byte("c1"))}
+	other.Owner.Cluster = string([]byte("c1"))
 	l1, l2 := keep(listed), keep(other)
-	g.Expect(reflect.ValueOf(l1.Labels).UnsafePointer()).To(Equal(reflect.ValueOf(l2.Labels).UnsafePointer()), "one label map per cluster in a walk")
+	g.Expect(unsafe.StringData(l1.Owner.Cluster)).To(Equal(unsafe.StringData(l2.Owner.Cluster)), "one copy of the cluster per walk")
 	e2 := kept.entry(keep(other))
 	g.Expect(unsafe.StringData(e2.cluster)).To(Equal(unsafe.StringData(e.cluster)), "one copy of the label per walk")
 
 	bare := kept.entry(backend.Token{ID: "tok_2", Permission: backend.PermissionReadOnly})
-	g.Expect(bare.token("tok_2").Labels).To(BeNil())
+	g.Expect(bare.token("tok_2").Owner.Cluster).To(BeEmpty())
 	g.Expect(bare.token("tok_2").CreatedAt.IsZero()).To(BeTrue())
 	g.Expect(bare.token("tok_2").ExpiresAt).To(BeNil())
 }

@@ -24,6 +24,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
@@ -43,10 +44,10 @@ func (h *harness) backendReady(name, reason string) *metav1.Condition {
 
 func TestClusterStatusBackendReadiness(t *testing.T) {
 	h := newHarness(t)
-	readOnly := h.backend.IssueToken(t, backend.CreateRequest{Name: "ro-admin", Permission: backend.PermissionReadOnly})
+	readOnly := h.backend.IssueToken(t, native.CreateRequest{Name: "ro-admin", Permission: backend.PermissionReadOnly})
 	h.createAdminSecret(h.ns, "ro-admin", readOnly.Value.Reveal())
 	// A full_access token is not an admin: token management needs the admin role.
-	fullAccess := h.backend.IssueToken(t, backend.CreateRequest{Name: "fa-not-admin", Permission: backend.PermissionFullAccess})
+	fullAccess := h.backend.IssueToken(t, native.CreateRequest{Name: "fa-not-admin", Permission: backend.PermissionFullAccess})
 	h.createAdminSecret(h.ns, "fa-not-admin", fullAccess.Value.Reveal())
 	h.createAdminSecret(h.ns, "revoked-admin", "sgt_thisTokenDoesNotExistOnTheBackend0000000")
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "wrong-key"}, StringData: map[string]string{"password": h.backend.AdminToken}}
@@ -244,7 +245,7 @@ func TestUnreadableCreateReplyLeavesNoActiveToken(t *testing.T) {
 	}))
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseFailed, tokensv1alpha1.ReasonBackendRejected)
 	g.Expect(h.readyCondition(got).Message).NotTo(ContainSubstring("sgt_"))
-	all, err := h.admin.ListTokens(h.ctx, backend.ListOptions{ExternalID: string(got.UID)})
+	all, err := h.admin.ListTokens(h.ctx, native.ListOptions{ExternalID: string(got.UID)})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(all).NotTo(BeEmpty(), "the backend did create a token")
 	g.Expect(h.activeBackendTokens(got.UID)).To(BeEmpty(), "and it was deactivated")

@@ -30,6 +30,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
@@ -71,7 +72,7 @@ type harness struct {
 	c       client.Client
 	ns      string
 	backend *servertest.Instance
-	admin   *backend.HTTPClient
+	admin   *native.Client
 	// backendName is the ClusterStatusBackend created for this test.
 	backendName string
 	logs        *syncBuffer
@@ -268,7 +269,7 @@ func (h *harness) secret(name string) *corev1.Secret {
 }
 
 // backendToken reads a token through the protocol with the admin credential.
-func (h *harness) backendToken(id string) *backend.Token {
+func (h *harness) backendToken(id string) *native.Token {
 	h.t.Helper()
 	tok, err := h.admin.GetToken(h.ctx, id)
 	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
@@ -276,9 +277,9 @@ func (h *harness) backendToken(id string) *backend.Token {
 }
 
 // activeBackendTokens lists the active backend tokens of an APIToken.
-func (h *harness) activeBackendTokens(uid types.UID) []backend.Token {
+func (h *harness) activeBackendTokens(uid types.UID) []native.Token {
 	h.t.Helper()
-	list, err := h.admin.ListTokens(h.ctx, backend.ListOptions{ExternalID: string(uid), Status: backend.StatusActive})
+	list, err := h.admin.ListTokens(h.ctx, native.ListOptions{ExternalID: string(uid), Status: backend.StatusActive})
 	NewWithT(h.t).Expect(err).NotTo(HaveOccurred())
 	return list
 }

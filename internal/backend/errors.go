@@ -35,23 +35,26 @@ const (
 	// KindProtocol is a reply that does not follow the protocol (bad JSON,
 	// oversized, missing fields, HTML pages).
 	KindProtocol ErrorKind = "Protocol"
+	// KindMisconfigured is a backend that answers but is set up wrongly for the operator (for
+	// Zabbix: a user or role that is missing or grants too much); the message says what to fix.
+	KindMisconfigured ErrorKind = "Misconfigured"
 )
 
-// Error is every error the HTTP client returns. Message is sanitized: it never
-// holds a token value or the Authorization header, even if the server echoed them.
+// Error is every error a driver returns. Message is sanitized: it never holds a token value or
+// a credential, even if the backend echoed them.
 type Error struct {
 	Kind ErrorKind
-	// Op is the client operation: create, get, list, deactivate, claim, ping, self.
+	// Op is the operation: create, get, list, deactivate, claim, ping, self.
 	Op string
-	// StatusCode is the HTTP status, 0 when no response arrived.
+	// StatusCode is the HTTP status of the reply, 0 when no response arrived.
 	StatusCode int
 	Message    string
 	// RetryAfter is the server's Retry-After, 0 if none.
 	RetryAfter time.Duration
 
-	// cause is the underlying transport error, kept for errors.Is (for example
+	// Cause is the underlying transport error, kept for errors.Is (for example
 	// context.Canceled); its text is never shown unsanitized.
-	cause error
+	Cause error
 }
 
 // Error formats like "backend create: 403 Forbidden: token is read-only".
@@ -77,7 +80,7 @@ func (e *Error) Error() string {
 }
 
 // Unwrap returns the transport error, if any, so errors.Is(err, context.Canceled) works.
-func (e *Error) Unwrap() error { return e.cause }
+func (e *Error) Unwrap() error { return e.Cause }
 
 func kindOf(err error) (ErrorKind, bool) {
 	var e *Error
@@ -120,56 +123,14 @@ func IsTransient(err error) bool {
 	return k == KindTransient || k == KindConflict
 }
 
+// IsMisconfigured reports a backend set up wrongly for the operator.
+func IsMisconfigured(err error) bool { k, _ := kindOf(err); return k == KindMisconfigured }
+
 // RetryAfter returns the delay the server asked for, 0 if none.
 func RetryAfter(err error) time.Duration {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.RetryAfter
-	}
-	return 0
-}
-
-// kindForStatus maps an HTTP status of a failed reply to its kind.
-func kindForStatus(code int) ErrorKind {
-	switch {
-	case code == http.StatusUnauthorized:
-		return KindUnauthorized
-	case code == http.StatusForbidden:
-		return KindForbidden
-	case code == http.StatusNotFound:
-		return KindNotFound
-	case code == http.StatusConflict:
-		return KindConflict
-	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500:
-		return KindTransient
-	case code >= 400:
-		return KindInvalid
-	default:
-		// 1xx/3xx or an unexpected 2xx: the server did not follow the protocol.
-		return KindProtocol
-	}
-}
-
-// parseRetryAfter reads Retry-After as delay seconds or an HTTP date.
-func parseRetryAfter(h string, now time.Time) time.Duration {
-	h = strings.TrimSpace(h)
-	if h == "" {
-		return 0
-	}
-	if s, err := strconv.ParseInt(h, 10, 64); err == nil {
-		if s <= 0 {
-			return 0
-		}
-		const maxSeconds = 24 * 60 * 60 // a day; anything longer is nonsense
-		if s > maxSeconds {
-			s = maxSeconds
-		}
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(h); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d.Round(time.Second)
-		}
 	}
 	return 0
 }
@@ -190,10 +151,10 @@ var (
 	}
 )
 
-// sanitize removes the client's own credential and anything that looks like a
+// Sanitize removes the client's own credential and anything that looks like a
 // token value, drops control characters and truncates, so the text is safe to
 // log and to put into a status condition.
-func sanitize(msg string, secret SecretValue) string {
+func Sanitize(msg string, secret SecretValue) string {
 	if s := string(secret); len(s) >= 4 {
 		msg = strings.ReplaceAll(msg, s, redacted)
 	}
@@ -215,6 +176,7 @@ func sanitize(msg string, secret SecretValue) string {
 	return msg
 }
 
-func newError(op string, kind ErrorKind, code int, format string, args ...any) *Error {
+// NewError is an Error of kind for op; code is the HTTP status (0 for none).
+func NewError(op string, kind ErrorKind, code int, format string, args ...any) *Error {
 	return &Error{Op: op, Kind: kind, StatusCode: code, Message: fmt.Sprintf(format, args...)}
 }

@@ -1,6 +1,9 @@
-// Package backend is the client for the status backend protocol
-// (docs: shared/spec/backend-protocol.md). It speaks HTTP only and imports no
-// Kubernetes package, so the operator and tools can share it.
+// Package backend is the driver-neutral port between the operator and a token backend: what a
+// token is, who owns it, the core operations every driver implements (Driver), the abilities
+// a driver may add (Claimer, Identifier, and the Capabilities it lists), and the error kinds
+// the controllers decide on. Each backend is a driver in a package of its own below this one
+// (native: the HTTP protocol of docs/backend-protocol.md; zabbix: Zabbix API tokens); the
+// controllers speak only this port. It imports no Kubernetes package.
 package backend
 
 import (
@@ -12,9 +15,9 @@ import (
 type Permission string
 
 const (
-	// PermissionReadOnly allows GET, HEAD and OPTIONS on every resource.
+	// PermissionReadOnly may only read.
 	PermissionReadOnly Permission = "read_only"
-	// PermissionFullAccess allows every method; token management also needs RoleAdmin.
+	// PermissionFullAccess may read and write; token management also needs Token.Admin.
 	PermissionFullAccess Permission = "full_access"
 )
 
@@ -28,142 +31,154 @@ const (
 	StatusInactive TokenStatus = "inactive"
 )
 
-// Token is a backend token object. It never carries the token value: the
-// backend returns the value only once, in CreatedToken.
+// Owner is who a token belongs to. Each driver encodes it in what its backend has (the native
+// protocol: external_id and a cluster label; Zabbix: the token's name) and reads it back the
+// same way, so the isolation rules hold for every driver: the operator deactivates only tokens
+// its backend shows with the APIToken's UID.
+type Owner struct {
+	// UID is the owning APIToken's UID; "" for a token nobody owns.
+	UID string
+	// Cluster is the identity of the cluster whose operator created the token; "" when the
+	// backend does not say (a token made by hand and adopted).
+	Cluster string
+	// Serial is the issue serial the token was created for; 0 when the backend does not say.
+	Serial int64
+}
+
+// Token is a backend token object. It never carries the token value: a backend shows the value
+// only once, in CreatedToken.
 type Token struct {
-	ID            string
-	Name          string
-	Description   string
-	Permission    Permission
-	Status        TokenStatus
-	ExpiresAt     *time.Time
-	LastUsedAt    *time.Time
-	CreatedAt     time.Time
+	ID          string
+	Name        string
+	Description string
+	Permission  Permission
+	Status      TokenStatus
+	ExpiresAt   *time.Time
+	LastUsedAt  *time.Time
+	CreatedAt   time.Time
+	// DeactivatedAt is when the token was deactivated; nil while active, and for a backend that
+	// keeps no such time (the driver then sets it when it reports a deactivated token).
 	DeactivatedAt *time.Time
 	// Last4 is the last four characters of the value, for display only.
 	Last4 string
-	// ExternalID links the token to its owner (the APIToken uid); empty if none.
-	ExternalID string
-	Labels     map[string]string
-	// Role is RoleAdmin for a credential that may manage tokens, empty otherwise.
-	Role string
-	// LastWriteAt and LastDeniedAt come with FeatureUsage: the last successful
-	// write and the last refusal because the token is read-only. Nil when the
-	// server lacks the feature or it never happened.
+	// Owner is who the token belongs to, as the backend says.
+	Owner Owner
+	// Admin reports a credential that may manage tokens (list, get, create, deactivate): the
+	// operator's own credential must be one, and no issued token ever is.
+	Admin bool
+	// LastWriteAt and LastDeniedAt come with CapabilityUsage: the last successful write and
+	// the last refusal because the token is read-only. Nil when the backend lacks it or it
+	// never happened.
 	LastWriteAt  *time.Time
 	LastDeniedAt *time.Time
-	// UpdatedAt comes with FeatureUpdatedSince: the last change of status,
-	// usage stamps or external_id. Nil when the server lacks the feature.
+	// UpdatedAt comes with CapabilityUpdatedSince: the last change of status, usage stamps or
+	// owner. Nil when the backend lacks it.
 	UpdatedAt *time.Time
 }
 
-// RoleAdmin is the role that token management needs. The backend gives it only
-// to credentials made outside the API, so no issued token ever has it.
-const RoleAdmin = "admin"
+// IsAdmin reports whether the token may manage tokens; the operator's own credential needs it.
+func (t *Token) IsAdmin() bool { return t.Admin }
 
-// IsAdmin reports whether the token may manage tokens (list, get, create,
-// deactivate); the operator's own credential needs it.
-func (t *Token) IsAdmin() bool { return t.Role == RoleAdmin }
-
-// CreateRequest is the body of POST /api_tokens.
-type CreateRequest struct {
-	Name        string
-	Permission  Permission
+// TokenSpec is what a new token must be.
+type TokenSpec struct {
+	// Name says what the token is for (the APIToken's namespace/name), for people reading the
+	// backend; a driver may shorten it or keep it elsewhere.
+	Name       string
+	Permission Permission
+	// ExpiresAt is the expiry to ask for; nil for none.
 	ExpiresAt   *time.Time
 	Description string
-	ExternalID  string
-	Labels      map[string]string
 }
 
-// CreatedToken is the answer to a create: the token object plus its value,
-// which the backend sends only this once (or on an idempotent replay).
+// CreatedToken is the answer to a create: the token object plus its value, which the backend
+// gives only this once (or again on a replay of the same create).
 type CreatedToken struct {
 	Token
 	// Value is the secret token value; it redacts itself when printed.
 	Value SecretValue
-	// Replayed reports that the backend answered with the stored reply of an
-	// earlier request with the same Idempotency-Key (header Idempotent-Replayed).
+	// Replayed reports that the backend answered with the token of an earlier create for the
+	// same owner, serial and spec (a retry after a lost reply), not with a new one.
 	Replayed bool
 }
 
-// ListOptions filters ListTokens. Zero fields do not filter.
+// ListOptions filters List. Zero fields do not filter.
 type ListOptions struct {
-	ExternalID string
-	// Labels are AND-ed: a token must carry every pair.
-	Labels map[string]string
+	// Owner lists only the tokens of this APIToken UID.
+	Owner  string
 	Status TokenStatus
-	// PerPage is the page size requested from the server (1..100, default 100);
-	// ListTokens follows every page regardless.
-	PerPage int
-	// UpdatedSince, when set, lists only tokens with updated_at at or after it,
-	// ordered by (updated_at, id) ascending instead of newest first. Use it only
-	// when Features lists FeatureUpdatedSince.
+	// UpdatedSince, when set, lists only tokens changed at or after it, oldest change first.
+	// Use it only when the driver lists CapabilityUpdatedSince.
 	UpdatedSince time.Time
-	// Keep, when set, is applied to each listed token as its page is decoded, so that a
-	// walk of every token holds only what the caller keeps of them (the inventory drops the
-	// description and all but one label), not the whole list as sent.
+	// Keep, when set, is applied to each listed token as it is decoded, so that a walk of every
+	// token holds only what the caller keeps of them (the inventory drops the description).
 	Keep func(Token) Token
 }
 
-func (o ListOptions) keep(t Token) Token {
-	if o.Keep == nil {
-		return t
-	}
-	return o.Keep(t)
-}
-
-// Feature names a protocol extension a server lists in GET /ping.
-type Feature string
+// Capability names what a driver offers beyond the core operations. The operator uses one
+// only when the backend lists it, and a missing one degrades a feature with a reason.
+type Capability string
 
 const (
-	// FeatureUsage adds Token.LastWriteAt and Token.LastDeniedAt.
-	FeatureUsage Feature = "usage"
-	// FeatureClaim adds ClaimToken.
-	FeatureClaim Feature = "claim"
-	// FeatureUpdatedSince adds Token.UpdatedAt and ListOptions.UpdatedSince.
-	FeatureUpdatedSince Feature = "updated_since"
+	// CapabilityUsage adds Token.LastWriteAt and Token.LastDeniedAt (the least-privilege review).
+	CapabilityUsage Capability = "usage"
+	// CapabilityClaim: the driver implements Claimer and Identifier (adoption).
+	CapabilityClaim Capability = "claim"
+	// CapabilityUpdatedSince adds Token.UpdatedAt and ListOptions.UpdatedSince (an idle
+	// inventory costs one request whatever the number of tokens).
+	CapabilityUpdatedSince Capability = "updated_since"
 )
 
-// Features is the set of extensions a server implements; the operator uses
-// one only when it is listed, so it keeps working against a plain server.
-type Features []Feature
+// AllCapabilities are the capabilities the operator knows, for status and docs.
+var AllCapabilities = []Capability{CapabilityUsage, CapabilityClaim, CapabilityUpdatedSince}
 
-// Has reports whether f is listed.
-func (fs Features) Has(f Feature) bool {
-	for _, x := range fs {
-		if x == f {
+// Capabilities is the set a backend offers.
+type Capabilities []Capability
+
+// Has reports whether c is listed.
+func (cs Capabilities) Has(c Capability) bool {
+	for _, x := range cs {
+		if x == c {
 			return true
 		}
 	}
 	return false
 }
 
-// Client is what the operator needs from a status backend. *HTTPClient
-// implements it; tests may substitute their own.
-type Client interface {
-	// Ping checks that the backend is reachable and the credential is valid.
-	Ping(ctx context.Context) error
-	// CreateToken issues a token. The same idempotencyKey with the same request
-	// replays the first reply, so a retried create never issues a second token.
-	CreateToken(ctx context.Context, idempotencyKey string, req CreateRequest) (*CreatedToken, error)
-	// GetToken reads one token by id; IsNotFound(err) when it does not exist.
-	GetToken(ctx context.Context, id string) (*Token, error)
-	// ListTokens returns every token matching opts, following all pages, newest first.
-	ListTokens(ctx context.Context, opts ListOptions) ([]Token, error)
-	// DeactivateToken marks a token inactive; repeating it is harmless.
-	DeactivateToken(ctx context.Context, id string) (*Token, error)
-	// Self returns the token object of the client's own credential.
+// Driver is the core port: what the operator needs of every backend.
+//
+// Every method is safe for concurrent use and does not retry (the operator's work queue backs
+// off on transient errors). Errors are *Error with one of the ErrorKinds, whatever the backend
+// said; their messages never hold a token value.
+type Driver interface {
+	// Self returns the credential's own token object: Admin must be true for the operator to
+	// manage tokens. It is also the backend check (reachable, the credential valid); a driver
+	// whose backend is set up wrongly for the operator says exactly what in a KindMisconfigured
+	// error.
 	Self(ctx context.Context) (*Token, error)
+	// Capabilities lists what the backend offers beyond the core; read at each check.
+	Capabilities(ctx context.Context) (Capabilities, error)
+	// Create issues a token for owner as spec asks. Called again for the same owner (UID and
+	// serial) and spec, after a reply that was lost or a crash, it never leaves a second live
+	// token: the driver replays, finds or regenerates the first, so exactly one live value of
+	// that create reaches the caller.
+	Create(ctx context.Context, owner Owner, spec TokenSpec) (*CreatedToken, error)
+	// Get reads one token; IsNotFound(err) when it does not exist.
+	Get(ctx context.Context, id string) (*Token, error)
+	// List returns every token matching opts, the backend's admin credentials included.
+	List(ctx context.Context, opts ListOptions) ([]Token, error)
+	// Deactivate makes a token stop authenticating; repeating it is harmless.
+	Deactivate(ctx context.Context, id string) (*Token, error)
 }
 
-// ExtendedClient adds the protocol extensions. It is separate from Client so
-// existing substitutes of Client keep compiling; *HTTPClient implements both.
-type ExtendedClient interface {
-	Client
-	// Features returns the extensions the server lists in GET /ping (only the
-	// ones this client knows); empty for a server without extensions.
-	Features(ctx context.Context) (Features, error)
-	// ClaimToken sets the token's external_id if it is unset or already
-	// externalID; IsClaimed(err) when another value holds it.
-	ClaimToken(ctx context.Context, id, externalID string) (*Token, error)
+// Claimer is the adoption side of a driver that lists CapabilityClaim: it marks an existing
+// token as owner's (one write), unless another owner holds it (IsClaimed).
+type Claimer interface {
+	Claim(ctx context.Context, id string, owner Owner) (*Token, error)
+}
+
+// Identifier tells which token a value is, without writing to the backend and without
+// counting as a use where the backend allows: adoption verifies possession with it.
+// IsUnauthorized(err) when the value is unknown; an inactive token may be returned as such.
+type Identifier interface {
+	Identify(ctx context.Context, value SecretValue) (*Token, error)
 }

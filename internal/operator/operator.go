@@ -35,6 +35,7 @@ import (
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/drivers"
 	apimetrics "github.com/statusops/apitoken-operator/internal/metrics"
 )
 
@@ -67,8 +68,9 @@ type Options struct {
 	WatchNamespaces []string
 	// Clock is injected for tests; nil means time.Now.
 	Clock func() time.Time
-	// NewBackendClient builds backend clients; nil means the HTTP client.
-	NewBackendClient controllers.BackendClientFactory
+	// NewBackendClient builds backend drivers; nil means drivers.New (the driver each backend
+	// object names).
+	NewBackendClient backend.Factory
 	// BackendObserver, when set, is called after every backend request (metrics).
 	BackendObserver func(op string, code int, d time.Duration, err error)
 	// ClusterName is this cluster's identity on shared backends (--cluster-name), put on
@@ -196,13 +198,13 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 
 	newClient := o.NewBackendClient
 	if newClient == nil {
-		newClient = controllers.DefaultBackendClientFactory
+		newClient = drivers.New
 	}
 	if o.BackendObserver != nil {
 		inner := newClient
-		newClient = func(bo backend.Options) (backend.Client, error) {
-			bo.Observer = o.BackendObserver
-			return inner(bo)
+		newClient = func(c backend.Config) (backend.Driver, error) {
+			c.Observer = o.BackendObserver
+			return inner(c)
 		}
 	}
 	// Credentials Secrets carry no label of ours, so they are watched through a separate,
@@ -279,7 +281,6 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		Clock:                      o.Clock,
 		MaxConcurrentReconciles:    o.MaxConcurrentReconciles,
 		IssuanceBudget:             issuanceBudget(o.IssuanceBudget),
-		NewBackendClient:           newClient,
 		PermissionReviewWindow:     o.PermissionReviewWindow,
 		RestartWorkloads:           o.RestartWorkloads,
 		NamespacedBackendsDisabled: o.DisableNamespacedBackends,

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
@@ -15,7 +16,7 @@ import (
 // last_used_at stamp and a small JSON reply.
 func BenchmarkAuthenticatedGet(b *testing.B) {
 	srv := servertest.Start(b)
-	ro := srv.IssueToken(b, backend.CreateRequest{Name: "bench", Permission: backend.PermissionReadOnly})
+	ro := srv.IssueToken(b, native.CreateRequest{Name: "bench", Permission: backend.PermissionReadOnly})
 	if err := srv.Client(b).Ping(context.Background()); err != nil {
 		b.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
@@ -71,7 +72,7 @@ func startRun(t *testing.T, cfg statusserver.Config) (base string, out *syncBuff
 }
 
 func ping(t *testing.T, base, token string) error {
-	c, err := backend.New(backend.Options{BaseURL: base, Token: backend.SecretValue(token)})
+	c, err := native.New(native.Options{BaseURL: base, Token: backend.SecretValue(token)})
 	if err != nil {
 		return err
 	}
@@ -81,7 +82,7 @@ func ping(t *testing.T, base, token string) error {
 // isAdmin reads the credential's own token object and reports its role.
 func isAdmin(t *testing.T, base, token string) bool {
 	t.Helper()
-	c, err := backend.New(backend.Options{BaseURL: base, Token: backend.SecretValue(token)})
+	c, err := native.New(native.Options{BaseURL: base, Token: backend.SecretValue(token)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +138,7 @@ func TestRunBootstrapsAdminToken(t *testing.T) {
 		base, out, _ := startRun(t, statusserver.Config{DataPath: filepath.Join(dir, "db"), AdminTokenFile: file})
 		g.Expect(out.String()).NotTo(ContainSubstring(value))
 		g.Expect(ping(t, base, value)).To(Succeed())
-		c, err := backend.New(backend.Options{BaseURL: base, Token: value})
+		c, err := native.New(native.Options{BaseURL: base, Token: value})
 		g.Expect(err).NotTo(HaveOccurred())
 		self, err := c.Self(context.Background())
 		g.Expect(err).NotTo(HaveOccurred())
@@ -151,16 +152,16 @@ func TestStatsCountRequests(t *testing.T) {
 	ctx := context.Background()
 	srv := servertest.Start(t)
 	c := srv.Client(t)
-	ro := srv.IssueToken(t, backend.CreateRequest{Name: "ro", Permission: backend.PermissionReadOnly})
+	ro := srv.IssueToken(t, native.CreateRequest{Name: "ro", Permission: backend.PermissionReadOnly})
 	g.Expect(c.Ping(ctx)).To(Succeed())
-	req := backend.CreateRequest{Name: "x", Permission: backend.PermissionReadOnly}
+	req := native.CreateRequest{Name: "x", Permission: backend.PermissionReadOnly}
 	_, err := c.CreateToken(ctx, "k", req)
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = c.CreateToken(ctx, "k", req)
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = c.GetToken(ctx, ro.ID)
 	g.Expect(err).NotTo(HaveOccurred())
-	_, err = c.ListTokens(ctx, backend.ListOptions{})
+	_, err = c.ListTokens(ctx, native.ListOptions{})
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = c.DeactivateToken(ctx, ro.ID)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -176,7 +177,7 @@ func TestRequestLogsHoldNoSecrets(t *testing.T) {
 	g := NewWithT(t)
 	var logs syncBuffer
 	srv := servertest.Start(t, servertest.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
-	tok := srv.IssueToken(t, backend.CreateRequest{Name: "n", Permission: backend.PermissionReadOnly})
+	tok := srv.IssueToken(t, native.CreateRequest{Name: "n", Permission: backend.PermissionReadOnly})
 	req, err := http.NewRequest(http.MethodPost, srv.URL+"/api_tokens", strings.NewReader(`{"name":"`+tok.Value.Reveal()+`"}`))
 	g.Expect(err).NotTo(HaveOccurred())
 	req.Header.Set("Authorization", "Bearer "+srv.AdminToken)

@@ -19,6 +19,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/reliability/faultproxy"
 	"github.com/statusops/apitoken-operator/internal/reliability/harness"
 )
@@ -432,7 +433,7 @@ func TestUserDrift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := backend.New(backend.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
+	admin, err := native.New(native.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,7 +521,7 @@ func TestBackendFaults(t *testing.T) {
 		{"reset", []faultproxy.Fault{{Kind: faultproxy.Reset, Match: creates}}, 3 * time.Second},
 		{"503", []faultproxy.Fault{{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, Match: creates}}, 3 * time.Second},
 		{"latency", []faultproxy.Fault{
-			{Kind: faultproxy.Pass, Latency: backend.DefaultTimeout + time.Second, Match: creates, Times: 1},
+			{Kind: faultproxy.Pass, Latency: native.DefaultTimeout + time.Second, Match: creates, Times: 1},
 			{Kind: faultproxy.Pass, Latency: time.Second},
 		}, 0},
 	}
@@ -567,7 +568,7 @@ func TestBackendFaults(t *testing.T) {
 		switch {
 		case ph.hold > 0 && faulted == 0:
 			t.Errorf("%s: no create was faulted: the phase tested nothing", ph.name)
-		case ph.name == "latency" && took < backend.DefaultTimeout:
+		case ph.name == "latency" && took < native.DefaultTimeout:
 			t.Errorf("latency: issued in %s, before the delayed create could have timed out: the phase tested nothing", took)
 		case ph.name == "latency" && replays == 0:
 			t.Errorf("latency: the create delayed past the client's timeout was never replayed")

@@ -20,6 +20,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/reliability/faultproxy"
 	"github.com/statusops/apitoken-operator/internal/reliability/harness"
 )
@@ -417,11 +418,11 @@ func garbageServer(t *testing.T) string {
 
 // issueBackendToken creates a backend token directly (not through the operator).
 func issueBackendToken(t *testing.T, s *harness.Scenario, perm backend.Permission) string {
-	c, err := backend.New(backend.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
+	c, err := native.New(native.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	created, err := c.CreateToken(context.Background(), "", backend.CreateRequest{Name: "read-only-credential", Permission: perm})
+	created, err := c.CreateToken(context.Background(), "", native.CreateRequest{Name: "read-only-credential", Permission: perm})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"github.com/statusops/apitoken-operator/internal/reliability/oracle"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/statusops/apitoken-operator/internal/reliability/oracle"
 
 	"github.com/statusops/apitoken-operator/internal/reliability/harness"
 )

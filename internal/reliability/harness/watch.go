@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/reliability/oracle"
 )
 
@@ -45,7 +46,7 @@ func (s *Scenario) Watch(ctx context.Context) error {
 // while counts says so (Watch: while a manager process runs; with leader election: while a
 // manager leads, since a standby cannot end what a killed leader left).
 func (s *Scenario) WatchCounting(ctx context.Context, counts func() bool) error {
-	admin, err := backend.New(backend.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
+	admin, err := native.New(native.Options{BaseURL: s.Backend.URL, Token: backend.SecretValue(s.Backend.AdminToken)})
 	if err != nil {
 		return err
 	}
@@ -78,11 +79,11 @@ func (w *Watcher) noteManager(running bool) {
 	w.managerRan = w.managerRan || running
 }
 
-func (w *Watcher) sample(ctx context.Context, s *Scenario, admin *backend.HTTPClient, counts func() bool) {
+func (w *Watcher) sample(ctx context.Context, s *Scenario, admin *native.Client, counts func() bool) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	at := time.Now()
-	active, err := admin.ListTokens(sctx, backend.ListOptions{Status: backend.StatusActive})
+	active, err := admin.ListTokens(sctx, native.ListOptions{Status: backend.StatusActive})
 	items, lerr := s.List(sctx)
 	if err == nil {
 		err = lerr

@@ -8,7 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
 
 // The continuous oracle judges the token invariants while a scenario runs, not only at
@@ -38,7 +38,7 @@ import (
 type Sample struct {
 	At time.Time
 	// Active are the backend's active tokens (all of them: managed or not).
-	Active []backend.Token
+	Active []native.Token
 	// APITokens are the namespace's APITokens, read after Active.
 	APITokens []tokensv1alpha1.APIToken
 	// Retain are APITokens deleted with deletionPolicy Retain: their tokens may outlive them.
@@ -57,7 +57,7 @@ func Judge(s Sample) []Finding {
 	for i := range s.APITokens {
 		live[s.APITokens[i].UID] = &s.APITokens[i]
 	}
-	byUID := map[types.UID][]backend.Token{}
+	byUID := map[types.UID][]native.Token{}
 	for _, t := range s.Active {
 		if t.ExternalID != "" {
 			byUID[types.UID(t.ExternalID)] = append(byUID[types.UID(t.ExternalID)], t)

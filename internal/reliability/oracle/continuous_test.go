@@ -9,7 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
@@ -21,8 +21,8 @@ func activeAPIToken(uid types.UID, current string) tokensv1alpha1.APIToken {
 	return tok
 }
 
-func managedToken(id string, uid types.UID) backend.Token {
-	return backend.Token{ID: id, ExternalID: string(uid), Labels: map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}}
+func managedToken(id string, uid types.UID) native.Token {
+	return native.Token{ID: id, ExternalID: string(uid), Labels: map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}}
 }
 
 func keys(fs []Finding) []string {
@@ -49,23 +49,23 @@ func TestJudgeFindsEachViolation(t *testing.T) {
 	failed.Status.Phase = tokensv1alpha1.PhaseFailed
 	cases := map[string]struct {
 		apiTokens []tokensv1alpha1.APIToken
-		active    []backend.Token
+		active    []native.Token
 		retain    map[types.UID]bool
 		want      []string
 	}{
 		"one current token": {
 			apiTokens: []tokensv1alpha1.APIToken{activeAPIToken("u1", "a1")},
-			active:    []backend.Token{managedToken("a1", "u1"), {ID: "admin"}},
+			active:    []native.Token{managedToken("a1", "u1"), {ID: "admin"}},
 			want:      []string{},
 		},
 		"a second token status does not name": {
 			apiTokens: []tokensv1alpha1.APIToken{activeAPIToken("u1", "a1")},
-			active:    []backend.Token{managedToken("a1", "u1"), managedToken("a2", "u1")},
+			active:    []native.Token{managedToken("a1", "u1"), managedToken("a2", "u1")},
 			want:      []string{"unnamed/a2"},
 		},
 		"an unlabelled token with the UID counts too": {
 			apiTokens: []tokensv1alpha1.APIToken{activeAPIToken("u1", "a1")},
-			active:    []backend.Token{managedToken("a1", "u1"), {ID: "a2", ExternalID: "u1"}},
+			active:    []native.Token{managedToken("a1", "u1"), {ID: "a2", ExternalID: "u1"}},
 			want:      []string{"unnamed/a2"},
 		},
 		"the current token is not active": {
@@ -75,40 +75,40 @@ func TestJudgeFindsEachViolation(t *testing.T) {
 		},
 		"a Failed APIToken with an active token": {
 			apiTokens: []tokensv1alpha1.APIToken{failed},
-			active:    []backend.Token{managedToken("f1", "u-failed")},
+			active:    []native.Token{managedToken("f1", "u-failed")},
 			want:      []string{"unnamed/f1"},
 		},
 		"being deleted: the current token is named whatever the phase": {
 			apiTokens: []tokensv1alpha1.APIToken{deleting},
-			active:    []backend.Token{managedToken("d1", "u-del")},
+			active:    []native.Token{managedToken("d1", "u-del")},
 			want:      []string{},
 		},
 		"being deleted: another token is not": {
 			apiTokens: []tokensv1alpha1.APIToken{deleting},
-			active:    []backend.Token{managedToken("d1", "u-del"), managedToken("d2", "u-del")},
+			active:    []native.Token{managedToken("d1", "u-del"), managedToken("d2", "u-del")},
 			want:      []string{"unnamed/d2"},
 		},
 		"a predecessor draining within its grace": {
 			apiTokens: []tokensv1alpha1.APIToken{draining},
-			active:    []backend.Token{managedToken("n2", "u-drain"), managedToken("o1", "u-drain")},
+			active:    []native.Token{managedToken("n2", "u-drain"), managedToken("o1", "u-drain")},
 			want:      []string{},
 		},
 		"a predecessor past its retireAt": {
 			apiTokens: []tokensv1alpha1.APIToken{pastGrace},
-			active:    []backend.Token{managedToken("n3", "u-past"), managedToken("o3", "u-past")},
+			active:    []native.Token{managedToken("n3", "u-past"), managedToken("o3", "u-past")},
 			want:      []string{"past-grace/o3"},
 		},
 		"a token pending deactivation": {
 			apiTokens: []tokensv1alpha1.APIToken{pending},
-			active:    []backend.Token{managedToken("n4", "u-pend"), managedToken("o4", "u-pend")},
+			active:    []native.Token{managedToken("n4", "u-pend"), managedToken("o4", "u-pend")},
 			want:      []string{},
 		},
 		"a managed token of a gone APIToken": {
-			active: []backend.Token{managedToken("g1", "u-gone")},
+			active: []native.Token{managedToken("g1", "u-gone")},
 			want:   []string{"orphan/g1"},
 		},
 		"a managed token of a gone Retain APIToken": {
-			active: []backend.Token{managedToken("g1", "u-gone")},
+			active: []native.Token{managedToken("g1", "u-gone")},
 			retain: map[types.UID]bool{"u-gone": true},
 			want:   []string{},
 		},
@@ -136,13 +136,13 @@ func run(c *Continuous, start time.Time, d time.Duration, state func(at time.Tim
 
 var (
 	oneToken = Sample{APITokens: []tokensv1alpha1.APIToken{activeAPIToken("u1", "a1")},
-		Active: []backend.Token{managedToken("a1", "u1")}}
+		Active: []native.Token{managedToken("a1", "u1")}}
 	// extra is the state between a backend create and the status patch: a2 exists, status
 	// still names a1 only.
 	extra = Sample{APITokens: []tokensv1alpha1.APIToken{activeAPIToken("u1", "a1")},
-		Active: []backend.Token{managedToken("a1", "u1"), managedToken("a2", "u1")}}
+		Active: []native.Token{managedToken("a1", "u1"), managedToken("a2", "u1")}}
 	replaced = Sample{APITokens: []tokensv1alpha1.APIToken{activeAPIToken("u1", "a2")},
-		Active: []backend.Token{managedToken("a2", "u1")}}
+		Active: []native.Token{managedToken("a2", "u1")}}
 )
 
 func TestContinuousCatchesAPersistentViolation(t *testing.T) {

@@ -40,6 +40,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
 
 // Input is what Check looks at.
@@ -120,7 +121,7 @@ func (r *Report) fail(format string, args ...any) {
 // server or backend unreachable); broken invariants are in the Report.
 func Check(ctx context.Context, in Input) (*Report, error) {
 	rep := &Report{Writes: in.Writes}
-	admin, err := backend.New(backend.Options{BaseURL: in.BackendURL, Token: backend.SecretValue(in.AdminToken)})
+	admin, err := native.New(native.Options{BaseURL: in.BackendURL, Token: backend.SecretValue(in.AdminToken)})
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +161,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		live[tok.UID] = tok
 		rep.APITokens++
 		name := tok.Namespace + "/" + tok.Name
-		active, err := admin.ListTokens(ctx, backend.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
+		active, err := admin.ListTokens(ctx, native.ListOptions{ExternalID: string(tok.UID), Status: backend.StatusActive})
 		if err != nil {
 			return nil, fmt.Errorf("listing backend tokens of %s: %w", name, err)
 		}
@@ -225,7 +226,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 	}
 
 	// 3. No orphan: every active managed token belongs to a live APIToken or a Retain one.
-	managed, err := admin.ListTokens(ctx, backend.ListOptions{Labels: map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}, Status: backend.StatusActive})
+	managed, err := admin.ListTokens(ctx, native.ListOptions{Labels: map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}, Status: backend.StatusActive})
 	if err != nil {
 		return nil, fmt.Errorf("listing managed backend tokens: %w", err)
 	}
@@ -239,7 +240,7 @@ func Check(ctx context.Context, in Input) (*Report, error) {
 		if in.RetainUIDs[uid] || live[uid] != nil {
 			continue
 		}
-		active, err := admin.ListTokens(ctx, backend.ListOptions{ExternalID: string(uid), Status: backend.StatusActive})
+		active, err := admin.ListTokens(ctx, native.ListOptions{ExternalID: string(uid), Status: backend.StatusActive})
 		if err != nil {
 			return nil, err
 		}
@@ -330,8 +331,8 @@ func collectTexts(ctx context.Context, kube client.Client, namespace string, tok
 	return nil
 }
 
-func selfOf(ctx context.Context, baseURL, value string) (*backend.Token, error) {
-	c, err := backend.New(backend.Options{BaseURL: baseURL, Token: backend.SecretValue(value)})
+func selfOf(ctx context.Context, baseURL, value string) (*native.Token, error) {
+	c, err := native.New(native.Options{BaseURL: baseURL, Token: backend.SecretValue(value)})
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +351,7 @@ func IsDead(ctx context.Context, baseURL, value string) (bool, error) {
 	return false, err
 }
 
-func ids(ts []backend.Token) string {
+func ids(ts []native.Token) string {
 	out := make([]string, 0, len(ts))
 	for _, t := range ts {
 		out = append(out, t.ID)
@@ -358,7 +359,7 @@ func ids(ts []backend.Token) string {
 	return "[" + strings.Join(out, ", ") + "]"
 }
 
-func containsID(ts []backend.Token, id string) bool {
+func containsID(ts []native.Token, id string) bool {
 	for _, t := range ts {
 		if t.ID == id {
 			return true

@@ -21,6 +21,7 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
@@ -37,7 +38,7 @@ type world struct {
 	t       *testing.T
 	ctx     context.Context
 	be      *servertest.Instance
-	admin   *backend.HTTPClient
+	admin   *native.Client
 	objects []client.Object
 	in      Input
 	good    *tokensv1alpha1.APIToken
@@ -83,9 +84,9 @@ func (w *world) secret(name string, owner types.UID, value string) *corev1.Secre
 
 // createBackendToken creates an active token on the backend with externalID ("" for none),
 // labelled managed-by the operator when managed.
-func (w *world) createBackendToken(externalID types.UID, managed bool) *backend.CreatedToken {
+func (w *world) createBackendToken(externalID types.UID, managed bool) *native.CreatedToken {
 	w.t.Helper()
-	req := backend.CreateRequest{Name: "planted-" + string(externalID), Permission: backend.PermissionReadOnly, ExternalID: string(externalID)}
+	req := native.CreateRequest{Name: "planted-" + string(externalID), Permission: backend.PermissionReadOnly, ExternalID: string(externalID)}
 	if managed {
 		req.Labels = map[string]string{tokensv1alpha1.LabelManagedBy: tokensv1alpha1.ManagedByValue}
 	}

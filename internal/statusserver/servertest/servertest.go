@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver"
 )
 
@@ -199,15 +200,15 @@ func (in *Instance) Close() {
 }
 
 // Client returns a protocol client authenticated with the admin token.
-func (in *Instance) Client(tb testing.TB) *backend.HTTPClient {
+func (in *Instance) Client(tb testing.TB) *native.Client {
 	tb.Helper()
 	return in.ClientFor(tb, backend.SecretValue(in.AdminToken))
 }
 
 // ClientFor returns a protocol client authenticated with token.
-func (in *Instance) ClientFor(tb testing.TB, token backend.SecretValue) *backend.HTTPClient {
+func (in *Instance) ClientFor(tb testing.TB, token backend.SecretValue) *native.Client {
 	tb.Helper()
-	c, err := backend.New(backend.Options{BaseURL: in.URL, Token: token})
+	c, err := native.New(native.Options{BaseURL: in.URL, Token: token})
 	if err != nil {
 		tb.Fatalf("servertest: building client: %v", err)
 	}
@@ -215,7 +216,7 @@ func (in *Instance) ClientFor(tb testing.TB, token backend.SecretValue) *backend
 }
 
 // IssueToken creates a token through the API with the admin token and returns it with its value.
-func (in *Instance) IssueToken(tb testing.TB, req backend.CreateRequest) *backend.CreatedToken {
+func (in *Instance) IssueToken(tb testing.TB, req native.CreateRequest) *native.CreatedToken {
 	tb.Helper()
 	t, err := in.Client(tb).CreateToken(context.Background(), "", req)
 	if err != nil {

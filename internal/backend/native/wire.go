@@ -1,4 +1,4 @@
-package backend
+package native
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
 // envelope is the protocol's reply wrapper, for success and error replies.
@@ -29,34 +31,34 @@ type pagination struct {
 
 // tokenWire is the token object as sent on the wire.
 type tokenWire struct {
-	ID            string            `json:"id"`
-	Name          string            `json:"name"`
-	Description   string            `json:"description"`
-	Permission    Permission        `json:"permission"`
-	Status        TokenStatus       `json:"status"`
-	ExpiresAt     *time.Time        `json:"expires_at"`
-	LastUsedAt    *time.Time        `json:"last_used_at"`
-	CreatedAt     time.Time         `json:"created_at"`
-	DeactivatedAt *time.Time        `json:"deactivated_at"`
-	Last4         string            `json:"last4"`
-	ExternalID    *string           `json:"external_id"`
-	Labels        map[string]string `json:"labels"`
-	Role          *string           `json:"role"`
-	LastWriteAt   *time.Time        `json:"last_write_at"`
-	LastDeniedAt  *time.Time        `json:"last_denied_at"`
-	UpdatedAt     *time.Time        `json:"updated_at"`
+	ID            string              `json:"id"`
+	Name          string              `json:"name"`
+	Description   string              `json:"description"`
+	Permission    backend.Permission  `json:"permission"`
+	Status        backend.TokenStatus `json:"status"`
+	ExpiresAt     *time.Time          `json:"expires_at"`
+	LastUsedAt    *time.Time          `json:"last_used_at"`
+	CreatedAt     time.Time           `json:"created_at"`
+	DeactivatedAt *time.Time          `json:"deactivated_at"`
+	Last4         string              `json:"last4"`
+	ExternalID    *string             `json:"external_id"`
+	Labels        map[string]string   `json:"labels"`
+	Role          *string             `json:"role"`
+	LastWriteAt   *time.Time          `json:"last_write_at"`
+	LastDeniedAt  *time.Time          `json:"last_denied_at"`
+	UpdatedAt     *time.Time          `json:"updated_at"`
 	// Token is the value, present only in a create reply.
 	Token string `json:"token"`
 }
 
 // createBody is the POST /api_tokens request.
 type createBody struct {
-	Name        string            `json:"name"`
-	Permission  Permission        `json:"permission"`
-	ExpiresAt   *time.Time        `json:"expires_at,omitempty"`
-	Description string            `json:"description,omitempty"`
-	ExternalID  *string           `json:"external_id,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
+	Name        string             `json:"name"`
+	Permission  backend.Permission `json:"permission"`
+	ExpiresAt   *time.Time         `json:"expires_at,omitempty"`
+	Description string             `json:"description,omitempty"`
+	ExternalID  *string            `json:"external_id,omitempty"`
+	Labels      map[string]string  `json:"labels,omitempty"`
 }
 
 func (w *tokenWire) toToken() Token {
@@ -136,7 +138,7 @@ func (w *tokenWire) check() error {
 		return fmt.Errorf("token object id is not 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
 	}
 	switch w.Status {
-	case StatusActive, StatusInactive:
+	case backend.StatusActive, backend.StatusInactive:
 	default:
 		return errors.New("token object has an unknown status")
 	}

@@ -1,4 +1,4 @@
-package backend_test
+package native_test
 
 import (
 	"context"
@@ -13,19 +13,20 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
 func TestClientFeatures(t *testing.T) {
-	all := backend.Features{backend.FeatureUsage, backend.FeatureClaim, backend.FeatureUpdatedSince}
+	all := native.Features{native.FeatureUsage, native.FeatureClaim, native.FeatureUpdatedSince}
 	cases := map[string]struct {
 		disabled []string
-		want     backend.Features
+		want     native.Features
 	}{
 		"all":         {want: all},
-		"without one": {disabled: []string{statusserver.FeatureClaim}, want: backend.Features{backend.FeatureUsage, backend.FeatureUpdatedSince}},
-		"without any": {disabled: statusserver.AllFeatures, want: backend.Features{}},
+		"without one": {disabled: []string{statusserver.FeatureClaim}, want: native.Features{native.FeatureUsage, native.FeatureUpdatedSince}},
+		"without any": {disabled: statusserver.AllFeatures, want: native.Features{}},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -34,7 +35,7 @@ func TestClientFeatures(t *testing.T) {
 			got, err := srv.Client(t).Features(context.Background())
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(got).To(Equal(tc.want))
-			g.Expect(got.Has(backend.FeatureClaim)).To(Equal(!strings.Contains(name, "without")))
+			g.Expect(got.Has(native.FeatureClaim)).To(Equal(!strings.Contains(name, "without")))
 		})
 	}
 }
@@ -42,12 +43,12 @@ func TestClientFeatures(t *testing.T) {
 func TestClientFeaturesFromOtherServers(t *testing.T) {
 	cases := map[string]struct {
 		data string
-		want backend.Features
+		want native.Features
 		kind backend.ErrorKind
 	}{
-		"plain server":      {data: `{"message":"pong"}`, want: backend.Features{}},
-		"null data":         {data: `null`, want: backend.Features{}},
-		"unknown and dups":  {data: `{"features":["usage","teleport","usage","claim"]}`, want: backend.Features{backend.FeatureUsage, backend.FeatureClaim}},
+		"plain server":      {data: `{"message":"pong"}`, want: native.Features{}},
+		"null data":         {data: `null`, want: native.Features{}},
+		"unknown and dups":  {data: `{"features":["usage","teleport","usage","claim"]}`, want: native.Features{native.FeatureUsage, native.FeatureClaim}},
 		"features a string": {data: `{"features":"usage"}`, kind: backend.KindProtocol},
 	}
 	for name, tc := range cases {
@@ -55,7 +56,7 @@ func TestClientFeaturesFromOtherServers(t *testing.T) {
 			g := NewWithT(t)
 			hs := httptest.NewServer(reply(200, "application/json", `{"success":true,"data":`+tc.data+`}`))
 			defer hs.Close()
-			c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+			c, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 			g.Expect(err).NotTo(HaveOccurred())
 			got, err := c.Features(context.Background())
 			if tc.kind != "" {
@@ -73,7 +74,7 @@ func TestClientClaimToken(t *testing.T) {
 	ctx := context.Background()
 	srv := servertest.Start(t)
 	c := srv.Client(t)
-	tok := srv.IssueToken(t, backend.CreateRequest{Name: "orphan", Permission: backend.PermissionReadOnly})
+	tok := srv.IssueToken(t, native.CreateRequest{Name: "orphan", Permission: backend.PermissionReadOnly})
 	for range 2 {
 		got, err := c.ClaimToken(ctx, tok.ID, "uid-1")
 		g.Expect(err).NotTo(HaveOccurred())
@@ -85,7 +86,7 @@ func TestClientClaimToken(t *testing.T) {
 	g.Expect(backend.IsTransient(err)).To(BeFalse(), "another owner does not go away by retrying")
 	_, err = c.ClaimToken(ctx, "tok_doesnotexist", "uid-1")
 	g.Expect(backend.IsNotFound(err)).To(BeTrue(), "%v", err)
-	fa := srv.IssueToken(t, backend.CreateRequest{Name: "fa", Permission: backend.PermissionFullAccess})
+	fa := srv.IssueToken(t, native.CreateRequest{Name: "fa", Permission: backend.PermissionFullAccess})
 	_, err = srv.ClientFor(t, fa.Value).ClaimToken(ctx, tok.ID, "uid-1")
 	g.Expect(backend.IsAdminRequired(err)).To(BeTrue(), "%v", err)
 	for _, bad := range []struct{ id, ext string }{{"tok 1", "uid-1"}, {tok.ID, ""}} {
@@ -94,7 +95,7 @@ func TestClientClaimToken(t *testing.T) {
 	}
 
 	plain := servertest.Start(t, servertest.WithoutFeatures(statusserver.FeatureClaim))
-	other := plain.IssueToken(t, backend.CreateRequest{Name: "orphan", Permission: backend.PermissionReadOnly})
+	other := plain.IssueToken(t, native.CreateRequest{Name: "orphan", Permission: backend.PermissionReadOnly})
 	_, err = plain.Client(t).ClaimToken(ctx, other.ID, "uid-1")
 	g.Expect(backend.IsNotFound(err)).To(BeTrue(), "no claim route without the feature: %v", err)
 }
@@ -115,7 +116,7 @@ func TestClientClaimHostileReplies(t *testing.T) {
 			g := NewWithT(t)
 			hs := httptest.NewServer(tc.handler)
 			defer hs.Close()
-			c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+			c, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 			g.Expect(err).NotTo(HaveOccurred())
 			_, err = c.ClaimToken(context.Background(), "tok_1", "mine")
 			g.Expect(kindOf(err)).To(Equal(tc.kind), "%v", err)
@@ -130,7 +131,7 @@ func TestClientUsageFields(t *testing.T) {
 	ctx := context.Background()
 	clock := servertest.NewClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
 	srv := servertest.Start(t, servertest.WithClock(clock.Now))
-	ro := srv.IssueToken(t, backend.CreateRequest{Name: "ro", Permission: backend.PermissionReadOnly})
+	ro := srv.IssueToken(t, native.CreateRequest{Name: "ro", Permission: backend.PermissionReadOnly})
 	g.Expect(ro.LastWriteAt).To(BeNil())
 	g.Expect(ro.UpdatedAt).To(HaveValue(BeTemporally("==", ro.CreatedAt)))
 	clock.Advance(time.Minute)
@@ -161,18 +162,18 @@ func TestClientListUpdatedSince(t *testing.T) {
 	labels := map[string]string{"walk": "1"}
 	values := map[string]backend.SecretValue{}
 	for i := range 25 { // one instant: only the id orders them
-		tok := srv.IssueToken(t, backend.CreateRequest{Name: fmt.Sprint(i), Permission: backend.PermissionReadOnly, Labels: labels})
+		tok := srv.IssueToken(t, native.CreateRequest{Name: fmt.Sprint(i), Permission: backend.PermissionReadOnly, Labels: labels})
 		values[tok.ID] = tok.Value
 	}
 	c := srv.Client(t)
-	ids := func(toks []backend.Token) []string {
+	ids := func(toks []native.Token) []string {
 		out := make([]string, 0, len(toks))
 		for _, tok := range toks {
 			out = append(out, tok.ID)
 		}
 		return out
 	}
-	first, err := c.ListTokens(ctx, backend.ListOptions{Labels: labels, UpdatedSince: start, PerPage: 4})
+	first, err := c.ListTokens(ctx, native.ListOptions{Labels: labels, UpdatedSince: start, PerPage: 4})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(first).To(HaveLen(25))
 	g.Expect(sort.StringsAreSorted(ids(first))).To(BeTrue(), "ties ordered by id")
@@ -181,7 +182,7 @@ func TestClientListUpdatedSince(t *testing.T) {
 	// used: both move to the end, so page offsets would now skip a token.
 	pages := 0
 	var changed []string
-	walker, err := backend.New(backend.Options{BaseURL: srv.URL, Token: backend.SecretValue(srv.AdminToken),
+	walker, err := native.New(native.Options{BaseURL: srv.URL, Token: backend.SecretValue(srv.AdminToken),
 		Observer: func(op string, _ int, _ time.Duration, _ error) {
 			if op != "list" {
 				return
@@ -196,7 +197,7 @@ func TestClientListUpdatedSince(t *testing.T) {
 			}
 		}})
 	g.Expect(err).NotTo(HaveOccurred())
-	walked, err := walker.ListTokens(ctx, backend.ListOptions{Labels: labels, UpdatedSince: start, PerPage: 4})
+	walked, err := walker.ListTokens(ctx, native.ListOptions{Labels: labels, UpdatedSince: start, PerPage: 4})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(pages).To(BeNumerically(">", 5))
 	g.Expect(walked).To(HaveLen(25), "each token once")
@@ -207,13 +208,13 @@ func TestClientListUpdatedSince(t *testing.T) {
 		g.Expect(tok.LastUsedAt).To(HaveValue(BeTemporally("==", clock.Now())))
 	}
 
-	since, err := c.ListTokens(ctx, backend.ListOptions{Labels: labels, UpdatedSince: clock.Now()})
+	since, err := c.ListTokens(ctx, native.ListOptions{Labels: labels, UpdatedSince: clock.Now()})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ids(since)).To(ConsistOf(changed))
 
 	// Keep is applied to every listed token, by cursor and by page.
-	keep := func(t backend.Token) backend.Token { t.Labels, t.Name = nil, "kept"; return t }
-	for _, opts := range []backend.ListOptions{{Labels: labels, UpdatedSince: start, PerPage: 4, Keep: keep}, {Labels: labels, PerPage: 4, Keep: keep}} {
+	keep := func(t native.Token) native.Token { t.Labels, t.Name = nil, "kept"; return t }
+	for _, opts := range []native.ListOptions{{Labels: labels, UpdatedSince: start, PerPage: 4, Keep: keep}, {Labels: labels, PerPage: 4, Keep: keep}} {
 		kept, err := c.ListTokens(ctx, opts)
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(kept).To(HaveLen(25))
@@ -260,9 +261,9 @@ func TestClientListUpdatedSinceHostileReplies(t *testing.T) {
 			g := NewWithT(t)
 			hs := httptest.NewServer(tc.handler)
 			defer hs.Close()
-			c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+			c, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 			g.Expect(err).NotTo(HaveOccurred())
-			_, err = c.ListTokens(context.Background(), backend.ListOptions{UpdatedSince: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
+			_, err = c.ListTokens(context.Background(), native.ListOptions{UpdatedSince: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)})
 			g.Expect(kindOf(err)).To(Equal(backend.KindProtocol), "%v", err)
 			g.Expect(err.Error()).To(ContainSubstring(tc.contains))
 		})
@@ -284,9 +285,9 @@ func TestClientListUpdatedSinceSendsCursor(t *testing.T) {
 		reply(200, "application/json", body)(w, r)
 	}))
 	defer hs.Close()
-	c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+	c, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 	g.Expect(err).NotTo(HaveOccurred())
-	got, err := c.ListTokens(context.Background(), backend.ListOptions{UpdatedSince: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), PerPage: 1})
+	got, err := c.ListTokens(context.Background(), native.ListOptions{UpdatedSince: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), PerPage: 1})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got).To(HaveLen(1))
 	g.Expect(queries).To(Equal([]string{

@@ -1,4 +1,4 @@
-package backend
+package native
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
 const (
@@ -33,7 +35,7 @@ type Options struct {
 	// BaseURL is the API root, e.g. https://status.example.com/api/v3.
 	BaseURL string
 	// Token is the bearer credential.
-	Token SecretValue
+	Token backend.SecretValue
 	// CABundle is a PEM bundle for https; when set, only these roots are
 	// trusted (not the system pool).
 	CABundle []byte
@@ -50,12 +52,12 @@ type Options struct {
 	Observer func(op string, code int, d time.Duration, err error)
 }
 
-// HTTPClient is the Client implementation speaking the protocol over HTTP.
+// Client speaks the protocol over HTTP.
 // It is safe for concurrent use. It does not retry: the operator's work queue
 // backs off on transient errors.
-type HTTPClient struct {
+type Client struct {
 	base      *url.URL
-	token     SecretValue
+	token     backend.SecretValue
 	http      *http.Client
 	timeout   time.Duration
 	maxBytes  int64
@@ -63,11 +65,9 @@ type HTTPClient struct {
 	observer  func(op string, code int, d time.Duration, err error)
 }
 
-var _ ExtendedClient = (*HTTPClient)(nil)
-
 // New validates o and builds a client. The base URL must be http or https;
 // CABundle must hold at least one PEM certificate when set.
-func New(o Options) (*HTTPClient, error) {
+func New(o Options) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(o.BaseURL, "/"))
 	if err != nil {
 		return nil, fmt.Errorf("backend: invalid base URL: %w", err)
@@ -90,7 +90,7 @@ func New(o Options) (*HTTPClient, error) {
 			return nil, errors.New("backend: token must be printable ASCII without spaces")
 		}
 	}
-	c := &HTTPClient{
+	c := &Client{
 		base:      u,
 		token:     o.Token,
 		timeout:   o.Timeout,
@@ -131,15 +131,15 @@ func New(o Options) (*HTTPClient, error) {
 }
 
 // BaseURL returns the API root the client talks to.
-func (c *HTTPClient) BaseURL() string { return c.base.String() }
+func (c *Client) BaseURL() string { return c.base.String() }
 
 // Ping implements Client.
-func (c *HTTPClient) Ping(ctx context.Context) error {
+func (c *Client) Ping(ctx context.Context) error {
 	return c.do(ctx, "ping", http.MethodGet, []string{"ping"}, nil, nil, nil, nil)
 }
 
 // Features implements ExtendedClient: it reads data.features of GET /ping.
-func (c *HTTPClient) Features(ctx context.Context) (Features, error) {
+func (c *Client) Features(ctx context.Context) (Features, error) {
 	var out Features
 	err := c.do(ctx, "ping", http.MethodGet, []string{"ping"}, nil, nil, nil, func(res *reply) error {
 		var err error
@@ -153,17 +153,17 @@ func (c *HTTPClient) Features(ctx context.Context) (Features, error) {
 }
 
 // ClaimToken implements ExtendedClient (POST /api_tokens/{id}/claim).
-func (c *HTTPClient) ClaimToken(ctx context.Context, id, externalID string) (*Token, error) {
+func (c *Client) ClaimToken(ctx context.Context, id, externalID string) (*Token, error) {
 	const op = "claim"
 	if err := checkID(op, id); err != nil {
 		return nil, err
 	}
 	if externalID == "" {
-		return nil, newError(op, KindInvalid, 0, "external_id is required")
+		return nil, backend.NewError(op, backend.KindInvalid, 0, "external_id is required")
 	}
 	raw, err := json.Marshal(map[string]string{"external_id": externalID})
 	if err != nil {
-		return nil, newError(op, KindInvalid, 0, "encoding request: %v", err)
+		return nil, backend.NewError(op, backend.KindInvalid, 0, "encoding request: %v", err)
 	}
 	var t Token
 	err = c.do(ctx, op, http.MethodPost, []string{"api_tokens", id, "claim"}, nil, raw, nil, func(res *reply) error {
@@ -184,7 +184,7 @@ func (c *HTTPClient) ClaimToken(ctx context.Context, id, externalID string) (*To
 }
 
 // CreateToken implements Client.
-func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req CreateRequest) (*CreatedToken, error) {
+func (c *Client) CreateToken(ctx context.Context, idempotencyKey string, req CreateRequest) (*CreatedToken, error) {
 	const op = "create"
 	body := createBody{
 		Name:        req.Name,
@@ -198,7 +198,7 @@ func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return nil, newError(op, KindInvalid, 0, "encoding request: %v", err)
+		return nil, backend.NewError(op, backend.KindInvalid, 0, "encoding request: %v", err)
 	}
 	h := http.Header{}
 	if idempotencyKey != "" {
@@ -215,7 +215,7 @@ func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req
 		}
 		out = &CreatedToken{
 			Token:    w.toToken(),
-			Value:    SecretValue(w.Token),
+			Value:    backend.SecretValue(w.Token),
 			Replayed: strings.EqualFold(res.header.Get("Idempotent-Replayed"), "true"),
 		}
 		return nil
@@ -227,7 +227,7 @@ func (c *HTTPClient) CreateToken(ctx context.Context, idempotencyKey string, req
 }
 
 // GetToken implements Client.
-func (c *HTTPClient) GetToken(ctx context.Context, id string) (*Token, error) {
+func (c *Client) GetToken(ctx context.Context, id string) (*Token, error) {
 	if err := checkID("get", id); err != nil {
 		return nil, err
 	}
@@ -235,7 +235,7 @@ func (c *HTTPClient) GetToken(ctx context.Context, id string) (*Token, error) {
 }
 
 // DeactivateToken implements Client.
-func (c *HTTPClient) DeactivateToken(ctx context.Context, id string) (*Token, error) {
+func (c *Client) DeactivateToken(ctx context.Context, id string) (*Token, error) {
 	if err := checkID("deactivate", id); err != nil {
 		return nil, err
 	}
@@ -243,18 +243,24 @@ func (c *HTTPClient) DeactivateToken(ctx context.Context, id string) (*Token, er
 }
 
 // Self implements Client.
-func (c *HTTPClient) Self(ctx context.Context) (*Token, error) {
+func (c *Client) Self(ctx context.Context) (*Token, error) {
 	return c.tokenCall(ctx, "self", http.MethodGet, "api_tokens", "self")
 }
 
 // ListTokens implements Client. It follows next_page until the last page;
 // with opts.UpdatedSince it walks by cursor instead (see listUpdated).
-func (c *HTTPClient) ListTokens(ctx context.Context, opts ListOptions) ([]Token, error) {
+func (c *Client) ListTokens(ctx context.Context, opts ListOptions) ([]Token, error) {
+	return listTokens(ctx, c, opts, func(w *tokenWire) Token { return opts.keep(w.toToken()) })
+}
+
+// listTokens lists with opts, converting each token as its page is decoded (conv), so that
+// the protocol's list and the port's keep only one slice of what they keep.
+func listTokens[T any](ctx context.Context, c *Client, opts ListOptions, conv func(*tokenWire) T) ([]T, error) {
 	q := listQuery(opts)
 	if !opts.UpdatedSince.IsZero() {
-		return c.listUpdated(ctx, q, opts.UpdatedSince, opts.keep)
+		return listUpdated(ctx, c, q, opts.UpdatedSince, conv)
 	}
-	return c.listPaged(ctx, q, opts.keep)
+	return listPaged(ctx, c, q, conv)
 }
 
 func listQuery(opts ListOptions) url.Values {
@@ -277,12 +283,12 @@ func listQuery(opts ListOptions) url.Values {
 }
 
 // listPaged follows page numbers: the newest-first list.
-func (c *HTTPClient) listPaged(ctx context.Context, q url.Values, keep func(Token) Token) ([]Token, error) {
+func listPaged[T any](ctx context.Context, c *Client, q url.Values, conv func(*tokenWire) T) ([]T, error) {
 	const op = "list"
-	var out []Token
+	var out []T
 	for page, n := 1, 0; ; n++ {
 		if n >= maxListPages {
-			return nil, newError(op, KindProtocol, 0, "more than %d pages", maxListPages)
+			return nil, backend.NewError(op, backend.KindProtocol, 0, "more than %d pages", maxListPages)
 		}
 		q.Set("page", strconv.Itoa(page))
 		next := 0
@@ -291,8 +297,8 @@ func (c *HTTPClient) listPaged(ctx context.Context, q url.Values, keep func(Toke
 			if err != nil {
 				return err
 			}
-			for _, w := range items {
-				out = append(out, keep(w.toToken()))
+			for i := range items {
+				out = append(out, conv(&items[i]))
 			}
 			if p := res.env.Pagination; p != nil && p.NextPage != nil {
 				next = *p.NextPage
@@ -318,17 +324,18 @@ func (c *HTTPClient) listPaged(ctx context.Context, q url.Values, keep func(Toke
 // skip another. It keeps the last copy of each token, in ascending order, and
 // refuses a reply that does not follow that order (a server ignoring
 // updated_since would otherwise send the newest-first list forever).
-func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.Time, keep func(Token) Token) ([]Token, error) {
+func listUpdated[T any](ctx context.Context, c *Client, q url.Values, since time.Time, conv func(*tokenWire) T) ([]T, error) {
 	const op = "list"
 	cur := updatedKey{at: since}
 	q.Set("updated_since", since.UTC().Format(time.RFC3339Nano))
 	var (
-		all  []Token
-		last = map[string]int{} // id -> index of its latest copy in all
+		all        []T
+		superseded []bool             // by a newer copy of the same token
+		last       = map[string]int{} // id -> index of its latest copy in all
 	)
 	for n := 0; ; n++ {
 		if n >= maxListPages {
-			return nil, newError(op, KindProtocol, 0, "more than %d pages", maxListPages)
+			return nil, backend.NewError(op, backend.KindProtocol, 0, "more than %d pages", maxListPages)
 		}
 		more := false
 		err := c.do(ctx, op, http.MethodGet, []string{"api_tokens"}, q, nil, nil, func(res *reply) error {
@@ -343,10 +350,11 @@ func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.T
 				}
 				cur = k
 				if j, dup := last[items[i].ID]; dup {
-					all[j].ID = "" // superseded by the newer copy
+					superseded[j] = true
 				}
 				last[items[i].ID] = len(all)
-				all = append(all, keep(items[i].toToken()))
+				all = append(all, conv(&items[i]))
+				superseded = append(superseded, false)
 			}
 			more = res.env.Pagination != nil && res.env.Pagination.NextPage != nil
 			if more && len(items) == 0 {
@@ -365,8 +373,8 @@ func (c *HTTPClient) listUpdated(ctx context.Context, q url.Values, since time.T
 		q.Del("page")
 	}
 	out := all[:0]
-	for _, t := range all {
-		if t.ID != "" {
+	for i, t := range all {
+		if !superseded[i] {
 			out = append(out, t)
 		}
 	}
@@ -392,7 +400,7 @@ func (k updatedKey) next(w *tokenWire, i int) (updatedKey, error) {
 	return updatedKey{at: at, id: w.ID}, nil
 }
 
-func (c *HTTPClient) tokenCall(ctx context.Context, op, method string, segs ...string) (*Token, error) {
+func (c *Client) tokenCall(ctx context.Context, op, method string, segs ...string) (*Token, error) {
 	var t Token
 	err := c.do(ctx, op, method, segs, nil, nil, nil, func(res *reply) error {
 		w, err := decodeTokenData(res.env.Data)
@@ -413,7 +421,7 @@ func (c *HTTPClient) tokenCall(ctx context.Context, op, method string, segs ...s
 // not quoted: a caller that mixed up fields might have passed a token value.
 func checkID(op, id string) error {
 	if !validID(id) || id == "self" {
-		return newError(op, KindInvalid, 0, "token id must be 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
+		return backend.NewError(op, backend.KindInvalid, 0, "token id must be 1 to %d characters of [A-Za-z0-9_-]", maxIDLen)
 	}
 	return nil
 }
@@ -426,9 +434,9 @@ type reply struct {
 }
 
 // do sends one request and hands the envelope of a 2xx reply to decode (may be
-// nil); a decode error becomes a Protocol error. It returns nil or an *Error
+// nil); a decode error becomes a Protocol error. It returns nil or an *backend.Error
 // and reports to the observer exactly once, after decoding.
-func (c *HTTPClient) do(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
+func (c *Client) do(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header, decode func(*reply) error) error {
 	start := time.Now()
 	res, err := c.roundTrip(ctx, op, method, segs, q, body, h)
 	code := 0
@@ -440,7 +448,7 @@ func (c *HTTPClient) do(ctx context.Context, op, method string, segs []string, q
 			}
 		}
 	} else {
-		var e *Error
+		var e *backend.Error
 		if errors.As(err, &e) {
 			code = e.StatusCode
 		}
@@ -454,7 +462,7 @@ func (c *HTTPClient) do(ctx context.Context, op, method string, segs []string, q
 // endpoint is the URL of the API path made of segs below the base URL. Each
 // segment is escaped exactly once: Path holds the plain text and RawPath its
 // escaped form, which url.URL.String sends as is because the two agree.
-func (c *HTTPClient) endpoint(segs []string) url.URL {
+func (c *Client) endpoint(segs []string) url.URL {
 	u := *c.base
 	plain, escaped := c.base.Path, c.base.EscapedPath()
 	for _, s := range segs {
@@ -465,7 +473,7 @@ func (c *HTTPClient) endpoint(segs []string) url.URL {
 	return u
 }
 
-func (c *HTTPClient) roundTrip(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header) (*reply, error) {
+func (c *Client) roundTrip(ctx context.Context, op, method string, segs []string, q url.Values, body []byte, h http.Header) (*reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
@@ -479,7 +487,7 @@ func (c *HTTPClient) roundTrip(ctx context.Context, op, method string, segs []st
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return nil, newError(op, KindInvalid, 0, "building request: %s", sanitize(err.Error(), c.token))
+		return nil, backend.NewError(op, backend.KindInvalid, 0, "building request: %s", backend.Sanitize(err.Error(), c.token))
 	}
 	for k, v := range h {
 		req.Header[k] = v
@@ -502,33 +510,33 @@ func (c *HTTPClient) roundTrip(ctx context.Context, op, method string, segs []st
 		return nil, c.transportError(op, err)
 	}
 	if int64(len(data)) > c.maxBytes {
-		return nil, newError(op, KindProtocol, resp.StatusCode, "response exceeds %d bytes", c.maxBytes)
+		return nil, backend.NewError(op, backend.KindProtocol, resp.StatusCode, "response exceeds %d bytes", c.maxBytes)
 	}
 
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, c.statusError(op, resp, data)
 	}
 	if !isJSON(resp.Header.Get("Content-Type")) {
-		return nil, newError(op, KindProtocol, resp.StatusCode, "response is not JSON (content type %q)",
-			sanitize(resp.Header.Get("Content-Type"), c.token))
+		return nil, backend.NewError(op, backend.KindProtocol, resp.StatusCode, "response is not JSON (content type %q)",
+			backend.Sanitize(resp.Header.Get("Content-Type"), c.token))
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
 		return nil, c.protocolError(op, resp.StatusCode, fmt.Errorf("malformed envelope: %w", describeJSONError(err)))
 	}
 	if !env.Success {
-		return nil, newError(op, KindProtocol, resp.StatusCode, "success is false in a %d reply", resp.StatusCode)
+		return nil, backend.NewError(op, backend.KindProtocol, resp.StatusCode, "success is false in a %d reply", resp.StatusCode)
 	}
 	return &reply{code: resp.StatusCode, header: resp.Header, env: env}, nil
 }
 
 // statusError builds the error for a non-2xx reply, taking the message from the
 // error envelope when there is one.
-func (c *HTTPClient) statusError(op string, resp *http.Response, data []byte) *Error {
-	e := &Error{Op: op, Kind: kindForStatus(resp.StatusCode), StatusCode: resp.StatusCode}
+func (c *Client) statusError(op string, resp *http.Response, data []byte) *backend.Error {
+	e := &backend.Error{Op: op, Kind: kindForStatus(resp.StatusCode), StatusCode: resp.StatusCode}
 	if op == "claim" && resp.StatusCode == http.StatusConflict {
 		// A claim's 409 means another owner, not a request in flight: retrying cannot help.
-		e.Kind = KindClaimed
+		e.Kind = backend.KindClaimed
 	}
 	e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	var env envelope
@@ -537,7 +545,7 @@ func (c *HTTPClient) statusError(op string, resp *http.Response, data []byte) *E
 		if len(env.Errors) > 0 {
 			msg += " (" + strings.Join(env.Errors, "; ") + ")"
 		}
-		e.Message = sanitize(msg, c.token)
+		e.Message = backend.Sanitize(msg, c.token)
 	} else if len(bytes.TrimSpace(data)) > 0 {
 		// HTML error pages from proxies: say so instead of quoting them.
 		e.Message = "non-JSON error response"
@@ -545,12 +553,12 @@ func (c *HTTPClient) statusError(op string, resp *http.Response, data []byte) *E
 	return e
 }
 
-func (c *HTTPClient) transportError(op string, err error) *Error {
-	return &Error{Op: op, Kind: KindTransient, Message: sanitize(err.Error(), c.token), cause: err}
+func (c *Client) transportError(op string, err error) *backend.Error {
+	return &backend.Error{Op: op, Kind: backend.KindTransient, Message: backend.Sanitize(err.Error(), c.token), Cause: err}
 }
 
-func (c *HTTPClient) protocolError(op string, code int, err error) *Error {
-	return &Error{Op: op, Kind: KindProtocol, StatusCode: code, Message: sanitize(err.Error(), c.token)}
+func (c *Client) protocolError(op string, code int, err error) *backend.Error {
+	return &backend.Error{Op: op, Kind: backend.KindProtocol, StatusCode: code, Message: backend.Sanitize(err.Error(), c.token)}
 }
 
 func isJSON(contentType string) bool {
@@ -563,4 +571,49 @@ func isJSON(contentType string) bool {
 		return false
 	}
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// kindForStatus maps an HTTP status of a failed reply to its kind.
+func kindForStatus(code int) backend.ErrorKind {
+	switch {
+	case code == http.StatusUnauthorized:
+		return backend.KindUnauthorized
+	case code == http.StatusForbidden:
+		return backend.KindForbidden
+	case code == http.StatusNotFound:
+		return backend.KindNotFound
+	case code == http.StatusConflict:
+		return backend.KindConflict
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests, code >= 500:
+		return backend.KindTransient
+	case code >= 400:
+		return backend.KindInvalid
+	default:
+		// 1xx/3xx or an unexpected 2xx: the server did not follow the protocol.
+		return backend.KindProtocol
+	}
+}
+
+// parseRetryAfter reads Retry-After as delay seconds or an HTTP date.
+func parseRetryAfter(h string, now time.Time) time.Duration {
+	h = strings.TrimSpace(h)
+	if h == "" {
+		return 0
+	}
+	if s, err := strconv.ParseInt(h, 10, 64); err == nil {
+		if s <= 0 {
+			return 0
+		}
+		const maxSeconds = 24 * 60 * 60 // a day; anything longer is nonsense
+		if s > maxSeconds {
+			s = maxSeconds
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(h); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d.Round(time.Second)
+		}
+	}
+	return 0
 }

@@ -1,4 +1,4 @@
-package backend_test
+package native_test
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/statusops/apitoken-operator/internal/backend"
+	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
 
@@ -48,7 +49,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(self.IsAdmin()).To(BeTrue(), "the bootstrap credential has the admin role")
 
 	exp := time.Now().Add(48 * time.Hour).Truncate(time.Second).UTC()
-	req := backend.CreateRequest{
+	req := native.CreateRequest{
 		Name:        "monitoring/grafana",
 		Permission:  backend.PermissionReadOnly,
 		ExpiresAt:   &exp,
@@ -88,17 +89,17 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	g.Expect(backend.IsNotFound(err)).To(BeTrue(), "%v", err)
 
 	for i := range 4 {
-		_, err := c.CreateToken(ctx, "", backend.CreateRequest{
+		_, err := c.CreateToken(ctx, "", native.CreateRequest{
 			Name: fmt.Sprintf("extra-%d", i), Permission: backend.PermissionReadOnly,
 			Labels: map[string]string{"team": "sre"},
 		})
 		g.Expect(err).NotTo(HaveOccurred())
 	}
-	all, err := c.ListTokens(ctx, backend.ListOptions{Labels: map[string]string{"team": "sre"}, PerPage: 2})
+	all, err := c.ListTokens(ctx, native.ListOptions{Labels: map[string]string{"team": "sre"}, PerPage: 2})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(all).To(HaveLen(5))
 	g.Expect(all[0].Name).To(Equal("extra-3"), "newest first")
-	byExt, err := c.ListTokens(ctx, backend.ListOptions{ExternalID: "uid-1"})
+	byExt, err := c.ListTokens(ctx, native.ListOptions{ExternalID: "uid-1"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(byExt).To(HaveLen(1))
 
@@ -121,7 +122,7 @@ func TestClientAgainstReferenceServer(t *testing.T) {
 	err = ro.Ping(ctx)
 	g.Expect(backend.IsUnauthorized(err)).To(BeTrue(), "%v", err)
 	g.Expect(backend.IsTransient(err)).To(BeFalse())
-	inactive, err := c.ListTokens(ctx, backend.ListOptions{Status: backend.StatusInactive})
+	inactive, err := c.ListTokens(ctx, native.ListOptions{Status: backend.StatusInactive})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(inactive).To(HaveLen(1))
 
@@ -137,8 +138,8 @@ func TestClientAdminRole(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	srv := servertest.Start(t)
-	victim := srv.IssueToken(t, backend.CreateRequest{Name: "victim", Permission: backend.PermissionReadOnly})
-	fa := srv.IssueToken(t, backend.CreateRequest{Name: "workload", Permission: backend.PermissionFullAccess})
+	victim := srv.IssueToken(t, native.CreateRequest{Name: "victim", Permission: backend.PermissionReadOnly})
+	fa := srv.IssueToken(t, native.CreateRequest{Name: "workload", Permission: backend.PermissionFullAccess})
 	c := srv.ClientFor(t, fa.Value)
 
 	self, err := c.Self(ctx)
@@ -148,14 +149,14 @@ func TestClientAdminRole(t *testing.T) {
 	g.Expect(self.Role).To(BeEmpty())
 
 	calls := map[string]func() error{
-		"list": func() error { _, err := c.ListTokens(ctx, backend.ListOptions{}); return err },
+		"list": func() error { _, err := c.ListTokens(ctx, native.ListOptions{}); return err },
 		"get":  func() error { _, err := c.GetToken(ctx, victim.ID); return err },
 		"deactivate": func() error {
 			_, err := c.DeactivateToken(ctx, victim.ID)
 			return err
 		},
 		"create": func() error {
-			_, err := c.CreateToken(ctx, "", backend.CreateRequest{Name: "x", Permission: backend.PermissionFullAccess})
+			_, err := c.CreateToken(ctx, "", native.CreateRequest{Name: "x", Permission: backend.PermissionFullAccess})
 			return err
 		},
 	}
@@ -199,7 +200,7 @@ func TestClientIdempotencyInFlightIsConflict(t *testing.T) {
 		})
 	}))
 	c := srv.Client(t)
-	req := backend.CreateRequest{Name: "x", Permission: backend.PermissionReadOnly}
+	req := native.CreateRequest{Name: "x", Permission: backend.PermissionReadOnly}
 	done := make(chan error, 1)
 	go func() { _, err := c.CreateToken(context.Background(), "k", req); done <- err }()
 	<-entered
@@ -214,7 +215,7 @@ func TestClientIdempotencyInFlightIsConflict(t *testing.T) {
 // hostileCase is a server reply the client must turn into a typed, clean error.
 type hostileCase struct {
 	handler  http.HandlerFunc
-	call     func(c *backend.HTTPClient) error
+	call     func(c *native.Client) error
 	kind     backend.ErrorKind
 	status   int
 	retry    time.Duration
@@ -223,22 +224,22 @@ type hostileCase struct {
 
 const clientToken = "sgt_CLIENTSECRETclientsecretCLIENTSECRET00"
 
-func createCall(c *backend.HTTPClient) error {
-	_, err := c.CreateToken(context.Background(), "k", backend.CreateRequest{Name: "n", Permission: backend.PermissionReadOnly})
+func createCall(c *native.Client) error {
+	_, err := c.CreateToken(context.Background(), "k", native.CreateRequest{Name: "n", Permission: backend.PermissionReadOnly})
 	return err
 }
 
-func getCall(c *backend.HTTPClient) error {
+func getCall(c *native.Client) error {
 	_, err := c.GetToken(context.Background(), "tok_1")
 	return err
 }
 
-func deactivateCall(c *backend.HTTPClient) error {
+func deactivateCall(c *native.Client) error {
 	_, err := c.DeactivateToken(context.Background(), "tok_1")
 	return err
 }
 
-func selfCall(c *backend.HTTPClient) error {
+func selfCall(c *native.Client) error {
 	_, err := c.Self(context.Background())
 	return err
 }
@@ -249,8 +250,8 @@ func withID(id string) string {
 	return strings.Replace(goodToken, `"tok_1"`, string(q), 1)
 }
 
-func listCall(c *backend.HTTPClient) error {
-	_, err := c.ListTokens(context.Background(), backend.ListOptions{})
+func listCall(c *native.Client) error {
+	_, err := c.ListTokens(context.Background(), native.ListOptions{})
 	return err
 }
 
@@ -413,7 +414,7 @@ func TestClientHostileReplies(t *testing.T) {
 			hs := httptest.NewServer(tc.handler)
 			defer hs.Close()
 			var observed []string
-			c, err := backend.New(backend.Options{
+			c, err := native.New(native.Options{
 				BaseURL:          hs.URL + "/api/v3",
 				Token:            clientToken,
 				Timeout:          3 * time.Second, // generous: a loaded CI machine must not turn a reply into a timeout
@@ -453,7 +454,7 @@ func TestClientRefusesBadIDs(t *testing.T) {
 		reply(200, "application/json", `{"success":true,"data":`+withID(strings.TrimPrefix(r.URL.Path, "/api_tokens/"))+`}`)(w, r)
 	}))
 	defer hs.Close()
-	c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+	c, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 	NewWithT(t).Expect(err).NotTo(HaveOccurred())
 	bad := []string{"", "tok 1", "tok/1", "..", ".", "self", "tok%201", "tök", "tok\n1", strings.Repeat("a", 129), "sgt_SECRETsecret?x=1"}
 	for _, id := range bad {
@@ -491,7 +492,7 @@ func TestClientPathOnTheWire(t *testing.T) {
 		reply(200, "application/json", `{"success":true,"data":`+goodToken+`}`)(w, r)
 	}))
 	defer hs.Close()
-	c, err := backend.New(backend.Options{BaseURL: hs.URL + "/tenant%2Fa/api%20v3", Token: clientToken})
+	c, err := native.New(native.Options{BaseURL: hs.URL + "/tenant%2Fa/api%20v3", Token: clientToken})
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = c.GetToken(context.Background(), "tok_1")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -513,7 +514,7 @@ func TestClientTransientClassification(t *testing.T) {
 			g := NewWithT(t)
 			hs := httptest.NewServer(reply(code, "application/json", `{"success":false,"message":"m"}`))
 			defer hs.Close()
-			c, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+			c, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 			g.Expect(err).NotTo(HaveOccurred())
 			err = c.Ping(context.Background())
 			g.Expect(backend.IsTransient(err)).To(Equal(transient), "%v", err)
@@ -532,9 +533,9 @@ func TestClientSendsHeaders(t *testing.T) {
 		reply(201, "application/json", `{"success":true,"data":`+strings.TrimSuffix(goodToken, "}")+`,"token":"sgt_x"}}`, "Idempotent-Replayed", "true")(w, r)
 	}))
 	defer hs.Close()
-	c, err := backend.New(backend.Options{BaseURL: hs.URL + "/api/v3/", Token: clientToken, UserAgent: "ua-test"})
+	c, err := native.New(native.Options{BaseURL: hs.URL + "/api/v3/", Token: clientToken, UserAgent: "ua-test"})
 	g.Expect(err).NotTo(HaveOccurred())
-	ct, err := c.CreateToken(context.Background(), "idem-1", backend.CreateRequest{Name: "n", Permission: backend.PermissionFullAccess, ExternalID: "e"})
+	ct, err := c.CreateToken(context.Background(), "idem-1", native.CreateRequest{Name: "n", Permission: backend.PermissionFullAccess, ExternalID: "e"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(ct.Replayed).To(BeTrue())
 	g.Expect(got.URL.Path).To(Equal("/api/v3/api_tokens"))
@@ -551,11 +552,11 @@ func TestClientCABundle(t *testing.T) {
 	defer hs.Close()
 	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: hs.Certificate().Raw})
 
-	trusted, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken, CABundle: caPEM})
+	trusted, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken, CABundle: caPEM})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(trusted.Ping(context.Background())).To(Succeed())
 
-	untrusted, err := backend.New(backend.Options{BaseURL: hs.URL, Token: clientToken})
+	untrusted, err := native.New(native.Options{BaseURL: hs.URL, Token: clientToken})
 	g.Expect(err).NotTo(HaveOccurred())
 	err = untrusted.Ping(context.Background())
 	g.Expect(err).To(HaveOccurred())
@@ -564,7 +565,7 @@ func TestClientCABundle(t *testing.T) {
 }
 
 func TestNewValidatesOptions(t *testing.T) {
-	cases := map[string]backend.Options{
+	cases := map[string]native.Options{
 		"ftp scheme":     {BaseURL: "ftp://x/api/v3", Token: clientToken},
 		"no host":        {BaseURL: "http:///api/v3", Token: clientToken},
 		"user info":      {BaseURL: "http://u:p@x/api/v3", Token: clientToken},
@@ -575,7 +576,7 @@ func TestNewValidatesOptions(t *testing.T) {
 	for name, o := range cases {
 		t.Run(name, func(t *testing.T) {
 			g := NewWithT(t)
-			_, err := backend.New(o)
+			_, err := native.New(o)
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(err.Error()).NotTo(ContainSubstring(string(o.Token)[:max(0, min(len(o.Token), 8))] + "x"))
 			g.Expect(err.Error()).NotTo(ContainSubstring("CLIENTSECRET"))
@@ -587,7 +588,7 @@ func TestNewValidatesOptions(t *testing.T) {
 func TestSecretValueRedacts(t *testing.T) {
 	g := NewWithT(t)
 	const v = backend.SecretValue("sgt_SUPERSECRETsupersecretSUPERSECRET0000")
-	ct := backend.CreatedToken{Token: backend.Token{ID: "tok_1"}, Value: v}
+	ct := native.CreatedToken{Token: native.Token{ID: "tok_1"}, Value: v}
 	var outs []string
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%10s"} {
 		outs = append(outs, fmt.Sprintf(verb, v), fmt.Sprintf(verb, ct), fmt.Sprintf(verb, &ct))
@@ -606,4 +607,20 @@ func TestSecretValueRedacts(t *testing.T) {
 	g.Expect(string(j)).To(ContainSubstring(`"Value":"[redacted]"`))
 	g.Expect(v.Reveal()).To(Equal("sgt_SUPERSECRETsupersecretSUPERSECRET0000"))
 	g.Expect(string(v)).To(Equal(v.Reveal()))
+}
+
+// TestIdempotencyKeyIsDeterministic: the same owner, serial and request give the same key (a
+// retry replays); another serial or request gives another.
+func TestIdempotencyKeyIsDeterministic(t *testing.T) {
+	g := NewWithT(t)
+	owner := backend.Owner{UID: "uid", Serial: 1}
+	req := native.CreateRequest{Name: "ns/t", Permission: backend.PermissionReadOnly, ExternalID: "uid"}
+	g.Expect(native.IdempotencyKey(owner, req)).To(Equal(native.IdempotencyKey(owner, req)))
+	g.Expect(native.IdempotencyKey(backend.Owner{UID: "uid", Serial: 2}, req)).NotTo(Equal(native.IdempotencyKey(owner, req)))
+	other := req
+	other.Permission = backend.PermissionFullAccess
+	g.Expect(native.IdempotencyKey(owner, other)).NotTo(Equal(native.IdempotencyKey(owner, req)))
+	// The key of the operator before the port (UID-serial-hash of the same request body), so
+	// a create interrupted by the upgrade replays (computed with the old backend.CreateRequest).
+	g.Expect(native.IdempotencyKey(owner, req)).To(Equal("uid-1-a043e39c324be48b"))
 }
