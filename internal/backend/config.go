@@ -14,6 +14,10 @@ type Config struct {
 	CABundle []byte
 	// Settings are the driver's own settings (for zabbix: the two users tokens are minted for).
 	Settings map[string]string
+	// Cluster is the identity of the operator's cluster (Owner.Cluster of the tokens it
+	// creates). A driver that can keep only a digest of it on the backend reads its own
+	// cluster's tokens back with this value, and another cluster's with another.
+	Cluster string
 	// Timeout bounds each request; zero is the driver's default.
 	Timeout time.Duration
 	// Observer, when set, is called after every request to the backend, for metrics: op is the
