@@ -44,11 +44,19 @@ import (
 // annotationObservedTokensHash is the workload's memory of the last hash it rolled out for.
 const annotationObservedTokensHash = "tokens.statusops.dev/observed-tokens-hash"
 
-// Restart defaults (--restart-debounce, --max-concurrent-restarts).
+// Restart defaults (--restart-debounce, --max-concurrent-restarts, --restart-slot-timeout).
+// A rollout holds its slot for ten minutes at most: a Deployment's default
+// progressDeadlineSeconds (600), after which Kubernetes itself calls its rollout failed.
+// StatefulSets and DaemonSets have no such deadline; the bound frees their slots.
 const (
 	DefaultRestartDebounce       = 10 * time.Second
 	DefaultMaxConcurrentRestarts = 10
+	DefaultRestartSlotTimeout    = 10 * time.Minute
 )
+
+// reasonProgressDeadlineExceeded is the Deployment controller's reason on Progressing=False
+// when a rollout made no progress within progressDeadlineSeconds.
+const reasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 var workloadRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "apitoken_workload_restarts_total",
@@ -65,6 +73,8 @@ type workloadKind struct {
 	rolledOut func(client.Object) bool
 	// paused: the workload cannot roll out until a person resumes it.
 	paused func(client.Object) bool
+	// failed: the workload's controller gave up on the rollout of the current pod template.
+	failed func(client.Object) bool
 }
 
 var workloadKinds = []workloadKind{
@@ -74,21 +84,35 @@ var workloadKinds = []workloadKind{
 			r := replicasOf(d.Spec.Replicas)
 			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == r && d.Status.AvailableReplicas == r && d.Status.Replicas == r
 		},
-		paused: func(o client.Object) bool { return o.(*appsv1.Deployment).Spec.Paused }},
+		paused: func(o client.Object) bool { return o.(*appsv1.Deployment).Spec.Paused },
+		failed: func(o client.Object) bool {
+			d := o.(*appsv1.Deployment)
+			if d.Status.ObservedGeneration < d.Generation {
+				return false // the condition is about an older template
+			}
+			for _, c := range d.Status.Conditions {
+				if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == reasonProgressDeadlineExceeded {
+					return true
+				}
+			}
+			return false
+		}},
 	{kind: "StatefulSet", new: func() client.Object { return &appsv1.StatefulSet{} },
 		rolledOut: func(o client.Object) bool {
 			s := o.(*appsv1.StatefulSet)
 			r := replicasOf(s.Spec.Replicas)
 			return s.Status.ObservedGeneration >= s.Generation && s.Status.UpdatedReplicas == r && s.Status.AvailableReplicas == r && s.Status.Replicas == r
 		},
-		paused: func(client.Object) bool { return false }},
+		paused: func(client.Object) bool { return false },
+		failed: func(client.Object) bool { return false }},
 	{kind: "DaemonSet", new: func() client.Object { return &appsv1.DaemonSet{} },
 		rolledOut: func(o client.Object) bool {
 			d := o.(*appsv1.DaemonSet)
 			n := d.Status.DesiredNumberScheduled
 			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedNumberScheduled == n && d.Status.NumberAvailable == n
 		},
-		paused: func(client.Object) bool { return false }},
+		paused: func(client.Object) bool { return false },
+		failed: func(client.Object) bool { return false }},
 }
 
 func replicasOf(p *int32) int32 {
@@ -146,32 +170,85 @@ type WorkloadRestarter struct {
 	kind      workloadKind
 }
 
-// RolloutLimit caps the rollouts in flight cluster-wide (--max-concurrent-restarts).
+// RolloutLimit caps the rollouts in flight: cluster-wide (--max-concurrent-restarts) and per
+// namespace, so that one tenant's rollouts that never complete cannot hold every slot. A slot
+// is held from the patch that starts a rollout until the rollout completes or fails, its
+// workload or consent goes, or the hold bound (--restart-slot-timeout) passes, whichever
+// comes first. Slots live in memory: an operator restart frees them all.
 type RolloutLimit struct {
-	mu       sync.Mutex
-	max      int
-	inFlight map[string]bool
+	mu           sync.Mutex
+	max          int
+	perNamespace int
+	maxHold      time.Duration
+	clock        func() time.Time
+	inFlight     map[string]rolloutSlot
 }
 
-// NewRolloutLimit returns a cap of max concurrent rollouts.
-func NewRolloutLimit(max int) *RolloutLimit {
-	return &RolloutLimit{max: max, inFlight: map[string]bool{}}
+type rolloutSlot struct {
+	namespace string
+	since     time.Time
 }
 
-func (l *RolloutLimit) take(key string) bool {
+// NewRolloutLimit returns a cap of capacity concurrent rollouts, of which one namespace may
+// hold its share (namespaceShare), each for maxHold at most as clock tells.
+func NewRolloutLimit(capacity int, maxHold time.Duration, clock func() time.Time) *RolloutLimit {
+	return &RolloutLimit{max: capacity, perNamespace: namespaceShare(capacity), maxHold: maxHold, clock: clock, inFlight: map[string]rolloutSlot{}}
+}
+
+// namespaceShare is how many of the capacity slots one namespace may hold: a quarter, rounded
+// up, at least one. So at least four namespaces roll out at once whatever the others do, and
+// the one knob (--max-concurrent-restarts) still sets both: a single-tenant cluster that wants
+// more in parallel raises the cap.
+func namespaceShare(capacity int) int {
+	return max(1, (capacity+3)/4)
+}
+
+// take gives key, a workload of namespace ns, a slot; true when key holds one. A workload that
+// already holds one keeps it, with its first start time: rotating again extends no bound.
+func (l *RolloutLimit) take(key, ns string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inFlight[key] || len(l.inFlight) < l.max {
-		l.inFlight[key] = true
+	l.expire()
+	if _, ok := l.inFlight[key]; ok {
 		return true
 	}
-	return false
+	inNamespace := 0
+	for _, s := range l.inFlight {
+		if s.namespace == ns {
+			inNamespace++
+		}
+	}
+	if len(l.inFlight) >= l.max || inNamespace >= l.perNamespace {
+		return false
+	}
+	l.inFlight[key] = rolloutSlot{namespace: ns, since: l.clock()}
+	return true
 }
 
+// holds reports whether key holds a slot that has not passed the bound.
+func (l *RolloutLimit) holds(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expire()
+	_, ok := l.inFlight[key]
+	return ok
+}
+
+// done gives key's slot back; giving back a slot not held does nothing.
 func (l *RolloutLimit) done(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inFlight, key)
+}
+
+// expire gives back the slots held for maxHold or longer. Called with mu held.
+func (l *RolloutLimit) expire() {
+	now := l.clock()
+	for k, s := range l.inFlight {
+		if now.Sub(s.since) >= l.maxHold {
+			delete(l.inFlight, k)
+		}
+	}
 }
 
 // The RBAC for this (apps deployments, statefulsets, daemonsets: get, list, watch, patch) is
@@ -181,11 +258,14 @@ func (l *RolloutLimit) done(key string) {
 // Reconcile brings one opted-in workload's remembered hash up to date, rolling it out when a
 // named token changed and the debounce has passed.
 func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	key := w.kind.kind + "/" + req.String()
 	m := workloadMetadata(w.kind.kind)
 	if err := w.Get(ctx, req.NamespacedName, m); err != nil {
+		if apierrors.IsNotFound(err) {
+			w.Limit.done(key) // the workload is gone, and its rollout with it
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	key := w.kind.kind + "/" + req.String()
 	names := namedTokens(m.GetAnnotations())
 	if len(names) == 0 || !m.GetDeletionTimestamp().IsZero() {
 		w.Limit.done(key)
@@ -209,7 +289,7 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if due := lastChange.Add(time.Second + w.Debounce); w.Clock().Before(due) {
 		return ctrl.Result{RequeueAfter: due.Sub(w.Clock())}, nil
 	}
-	if !w.Limit.take(key) {
+	if !w.Limit.take(key, m.GetNamespace()) {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	if err := w.patch(ctx, m, hash, true); err != nil {
@@ -260,13 +340,20 @@ func (w *WorkloadRestarter) patch(ctx context.Context, m *metav1.PartialObjectMe
 	return nil
 }
 
-// watchRollout frees the rollout slot once the rollout is complete.
+// watchRollout gives the rollout slot back once the rollout is over: complete, failed or
+// paused, or the workload gone. A workload that holds no slot is not read at all.
 func (w *WorkloadRestarter) watchRollout(ctx context.Context, m *metav1.PartialObjectMetadata, key string) (ctrl.Result, error) {
+	if !w.Limit.holds(key) {
+		return ctrl.Result{}, nil
+	}
 	obj := w.kind.new()
 	if err := w.APIReader.Get(ctx, client.ObjectKeyFromObject(m), obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			w.Limit.done(key)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if w.kind.rolledOut(obj) || w.kind.paused(obj) {
+	if w.kind.rolledOut(obj) || w.kind.paused(obj) || w.kind.failed(obj) {
 		w.Limit.done(key)
 		return ctrl.Result{}, nil
 	}

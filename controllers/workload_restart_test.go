@@ -1,6 +1,8 @@
 package controllers_test
 
 import (
+	"context"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -21,6 +23,23 @@ import (
 func withRestarts(o *operator.Options) {
 	o.RestartWorkloads = true
 	o.RestartDebounce = time.Second
+}
+
+// inNamespace is the harness acting in another namespace its manager watches (the test adds
+// it to WatchNamespaces); the backend, client and manager are shared.
+func (h *harness) inNamespace(ns string) *harness {
+	other := *h
+	other.ns = ns
+	return &other
+}
+
+// otherNamespace creates a namespace for a test's second tenant.
+func otherNamespace(t *testing.T) string {
+	t.Helper()
+	ensureEnv(t)
+	ns := fmt.Sprintf("t%d-other", nsCounter.Add(1))
+	NewWithT(t).Expect(env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
+	return ns
 }
 
 func deployment(h *harness, name, consent string) *appsv1.Deployment {
@@ -44,6 +63,26 @@ func getDeployment(h *harness, name string) *appsv1.Deployment {
 		return nil
 	}
 	return &d
+}
+
+// observedHash is the workload's memory of the hash it last rolled out for.
+func observedHash(h *harness, name string) string {
+	return getDeployment(h, name).Annotations["tokens.statusops.dev/observed-tokens-hash"]
+}
+
+// rolloutStarted: the operator set the pod-template annotation, so the workload rolls out.
+func rolloutStarted(h *harness, name string) bool {
+	_, ok := getDeployment(h, name).Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
+	return ok
+}
+
+// optedIn creates a Deployment naming the APIToken, plays its first rollout and waits until the
+// operator has recorded its memory.
+func optedIn(h *harness, name, token string) {
+	h.t.Helper()
+	deployment(h, name, token)
+	completeRollout(h, name)
+	NewWithT(h.t).Eventually(func() string { return observedHash(h, name) }).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 }
 
 // completeRollout plays the Deployment controller (envtest runs none): the current
@@ -184,4 +223,83 @@ func TestConcurrentRolloutsAreCapped(t *testing.T) {
 	g.Consistently(func() bool { return hashed("second") }).WithTimeout(4*time.Second).Should(BeFalse(), "the cap holds the second rollout while the first is in progress")
 	completeRollout(h, "first")
 	g.Eventually(func() bool { return hashed("second") }).WithTimeout(15 * time.Second).Should(BeTrue())
+}
+
+// TestRolloutSlotsAreSharedBetweenNamespaces: one namespace's rollouts that never complete
+// (envtest runs no Deployment controller) hold no more than that namespace's share of the cap
+// (a quarter of 4: one), so another namespace's workload is still rolled out after its debounce.
+func TestRolloutSlotsAreSharedBetweenNamespaces(t *testing.T) {
+	other := otherNamespace(t)
+	h := newHarness(t, withRestarts, func(o *operator.Options) {
+		o.MaxConcurrentRestarts = 4
+		o.WatchNamespaces = append(o.WatchNamespaces, other)
+	})
+	g := NewWithT(t)
+	busy := h.waitFor(h.create(h.newToken("busy", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	var stuck []string
+	for i := range 4 {
+		stuck = append(stuck, fmt.Sprintf("stuck-%d", i))
+		optedIn(h, stuck[i], busy.Name)
+	}
+	o := h.inNamespace(other)
+	quiet := o.waitFor(o.create(o.newToken("quiet", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	optedIn(o, "panel", quiet.Name)
+
+	started := func() int {
+		n := 0
+		for _, s := range stuck {
+			if rolloutStarted(h, s) {
+				n++
+			}
+		}
+		return n
+	}
+	annotate(h, busy.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, busy.Name, busy.Status.TokenID)
+	g.Eventually(started).WithTimeout(15 * time.Second).ShouldNot(BeZero())
+
+	annotate(o, quiet.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(o, quiet.Name, quiet.Status.TokenID)
+	// The debounce (1 s, counted from the end of the issue's second) and a few requeues.
+	g.Eventually(func() bool { return rolloutStarted(o, "panel") }).WithTimeout(10*time.Second).Should(BeTrue(), "another namespace's stuck rollouts hold every slot")
+	g.Expect(started()).To(Equal(1), "a namespace holds its share of the slots, no more")
+}
+
+// TestRolloutSlotIsReleased: with --max-concurrent-restarts 1, a rollout that never completes
+// holds the one slot until its workload is deleted, or its rollout fails (Progressing=False,
+// ProgressDeadlineExceeded); then the next workload is rolled out.
+func TestRolloutSlotIsReleased(t *testing.T) {
+	h := newHarness(t, withRestarts, func(o *operator.Options) { o.MaxConcurrentRestarts = 1 })
+	g := NewWithT(t)
+	tokens := map[string]*tokensv1alpha1.APIToken{}
+	for _, n := range []string{"gone", "failing", "next"} {
+		tokens[n] = h.waitFor(h.create(h.newToken(n, tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+		optedIn(h, n, n)
+	}
+	rotate := func(n string) {
+		annotate(h, n, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+		waitForNewToken(h, n, tokens[n].Status.TokenID)
+	}
+	started := func(n string) func() bool { return func() bool { return rolloutStarted(h, n) } }
+
+	rotate("gone")
+	g.Eventually(started("gone")).WithTimeout(15 * time.Second).Should(BeTrue())
+	rotate("failing")
+	g.Consistently(started("failing")).WithTimeout(3*time.Second).Should(BeFalse(), "the slot is held by the rollout in progress")
+	g.Expect(h.c.Delete(h.ctx, getDeployment(h, "gone"))).To(Succeed())
+	g.Eventually(started("failing")).WithTimeout(15*time.Second).Should(BeTrue(), "the deleted workload's slot was given back")
+
+	rotate("next")
+	g.Consistently(started("next")).WithTimeout(3*time.Second).Should(BeFalse(), "the slot is held by the rollout in progress")
+	// The Deployment controller's verdict on a rollout that made no progress in time.
+	g.Eventually(func() error {
+		d := getDeployment(h, "failing")
+		d.Status.ObservedGeneration = d.Generation
+		d.Status.Conditions = []appsv1.DeploymentCondition{{
+			Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded",
+			Message: `ReplicaSet "failing-1" has timed out progressing.`,
+		}}
+		return h.c.Status().Update(h.ctx, d)
+	}).Should(Succeed())
+	g.Eventually(started("next")).WithTimeout(15*time.Second).Should(BeTrue(), "the failed rollout's slot was given back")
 }
