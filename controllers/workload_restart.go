@@ -35,14 +35,17 @@ import (
 // tokens.statusops.dev/restart-on-rotate: "<APIToken names>", so nobody who can only create
 // APITokens can restart anything.
 //
-// Idempotent by construction: the workload remembers, in a metadata annotation that causes no
+// Idempotent by construction: the workload remembers, in a metadata label that causes no
 // rollout, the hash of the named APITokens' token ids it last rolled out for. Opting in
 // records the hash and rolls nothing; an operator restart or a re-sync finds the hashes equal
 // and patches nothing; tokens rotating together within the debounce cause one rollout, which
 // sets the pod-template annotation tokens-hash and the remembered hash in one patch.
 
-// annotationObservedTokensHash is the workload's memory of the last hash it rolled out for.
-const annotationObservedTokensHash = "tokens.statusops.dev/observed-tokens-hash"
+// labelObservedTokensHash is the workload's memory of the last hash it rolled out for. A label,
+// not an annotation: the API server bumps a Deployment's generation on any change of its
+// annotations (they are copied to its ReplicaSets), not of its labels. Versions before kept it
+// in an annotation of the same key, which is still read (observedTokensHash).
+const labelObservedTokensHash = "tokens.statusops.dev/observed-tokens-hash"
 
 // Restart defaults (--restart-debounce, --max-concurrent-restarts, --restart-slot-timeout).
 // A rollout holds its slot for ten minutes at most: a Deployment's default
@@ -276,7 +279,7 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	hash, lastChange := tokensHash(tokens, names)
-	observed := m.GetAnnotations()[annotationObservedTokensHash]
+	observed := observedTokensHash(m)
 	switch {
 	case observed == "":
 		// Opting in rolls nothing out: only the workload's memory is set.
@@ -298,6 +301,16 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	w.rolloutEvents(m, names, tokens)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// observedTokensHash is the workload's memory: the label, else the annotation an older version
+// wrote. That annotation is left in place (removing it would bump a Deployment's generation
+// once more); the label, written with the next rollout, takes precedence over it.
+func observedTokensHash(m metav1.Object) string {
+	if h := m.GetLabels()[labelObservedTokensHash]; h != "" {
+		return h
+	}
+	return m.GetAnnotations()[labelObservedTokensHash]
 }
 
 // namedAPITokens reads the named APITokens; a missing one gets a Warning on the workload.
@@ -322,7 +335,7 @@ func (w *WorkloadRestarter) namedAPITokens(ctx context.Context, m *metav1.Partia
 // patch sets the workload's memory of the hash and, for a rollout, the pod-template
 // annotation, in one merge patch.
 func (w *WorkloadRestarter) patch(ctx context.Context, m *metav1.PartialObjectMetadata, hash string, rollout bool) error {
-	body := map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotationObservedTokensHash: hash}}}
+	body := map[string]any{"metadata": map[string]any{"labels": map[string]string{labelObservedTokensHash: hash}}}
 	if rollout {
 		body["spec"] = map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]string{tokensv1alpha1.AnnotationTokensHash: hash}}}}
 	}

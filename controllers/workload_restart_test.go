@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"testing"
@@ -65,9 +67,10 @@ func getDeployment(h *harness, name string) *appsv1.Deployment {
 	return &d
 }
 
-// observedHash is the workload's memory of the hash it last rolled out for.
+// observedHash is the workload's memory of the hash it last rolled out for: a label, which
+// bumps no Deployment's generation (an annotation does).
 func observedHash(h *harness, name string) string {
-	return getDeployment(h, name).Annotations["tokens.statusops.dev/observed-tokens-hash"]
+	return getDeployment(h, name).Labels["tokens.statusops.dev/observed-tokens-hash"]
 }
 
 // rolloutStarted: the operator set the pod-template annotation, so the workload rolls out.
@@ -113,13 +116,10 @@ func TestRestartOnRotate(t *testing.T) {
 	completeRollout(h, "consenting")
 
 	// Opting in: the workload remembers the hash, its template is untouched.
-	g.Eventually(func() string {
-		return getDeployment(h, "consenting").Annotations["tokens.statusops.dev/observed-tokens-hash"]
-	}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
-	// (The annotation bumps a Deployment's generation, as any annotation does, but the pod
-	// template, and so the Pods, are untouched.)
+	g.Eventually(func() string { return observedHash(h, "consenting") }).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 	g.Expect(getDeployment(h, "consenting").Spec.Template.Annotations).NotTo(HaveKey(tokensv1alpha1.AnnotationTokensHash), "opting in causes no rollout")
 	optedIn := getDeployment(h, "consenting").Generation
+	g.Expect(optedIn).To(BeEquivalentTo(1), "the memory is a label, which bumps no generation")
 
 	// Both tokens rotate together: one rollout.
 	annotate(h, a.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
@@ -146,7 +146,7 @@ func TestRestartOnRotate(t *testing.T) {
 	h.restartManager()
 	g.Consistently(func() string { return getDeployment(h, "consenting").ResourceVersion }).WithTimeout(4 * time.Second).Should(Equal(gen))
 	g.Expect(getDeployment(h, "bystander").Generation).To(BeEquivalentTo(1), "a workload without consent is never touched")
-	g.Expect(getDeployment(h, "bystander").Annotations).NotTo(HaveKey("tokens.statusops.dev/observed-tokens-hash"))
+	g.Expect(getDeployment(h, "bystander").Labels).NotTo(HaveKey("tokens.statusops.dev/observed-tokens-hash"))
 }
 
 // TestRestartTargetMissing: a workload naming an APIToken that does not exist gets a Warning.
@@ -209,13 +209,8 @@ func TestConcurrentRolloutsAreCapped(t *testing.T) {
 		deployment(h, n, map[string]string{"first": a.Name, "second": b.Name}[n])
 		completeRollout(h, n)
 	}
-	hashed := func(n string) bool {
-		_, ok := getDeployment(h, n).Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]
-		return ok
-	}
-	g.Eventually(func() string {
-		return getDeployment(h, "second").Annotations["tokens.statusops.dev/observed-tokens-hash"]
-	}).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
+	hashed := func(n string) bool { return rolloutStarted(h, n) }
+	g.Eventually(func() string { return observedHash(h, "second") }).WithTimeout(10 * time.Second).ShouldNot(BeEmpty())
 	annotate(h, a.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
 	g.Eventually(func() bool { return hashed("first") }).WithTimeout(15 * time.Second).Should(BeTrue())
 	annotate(h, b.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
@@ -302,4 +297,61 @@ func TestRolloutSlotIsReleased(t *testing.T) {
 		return h.c.Status().Update(h.ctx, d)
 	}).Should(Succeed())
 	g.Eventually(started("next")).WithTimeout(15*time.Second).Should(BeTrue(), "the failed rollout's slot was given back")
+}
+
+// TestOptingInRollsNothingOut: a Deployment created already opted in to an Active APIToken
+// keeps generation 1 and its pod template; one that opts in later keeps the generation the
+// person's annotation gave it.
+func TestOptingInRollsNothingOut(t *testing.T) {
+	h := newHarness(t, withRestarts)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("panel", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	deployment(h, "at-creation", tok.Name)
+	deployment(h, "later", "")
+	g.Eventually(func() error {
+		d := getDeployment(h, "later")
+		d.Annotations = map[string]string{tokensv1alpha1.AnnotationRestartOnRotate: tok.Name}
+		return h.c.Update(h.ctx, d)
+	}).Should(Succeed())
+
+	// "later" is at 2: the person's annotation bumped it once.
+	generations := func() []int64 {
+		return []int64{getDeployment(h, "at-creation").Generation, getDeployment(h, "later").Generation}
+	}
+	// The debounce is 1 s: twice that and more.
+	g.Consistently(generations).WithTimeout(5*time.Second).Should(Equal([]int64{1, 2}), "opting in rolls nothing out")
+	for _, n := range []string{"at-creation", "later"} {
+		g.Expect(rolloutStarted(h, n)).To(BeFalse(), n)
+		g.Expect(observedHash(h, n)).NotTo(BeEmpty(), "%s: the operator has seen it", n)
+	}
+}
+
+// TestMemoryFromAnOlderVersion: a workload opted in by a version that kept the memory in an
+// annotation is not patched when the hash it holds is current (not even to move it to the
+// label: that would bump its generation), and a rotation rolls it out once, writing the label.
+func TestMemoryFromAnOlderVersion(t *testing.T) {
+	h := newHarness(t, withRestarts)
+	g := NewWithT(t)
+	tok := h.waitFor(h.create(h.newToken("panel", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	// The hash as every version computes it: sha256 of "name=tokenID\n" per named APIToken,
+	// the first 32 hex digits. Changing it would roll out every opted-in workload on upgrade.
+	sum := sha256.Sum256([]byte(tok.Name + "=" + tok.Status.TokenID + "\n"))
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: h.ns, Name: "upgraded", Annotations: map[string]string{
+		tokensv1alpha1.AnnotationRestartOnRotate:    tok.Name,
+		"tokens.statusops.dev/observed-tokens-hash": hex.EncodeToString(sum[:])[:32],
+	}}}
+	one := int32(1)
+	d.Spec.Replicas = &one
+	d.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"app": d.Name}}
+	d.Spec.Template.Labels = map[string]string{"app": d.Name}
+	d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "c", Image: "example.invalid/panel:1"}}
+	g.Expect(h.c.Create(h.ctx, d)).To(Succeed())
+	rv := d.ResourceVersion
+	g.Consistently(func() string { return getDeployment(h, d.Name).ResourceVersion }).WithTimeout(3*time.Second).Should(Equal(rv), "an up-to-date memory is not rewritten")
+
+	annotate(h, tok.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, tok.Name, tok.Status.TokenID)
+	g.Eventually(func() bool { return rolloutStarted(h, d.Name) }).WithTimeout(15 * time.Second).Should(BeTrue())
+	g.Consistently(func() int64 { return getDeployment(h, d.Name).Generation }).WithTimeout(3*time.Second).Should(BeEquivalentTo(2), "one rollout")
+	g.Expect(observedHash(h, d.Name)).To(Equal(getDeployment(h, d.Name).Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]))
 }
