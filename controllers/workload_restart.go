@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -37,7 +38,8 @@ import (
 //
 // Idempotent by construction: the workload remembers, in a metadata label that causes no
 // rollout, the hash of the named APITokens' token ids it last rolled out for. Opting in
-// records the hash and rolls nothing; an operator restart or a re-sync finds the hashes equal
+// records the hash and rolls nothing, nor does a named APIToken's first token (only a
+// change of a token id that was set is a rotation); an operator restart or a re-sync finds the hashes equal
 // and patches nothing; tokens rotating together within the debounce cause one rollout, which
 // sets the pod-template annotation tokens-hash and the remembered hash in one patch.
 
@@ -146,19 +148,69 @@ func namedTokens(annotations map[string]string) []string {
 // tokensHash is the hash of the named APITokens' current token ids (sorted), and the
 // latest issue time among them (the debounce counts from it).
 func tokensHash(tokens map[string]*tokensv1alpha1.APIToken, names []string) (string, time.Time) {
-	sum := sha256.New()
 	var last time.Time
 	for _, n := range names {
-		id := ""
+		if t := tokens[n]; t != nil && t.Status.IssuedAt != nil && t.Status.IssuedAt.After(last) {
+			last = t.Status.IssuedAt.Time
+		}
+	}
+	return idsHash(tokenIDs(tokens, names), names), last
+}
+
+// tokenIDs maps each name to its APIToken's current token id: "" when it has none yet or
+// does not exist.
+func tokenIDs(tokens map[string]*tokensv1alpha1.APIToken, names []string) map[string]string {
+	ids := make(map[string]string, len(names))
+	for _, n := range names {
 		if t := tokens[n]; t != nil {
-			id = t.Status.TokenID
-			if t.Status.IssuedAt != nil && t.Status.IssuedAt.After(last) {
-				last = t.Status.IssuedAt.Time
+			ids[n] = t.Status.TokenID
+		}
+	}
+	return ids
+}
+
+// idsHash is the hash workloads remember. Every version computes it so: changing it would roll
+// out every opted-in workload once on upgrade.
+func idsHash(ids map[string]string, names []string) string {
+	sum := sha256.New()
+	for _, n := range names {
+		fmt.Fprintf(sum, "%s=%s\n", n, ids[n])
+	}
+	return hex.EncodeToString(sum.Sum(nil))[:32]
+}
+
+// maxFirstIssueNames bounds firstIssuesOnly's search to 2^10 hashes. A workload naming more
+// issued APITokens than that is rolled out on any change of the hash, as before.
+const maxFirstIssueNames = 10
+
+// firstIssuesOnly reports whether recorded, a hash the workload holds, is the hash of the
+// named tokens' current ids with some of them blank: those APITokens had no token then and
+// have been issued their first since. That is no rotation (Pods waiting for the Secret start
+// by themselves), so it rolls nothing out; only a change of an id that was set does. The hash
+// keeps no ids, so every subset of the names with an id is tried.
+func firstIssuesOnly(recorded string, tokens map[string]*tokensv1alpha1.APIToken, names []string) bool {
+	ids := tokenIDs(tokens, names)
+	var issued []string
+	for _, n := range names {
+		if ids[n] != "" {
+			issued = append(issued, n)
+		}
+	}
+	if len(issued) > maxFirstIssueNames {
+		return false
+	}
+	for subset := 1; subset < 1<<len(issued); subset++ {
+		blanked := maps.Clone(ids)
+		for i, n := range issued {
+			if subset&(1<<i) != 0 {
+				blanked[n] = ""
 			}
 		}
-		fmt.Fprintf(sum, "%s=%s\n", n, id)
+		if idsHash(blanked, names) == recorded {
+			return true
+		}
 	}
-	return hex.EncodeToString(sum.Sum(nil))[:32], last
+	return false
 }
 
 // WorkloadRestarter rolls out opted-in workloads of one kind.
@@ -286,6 +338,9 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, w.patch(ctx, m, hash, false)
 	case observed == hash:
 		return w.watchRollout(ctx, m, key)
+	case firstIssuesOnly(observed, tokens, names):
+		// A first token is no rotation: only the workload's memory follows it.
+		return ctrl.Result{}, w.patch(ctx, m, hash, false)
 	}
 	// IssuedAt has a second's precision: the change happened somewhere in that second, so
 	// the debounce counts from its end (else a 1 s debounce could be no wait at all).
@@ -464,8 +519,8 @@ func (r *APITokenReconciler) pendingRollouts(ctx context.Context, tok *tokensv1a
 	return pending, nil
 }
 
-// rolledOutFor: the workload's pods run a template carrying the current hash, and its
-// rollout is complete.
+// rolledOutFor: the workload's pods run a template carrying the current hash (up to tokens
+// issued for the first time since), and its rollout is complete.
 func (r *APITokenReconciler) rolledOutFor(ctx context.Context, tok *tokensv1alpha1.APIToken, k workloadKind, m *metav1.PartialObjectMetadata, names []string) (bool, error) {
 	tokens := map[string]*tokensv1alpha1.APIToken{tok.Name: tok}
 	for _, n := range names {
@@ -487,7 +542,9 @@ func (r *APITokenReconciler) rolledOutFor(ctx context.Context, tok *tokensv1alph
 			fmt.Sprintf("%s %s is paused and cannot roll out the new token; its predecessor is retired when the grace period ends", k.kind, m.Name))
 		return false, nil
 	}
-	return templateHash(obj) == hash && k.rolledOut(obj), nil
+	// A token issued for the first time since the rollout rolled nothing out, and needs none.
+	th := templateHash(obj)
+	return (th == hash || firstIssuesOnly(th, tokens, names)) && k.rolledOut(obj), nil
 }
 
 // templateHash is the pod-template annotation the operator set on a workload.

@@ -326,6 +326,37 @@ func TestOptingInRollsNothingOut(t *testing.T) {
 	}
 }
 
+// TestFirstIssueIsNoRotation: a workload applied together with its APIToken is not rolled out
+// when the token is issued for the first time (its Pods wait for the Secret and pick it up),
+// whether the operator saw the workload before the APIToken or with it not issued yet; a
+// rotation later rolls it out once.
+func TestFirstIssueIsNoRotation(t *testing.T) {
+	h := newHarness(t, withRestarts)
+	g := NewWithT(t)
+	deployment(h, "early", "fresh")
+	g.Eventually(func() string { return observedHash(h, "early") }).WithTimeout(10*time.Second).ShouldNot(BeEmpty(), "remembered over a token that does not exist yet")
+	missing := observedHash(h, "early")
+	h.create(h.newToken("fresh", tokensv1alpha1.PermissionReadOnly))
+	deployment(h, "together", "fresh")
+	tok := h.waitFor("fresh", tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Eventually(func() string { return observedHash(h, "early") }).WithTimeout(10*time.Second).ShouldNot(Equal(missing), "the memory follows the first issue")
+
+	names := []string{"early", "together"}
+	generations := func() []int64 {
+		return []int64{getDeployment(h, "early").Generation, getDeployment(h, "together").Generation}
+	}
+	// The debounce is 1 s, counted from the end of the issue's second: twice that and more.
+	g.Consistently(generations).WithTimeout(5*time.Second).Should(Equal([]int64{1, 1}), "a first issue is no rotation")
+	for _, n := range names {
+		g.Expect(rolloutStarted(h, n)).To(BeFalse(), n)
+	}
+
+	annotate(h, tok.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, tok.Name, tok.Status.TokenID)
+	g.Eventually(func() bool { return rolloutStarted(h, "early") && rolloutStarted(h, "together") }).WithTimeout(15 * time.Second).Should(BeTrue())
+	g.Consistently(generations).WithTimeout(4*time.Second).Should(Equal([]int64{2, 2}), "a rotation rolls each out once")
+}
+
 // TestMemoryFromAnOlderVersion: a workload opted in by a version that kept the memory in an
 // annotation is not patched when the hash it holds is current (not even to move it to the
 // label: that would bump its generation), and a rotation rolls it out once, writing the label.

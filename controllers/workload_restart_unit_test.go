@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -8,6 +9,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
 
 var slotEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -98,6 +101,50 @@ func TestDeploymentRolloutFailed(t *testing.T) {
 				d.Status.Conditions = []appsv1.DeploymentCondition{*tc.cond}
 			}
 			NewWithT(t).Expect(failed(d)).To(Equal(tc.want))
+		})
+	}
+}
+
+// issued is the APITokens of the names with these token ids ("": not issued yet; a name
+// left out: no such APIToken).
+func issued(ids map[string]string) map[string]*tokensv1alpha1.APIToken {
+	out := map[string]*tokensv1alpha1.APIToken{}
+	for n, id := range ids {
+		t := &tokensv1alpha1.APIToken{}
+		t.Status.TokenID = id
+		out[n] = t
+	}
+	return out
+}
+
+// TestFirstIssuesOnly: a hash recorded while some named APITokens had no token (or did not
+// exist) matches their first issue, and nothing else.
+func TestFirstIssuesOnly(t *testing.T) {
+	ab := []string{"a", "b"}
+	many := make([]string, maxFirstIssueNames+1)
+	manyIDs := map[string]string{}
+	for i := range many {
+		many[i] = fmt.Sprintf("t%02d", i)
+		manyIDs[many[i]] = "tok_" + many[i]
+	}
+	for name, tc := range map[string]struct {
+		names       []string
+		before, now map[string]string
+		want        bool
+	}{
+		"first issue":                        {names: []string{"a"}, before: map[string]string{"a": ""}, now: map[string]string{"a": "tok_1"}, want: true},
+		"created and issued since":           {names: []string{"a"}, before: map[string]string{}, now: map[string]string{"a": "tok_1"}, want: true},
+		"both issued their first":            {names: ab, before: map[string]string{}, now: map[string]string{"a": "tok_1", "b": "tok_2"}, want: true},
+		"one first issue, the other as was":  {names: ab, before: map[string]string{"a": "", "b": "tok_2"}, now: map[string]string{"a": "tok_1", "b": "tok_2"}, want: true},
+		"rotation":                           {names: []string{"a"}, before: map[string]string{"a": "tok_1"}, now: map[string]string{"a": "tok_2"}},
+		"one first issue, the other rotated": {names: ab, before: map[string]string{"a": "", "b": "tok_2"}, now: map[string]string{"a": "tok_1", "b": "tok_3"}},
+		"a token gone":                       {names: []string{"a"}, before: map[string]string{"a": "tok_1"}, now: map[string]string{"a": ""}},
+		"no change":                          {names: ab, before: map[string]string{"a": "tok_1", "b": "tok_2"}, now: map[string]string{"a": "tok_1", "b": "tok_2"}},
+		"more names than the search covers":  {names: many, before: map[string]string{}, now: manyIDs},
+	} {
+		t.Run(name, func(t *testing.T) {
+			recorded, _ := tokensHash(issued(tc.before), tc.names)
+			NewWithT(t).Expect(firstIssuesOnly(recorded, issued(tc.now), tc.names)).To(Equal(tc.want))
 		})
 	}
 }
