@@ -286,14 +286,15 @@ func TestRolloutSlotIsReleased(t *testing.T) {
 
 	rotate("next")
 	g.Consistently(started("next")).WithTimeout(3*time.Second).Should(BeFalse(), "the slot is held by the rollout in progress")
-	// The Deployment controller's verdict on a rollout that made no progress in time.
+	// The Deployment controller's verdict on a rollout that made no progress in time: one new
+	// Pod never became available, and the rollout is not complete.
 	g.Eventually(func() error {
 		d := getDeployment(h, "failing")
-		d.Status.ObservedGeneration = d.Generation
-		d.Status.Conditions = []appsv1.DeploymentCondition{{
-			Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded",
-			Message: `ReplicaSet "failing-1" has timed out progressing.`,
-		}}
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: 3, UpdatedReplicas: 1, AvailableReplicas: 2, ReadyReplicas: 2,
+			Conditions: []appsv1.DeploymentCondition{{
+				Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded",
+				Message: `ReplicaSet "failing-1" has timed out progressing.`,
+			}}}
 		return h.c.Status().Update(h.ctx, d)
 	}).Should(Succeed())
 	g.Eventually(started("next")).WithTimeout(15*time.Second).Should(BeTrue(), "the failed rollout's slot was given back")
