@@ -387,3 +387,23 @@ func TestMemoryFromAnOlderVersion(t *testing.T) {
 	g.Consistently(func() int64 { return getDeployment(h, d.Name).Generation }).WithTimeout(3*time.Second).Should(BeEquivalentTo(2), "one rollout")
 	g.Expect(observedHash(h, d.Name)).To(Equal(getDeployment(h, d.Name).Spec.Template.Annotations[tokensv1alpha1.AnnotationTokensHash]))
 }
+
+// TestFirstIssueDoesNotHoldRetirement: an APIToken the workload names that is issued its first
+// token after a rollout (it was created later) does not keep another named token's
+// predecessor waiting for the grace period: the rollout carried every token id that was set.
+func TestFirstIssueDoesNotHoldRetirement(t *testing.T) {
+	h := newHarness(t, withRestarts)
+	g := NewWithT(t)
+	rot := withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(10 * time.Minute), RetireWhenUnused: &tokensv1alpha1.RetireWhenUnused{QuietPeriod: metav1.Duration{Duration: time.Second}}})
+	a := h.waitFor(h.create(h.newToken("used", tokensv1alpha1.PermissionReadOnly, rot)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	optedIn(h, "panel", "used, later")
+	annotate(h, a.Name, tokensv1alpha1.AnnotationRotateRequestedAt, "r1")
+	waitForNewToken(h, a.Name, a.Status.TokenID)
+	g.Eventually(func() bool { return rolloutStarted(h, "panel") }).WithTimeout(15 * time.Second).Should(BeTrue())
+
+	h.waitFor(h.create(h.newToken("later", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	g.Expect(h.useToken(h.secret(a.Name).Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	completeRollout(h, "panel")
+	g.Eventually(func() backend.TokenStatus { return h.backendToken(a.Status.TokenID).Status }).WithTimeout(15*time.Second).Should(Equal(backend.StatusInactive), "retired once the rollout is complete, not after the grace period")
+	g.Expect(getDeployment(h, "panel").Generation).To(BeEquivalentTo(2), "one rollout: the first issue rolled nothing out")
+}
