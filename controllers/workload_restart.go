@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -35,20 +36,32 @@ import (
 // tokens.statusops.dev/restart-on-rotate: "<APIToken names>", so nobody who can only create
 // APITokens can restart anything.
 //
-// Idempotent by construction: the workload remembers, in a metadata annotation that causes no
+// Idempotent by construction: the workload remembers, in a metadata label that causes no
 // rollout, the hash of the named APITokens' token ids it last rolled out for. Opting in
-// records the hash and rolls nothing; an operator restart or a re-sync finds the hashes equal
+// records the hash and rolls nothing, nor does a named APIToken's first token (only a
+// change of a token id that was set is a rotation); an operator restart or a re-sync finds the hashes equal
 // and patches nothing; tokens rotating together within the debounce cause one rollout, which
 // sets the pod-template annotation tokens-hash and the remembered hash in one patch.
 
-// annotationObservedTokensHash is the workload's memory of the last hash it rolled out for.
-const annotationObservedTokensHash = "tokens.statusops.dev/observed-tokens-hash"
+// labelObservedTokensHash is the workload's memory of the last hash it rolled out for. A label,
+// not an annotation: the API server bumps a Deployment's generation on any change of its
+// annotations (they are copied to its ReplicaSets), not of its labels. Versions before kept it
+// in an annotation of the same key, which is still read (observedTokensHash).
+const labelObservedTokensHash = "tokens.statusops.dev/observed-tokens-hash"
 
-// Restart defaults (--restart-debounce, --max-concurrent-restarts).
+// Restart defaults (--restart-debounce, --max-concurrent-restarts, --restart-slot-timeout).
+// A rollout holds its slot for ten minutes at most: a Deployment's default
+// progressDeadlineSeconds (600), after which Kubernetes itself calls its rollout failed.
+// StatefulSets and DaemonSets have no such deadline; the bound frees their slots.
 const (
 	DefaultRestartDebounce       = 10 * time.Second
 	DefaultMaxConcurrentRestarts = 10
+	DefaultRestartSlotTimeout    = 10 * time.Minute
 )
+
+// reasonProgressDeadlineExceeded is the Deployment controller's reason on Progressing=False
+// when a rollout made no progress within progressDeadlineSeconds.
+const reasonProgressDeadlineExceeded = "ProgressDeadlineExceeded"
 
 var workloadRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "apitoken_workload_restarts_total",
@@ -65,6 +78,8 @@ type workloadKind struct {
 	rolledOut func(client.Object) bool
 	// paused: the workload cannot roll out until a person resumes it.
 	paused func(client.Object) bool
+	// failed: the workload's controller gave up on the rollout of the current pod template.
+	failed func(client.Object) bool
 }
 
 var workloadKinds = []workloadKind{
@@ -74,21 +89,35 @@ var workloadKinds = []workloadKind{
 			r := replicasOf(d.Spec.Replicas)
 			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == r && d.Status.AvailableReplicas == r && d.Status.Replicas == r
 		},
-		paused: func(o client.Object) bool { return o.(*appsv1.Deployment).Spec.Paused }},
+		paused: func(o client.Object) bool { return o.(*appsv1.Deployment).Spec.Paused },
+		failed: func(o client.Object) bool {
+			d := o.(*appsv1.Deployment)
+			if d.Status.ObservedGeneration < d.Generation {
+				return false // the condition is about an older template
+			}
+			for _, c := range d.Status.Conditions {
+				if c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse && c.Reason == reasonProgressDeadlineExceeded {
+					return true
+				}
+			}
+			return false
+		}},
 	{kind: "StatefulSet", new: func() client.Object { return &appsv1.StatefulSet{} },
 		rolledOut: func(o client.Object) bool {
 			s := o.(*appsv1.StatefulSet)
 			r := replicasOf(s.Spec.Replicas)
 			return s.Status.ObservedGeneration >= s.Generation && s.Status.UpdatedReplicas == r && s.Status.AvailableReplicas == r && s.Status.Replicas == r
 		},
-		paused: func(client.Object) bool { return false }},
+		paused: func(client.Object) bool { return false },
+		failed: func(client.Object) bool { return false }},
 	{kind: "DaemonSet", new: func() client.Object { return &appsv1.DaemonSet{} },
 		rolledOut: func(o client.Object) bool {
 			d := o.(*appsv1.DaemonSet)
 			n := d.Status.DesiredNumberScheduled
 			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedNumberScheduled == n && d.Status.NumberAvailable == n
 		},
-		paused: func(client.Object) bool { return false }},
+		paused: func(client.Object) bool { return false },
+		failed: func(client.Object) bool { return false }},
 }
 
 func replicasOf(p *int32) int32 {
@@ -119,19 +148,69 @@ func namedTokens(annotations map[string]string) []string {
 // tokensHash is the hash of the named APITokens' current token ids (sorted), and the
 // latest issue time among them (the debounce counts from it).
 func tokensHash(tokens map[string]*tokensv1alpha1.APIToken, names []string) (string, time.Time) {
-	sum := sha256.New()
 	var last time.Time
 	for _, n := range names {
-		id := ""
+		if t := tokens[n]; t != nil && t.Status.IssuedAt != nil && t.Status.IssuedAt.After(last) {
+			last = t.Status.IssuedAt.Time
+		}
+	}
+	return idsHash(tokenIDs(tokens, names), names), last
+}
+
+// tokenIDs maps each name to its APIToken's current token id: "" when it has none yet or
+// does not exist.
+func tokenIDs(tokens map[string]*tokensv1alpha1.APIToken, names []string) map[string]string {
+	ids := make(map[string]string, len(names))
+	for _, n := range names {
 		if t := tokens[n]; t != nil {
-			id = t.Status.TokenID
-			if t.Status.IssuedAt != nil && t.Status.IssuedAt.After(last) {
-				last = t.Status.IssuedAt.Time
+			ids[n] = t.Status.TokenID
+		}
+	}
+	return ids
+}
+
+// idsHash is the hash workloads remember. Every version computes it so: changing it would roll
+// out every opted-in workload once on upgrade.
+func idsHash(ids map[string]string, names []string) string {
+	sum := sha256.New()
+	for _, n := range names {
+		fmt.Fprintf(sum, "%s=%s\n", n, ids[n])
+	}
+	return hex.EncodeToString(sum.Sum(nil))[:32]
+}
+
+// maxFirstIssueNames bounds firstIssuesOnly's search to 2^10 hashes. A workload naming more
+// issued APITokens than that is rolled out on any change of the hash, as before.
+const maxFirstIssueNames = 10
+
+// firstIssuesOnly reports whether recorded, a hash the workload holds, is the hash of the
+// named tokens' current ids with some of them blank: those APITokens had no token then and
+// have been issued their first since. That is no rotation (Pods waiting for the Secret start
+// by themselves), so it rolls nothing out; only a change of an id that was set does. The hash
+// keeps no ids, so every subset of the names with an id is tried.
+func firstIssuesOnly(recorded string, tokens map[string]*tokensv1alpha1.APIToken, names []string) bool {
+	ids := tokenIDs(tokens, names)
+	var issued []string
+	for _, n := range names {
+		if ids[n] != "" {
+			issued = append(issued, n)
+		}
+	}
+	if len(issued) > maxFirstIssueNames {
+		return false
+	}
+	for subset := 1; subset < 1<<len(issued); subset++ {
+		blanked := maps.Clone(ids)
+		for i, n := range issued {
+			if subset&(1<<i) != 0 {
+				blanked[n] = ""
 			}
 		}
-		fmt.Fprintf(sum, "%s=%s\n", n, id)
+		if idsHash(blanked, names) == recorded {
+			return true
+		}
 	}
-	return hex.EncodeToString(sum.Sum(nil))[:32], last
+	return false
 }
 
 // WorkloadRestarter rolls out opted-in workloads of one kind.
@@ -146,32 +225,85 @@ type WorkloadRestarter struct {
 	kind      workloadKind
 }
 
-// RolloutLimit caps the rollouts in flight cluster-wide (--max-concurrent-restarts).
+// RolloutLimit caps the rollouts in flight: cluster-wide (--max-concurrent-restarts) and per
+// namespace, so that one tenant's rollouts that never complete cannot hold every slot. A slot
+// is held from the patch that starts a rollout until the rollout completes or fails, its
+// workload or consent goes, or the hold bound (--restart-slot-timeout) passes, whichever
+// comes first. Slots live in memory: an operator restart frees them all.
 type RolloutLimit struct {
-	mu       sync.Mutex
-	max      int
-	inFlight map[string]bool
+	mu           sync.Mutex
+	max          int
+	perNamespace int
+	maxHold      time.Duration
+	clock        func() time.Time
+	inFlight     map[string]rolloutSlot
 }
 
-// NewRolloutLimit returns a cap of max concurrent rollouts.
-func NewRolloutLimit(max int) *RolloutLimit {
-	return &RolloutLimit{max: max, inFlight: map[string]bool{}}
+type rolloutSlot struct {
+	namespace string
+	since     time.Time
 }
 
-func (l *RolloutLimit) take(key string) bool {
+// NewRolloutLimit returns a cap of capacity concurrent rollouts, of which one namespace may
+// hold its share (namespaceShare), each for maxHold at most as clock tells.
+func NewRolloutLimit(capacity int, maxHold time.Duration, clock func() time.Time) *RolloutLimit {
+	return &RolloutLimit{max: capacity, perNamespace: namespaceShare(capacity), maxHold: maxHold, clock: clock, inFlight: map[string]rolloutSlot{}}
+}
+
+// namespaceShare is how many of the capacity slots one namespace may hold: a quarter, rounded
+// up, at least one. So at least four namespaces roll out at once whatever the others do, and
+// the one knob (--max-concurrent-restarts) still sets both: a single-tenant cluster that wants
+// more in parallel raises the cap.
+func namespaceShare(capacity int) int {
+	return max(1, (capacity+3)/4)
+}
+
+// take gives key, a workload of namespace ns, a slot; true when key holds one. A workload that
+// already holds one keeps it, with its first start time: rotating again extends no bound.
+func (l *RolloutLimit) take(key, ns string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inFlight[key] || len(l.inFlight) < l.max {
-		l.inFlight[key] = true
+	l.expire()
+	if _, ok := l.inFlight[key]; ok {
 		return true
 	}
-	return false
+	inNamespace := 0
+	for _, s := range l.inFlight {
+		if s.namespace == ns {
+			inNamespace++
+		}
+	}
+	if len(l.inFlight) >= l.max || inNamespace >= l.perNamespace {
+		return false
+	}
+	l.inFlight[key] = rolloutSlot{namespace: ns, since: l.clock()}
+	return true
 }
 
+// holds reports whether key holds a slot that has not passed the bound.
+func (l *RolloutLimit) holds(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expire()
+	_, ok := l.inFlight[key]
+	return ok
+}
+
+// done gives key's slot back; giving back a slot not held does nothing.
 func (l *RolloutLimit) done(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inFlight, key)
+}
+
+// expire gives back the slots held for maxHold or longer. Called with mu held.
+func (l *RolloutLimit) expire() {
+	now := l.clock()
+	for k, s := range l.inFlight {
+		if now.Sub(s.since) >= l.maxHold {
+			delete(l.inFlight, k)
+		}
+	}
 }
 
 // The RBAC for this (apps deployments, statefulsets, daemonsets: get, list, watch, patch) is
@@ -181,11 +313,14 @@ func (l *RolloutLimit) done(key string) {
 // Reconcile brings one opted-in workload's remembered hash up to date, rolling it out when a
 // named token changed and the debounce has passed.
 func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	key := w.kind.kind + "/" + req.String()
 	m := workloadMetadata(w.kind.kind)
 	if err := w.Get(ctx, req.NamespacedName, m); err != nil {
+		if apierrors.IsNotFound(err) {
+			w.Limit.done(key) // the workload is gone, and its rollout with it
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	key := w.kind.kind + "/" + req.String()
 	names := namedTokens(m.GetAnnotations())
 	if len(names) == 0 || !m.GetDeletionTimestamp().IsZero() {
 		w.Limit.done(key)
@@ -196,20 +331,23 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	hash, lastChange := tokensHash(tokens, names)
-	observed := m.GetAnnotations()[annotationObservedTokensHash]
+	observed := observedTokensHash(m)
 	switch {
 	case observed == "":
 		// Opting in rolls nothing out: only the workload's memory is set.
 		return ctrl.Result{}, w.patch(ctx, m, hash, false)
 	case observed == hash:
 		return w.watchRollout(ctx, m, key)
+	case firstIssuesOnly(observed, tokens, names):
+		// A first token is no rotation: only the workload's memory follows it.
+		return ctrl.Result{}, w.patch(ctx, m, hash, false)
 	}
 	// IssuedAt has a second's precision: the change happened somewhere in that second, so
 	// the debounce counts from its end (else a 1 s debounce could be no wait at all).
 	if due := lastChange.Add(time.Second + w.Debounce); w.Clock().Before(due) {
 		return ctrl.Result{RequeueAfter: due.Sub(w.Clock())}, nil
 	}
-	if !w.Limit.take(key) {
+	if !w.Limit.take(key, m.GetNamespace()) {
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	if err := w.patch(ctx, m, hash, true); err != nil {
@@ -218,6 +356,16 @@ func (w *WorkloadRestarter) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	w.rolloutEvents(m, names, tokens)
 	return ctrl.Result{RequeueAfter: time.Second}, nil
+}
+
+// observedTokensHash is the workload's memory: the label, else the annotation an older version
+// wrote. That annotation is left in place (removing it would bump a Deployment's generation
+// once more); the label, written with the next rollout, takes precedence over it.
+func observedTokensHash(m metav1.Object) string {
+	if h := m.GetLabels()[labelObservedTokensHash]; h != "" {
+		return h
+	}
+	return m.GetAnnotations()[labelObservedTokensHash]
 }
 
 // namedAPITokens reads the named APITokens; a missing one gets a Warning on the workload.
@@ -242,7 +390,7 @@ func (w *WorkloadRestarter) namedAPITokens(ctx context.Context, m *metav1.Partia
 // patch sets the workload's memory of the hash and, for a rollout, the pod-template
 // annotation, in one merge patch.
 func (w *WorkloadRestarter) patch(ctx context.Context, m *metav1.PartialObjectMetadata, hash string, rollout bool) error {
-	body := map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotationObservedTokensHash: hash}}}
+	body := map[string]any{"metadata": map[string]any{"labels": map[string]string{labelObservedTokensHash: hash}}}
 	if rollout {
 		body["spec"] = map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]string{tokensv1alpha1.AnnotationTokensHash: hash}}}}
 	}
@@ -260,13 +408,20 @@ func (w *WorkloadRestarter) patch(ctx context.Context, m *metav1.PartialObjectMe
 	return nil
 }
 
-// watchRollout frees the rollout slot once the rollout is complete.
+// watchRollout gives the rollout slot back once the rollout is over: complete, failed or
+// paused, or the workload gone. A workload that holds no slot is not read at all.
 func (w *WorkloadRestarter) watchRollout(ctx context.Context, m *metav1.PartialObjectMetadata, key string) (ctrl.Result, error) {
+	if !w.Limit.holds(key) {
+		return ctrl.Result{}, nil
+	}
 	obj := w.kind.new()
 	if err := w.APIReader.Get(ctx, client.ObjectKeyFromObject(m), obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			w.Limit.done(key)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if w.kind.rolledOut(obj) || w.kind.paused(obj) {
+	if w.kind.rolledOut(obj) || w.kind.paused(obj) || w.kind.failed(obj) {
 		w.Limit.done(key)
 		return ctrl.Result{}, nil
 	}
@@ -364,8 +519,8 @@ func (r *APITokenReconciler) pendingRollouts(ctx context.Context, tok *tokensv1a
 	return pending, nil
 }
 
-// rolledOutFor: the workload's pods run a template carrying the current hash, and its
-// rollout is complete.
+// rolledOutFor: the workload's pods run a template carrying the current hash (up to tokens
+// issued for the first time since), and its rollout is complete.
 func (r *APITokenReconciler) rolledOutFor(ctx context.Context, tok *tokensv1alpha1.APIToken, k workloadKind, m *metav1.PartialObjectMetadata, names []string) (bool, error) {
 	tokens := map[string]*tokensv1alpha1.APIToken{tok.Name: tok}
 	for _, n := range names {
@@ -387,7 +542,9 @@ func (r *APITokenReconciler) rolledOutFor(ctx context.Context, tok *tokensv1alph
 			fmt.Sprintf("%s %s is paused and cannot roll out the new token; its predecessor is retired when the grace period ends", k.kind, m.Name))
 		return false, nil
 	}
-	return templateHash(obj) == hash && k.rolledOut(obj), nil
+	// A token issued for the first time since the rollout rolled nothing out, and needs none.
+	th := templateHash(obj)
+	return (th == hash || firstIssuesOnly(th, tokens, names)) && k.rolledOut(obj), nil
 }
 
 // templateHash is the pod-template annotation the operator set on a workload.

@@ -15,11 +15,13 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
@@ -85,6 +87,12 @@ type result struct {
 // kubectlApitoken runs the command line as `kubectl apitoken ARGS --kubeconfig=...` would,
 // with the clock fixed at now when it is not zero.
 func kubectlApitoken(t *testing.T, now time.Time, args ...string) result {
+	t.Helper()
+	return kubectlApitokenWith(t, kubeconfig, now, args...)
+}
+
+// kubectlApitokenWith is kubectlApitoken with another kubeconfig (another user).
+func kubectlApitokenWith(t *testing.T, kubeconfig string, now time.Time, args ...string) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	o := &options{
@@ -319,4 +327,90 @@ func TestReview(t *testing.T) {
 	g.Expect(rv.Tokens).To(HaveLen(2))
 	g.Expect(rv.Tokens[0].Name).To(Equal("incident-bot"))
 	g.Expect(rv.Tokens[0].Reason).To(Equal("UnusedWritePermission"))
+}
+
+// kubeconfigAs writes a kubeconfig acting as user, authenticated and in no other group, so
+// only the RBAC bound to that user applies.
+func kubeconfigAs(t *testing.T, user string) string {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	NewWithT(t).Expect(installtest.WriteKubeconfig(cfg, path)).To(Succeed())
+	return path
+}
+
+// grantRead lets user get, list and watch the resources of the operator's API group in ns.
+func grantRead(t *testing.T, ns, user string, resources ...string) {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user}, Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{group}, Resources: resources, Verbs: []string{"get", "list", "watch"},
+	}}}
+	g.Expect(env.Client.Create(ctx, role)).To(Succeed())
+	g.Expect(env.Client.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	})).To(Succeed())
+}
+
+// TestReviewAsNamespaceUser: `review -n NS` by a user who may read only NS's objects shows
+// NS's findings; a list it may not make (ClusterStatusBackends, or StatusBackends) is skipped
+// with a note, on stderr and in -o json's notes, and the exit code is 0. Without the right to
+// list APITokens there is nothing to review: exit code 1.
+func TestReviewAsNamespaceUser(t *testing.T) {
+	ns := newNamespace(t)
+	createAPIToken(t, ns, "quiet", "ReadOnly")
+	b := &tokensv1alpha1.StatusBackend{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team"}}
+	b.Spec.URL = "http://127.0.0.1:1/api/v3"
+	b.Spec.CredentialsSecretRef.Name, b.Spec.CredentialsSecretRef.Key = "admin", "token"
+	NewWithT(t).Expect(env.Client.Create(context.Background(), b)).To(Succeed())
+	grantRead(t, ns, ns+"-team", "apitokens", "statusbackends")
+	grantRead(t, ns, ns+"-tokens", "apitokens")
+
+	for name, tc := range map[string]struct {
+		user     string
+		backends []string // what the backend table shows
+		skipped  []string // the kinds the notes name
+	}{
+		"tokens and backends of the namespace": {user: ns + "-team", backends: []string{"statusbackend/team"}, skipped: []string{"ClusterStatusBackends"}},
+		"tokens of the namespace only":         {user: ns + "-tokens", skipped: []string{"ClusterStatusBackends", "StatusBackends"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			kc := kubeconfigAs(t, tc.user)
+			r := kubectlApitokenWith(t, kc, time.Time{}, "review", "-n", ns)
+			g.Expect(r.code).To(Equal(0), r.stderr)
+			g.Expect(r.stdout).To(MatchRegexp(`(?m)^quiet\s+ReadOnly\s+-\s+-\s+-\s+-$`))
+			for _, b := range tc.backends {
+				g.Expect(r.stdout).To(MatchRegexp(`(?m)^%s\s`, b))
+			}
+			if len(tc.backends) == 0 {
+				g.Expect(r.stdout).To(ContainSubstring("No backends found (some were not listed: see the notes).\n"))
+			}
+			g.Expect(r.stdout).NotTo(ContainSubstring("clusterstatusbackend/"))
+			for _, kind := range tc.skipped {
+				g.Expect(r.stderr).To(MatchRegexp(`(?m)^Note: %s are not shown: .*forbidden`, kind))
+			}
+
+			r = kubectlApitokenWith(t, kc, time.Time{}, "review", "-n", ns, "-o", "json")
+			g.Expect(r.code).To(Equal(0), r.stderr)
+			var rv struct {
+				Tokens []struct{ Name string } `json:"tokens"`
+				Notes  []string                `json:"notes"`
+			}
+			g.Expect(json.Unmarshal([]byte(r.stdout), &rv)).To(Succeed())
+			g.Expect(rv.Tokens).To(HaveLen(1))
+			g.Expect(rv.Notes).To(HaveLen(len(tc.skipped)))
+			for i, kind := range tc.skipped {
+				g.Expect(rv.Notes[i]).To(HavePrefix(kind + " are not shown: "))
+			}
+		})
+	}
+
+	r := kubectlApitokenWith(t, kubeconfigAs(t, ns+"-nobody"), time.Time{}, "review", "-n", ns)
+	NewWithT(t).Expect(r.code).To(Equal(1))
+	NewWithT(t).Expect(r.stderr).To(MatchRegexp(`listing APITokens: .*forbidden`))
 }

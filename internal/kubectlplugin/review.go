@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -16,6 +17,9 @@ import (
 type review struct {
 	Tokens   []tokenFinding  `json:"tokens"`
 	Backends []backendCounts `json:"backends"`
+	// Notes say which backends are not shown because the user may not list them (a
+	// namespace's team usually may not list ClusterStatusBackends).
+	Notes []string `json:"notes,omitempty"`
 }
 
 type tokenFinding struct {
@@ -93,7 +97,9 @@ func list(ctx context.Context, c client.Client, listKind, ns string) ([]unstruct
 }
 
 // gatherReview lists APITokens and StatusBackends in ns ("" for all) and every
-// ClusterStatusBackend (they serve every namespace).
+// ClusterStatusBackend (they serve every namespace). Backends the user may not list are left
+// out with a note: the review is for a namespace's own team too, whose RBAC seldom reaches
+// cluster-scoped objects. APITokens it may not list are an error: there is nothing to review.
 func gatherReview(ctx context.Context, c client.Client, ns string) (*review, error) {
 	rv := &review{Tokens: []tokenFinding{}, Backends: []backendCounts{}}
 	tokens, err := list(ctx, c, listKindAPIToken, ns)
@@ -120,6 +126,10 @@ func gatherReview(ctx context.Context, c client.Client, ns string) (*review, err
 		{kindStatusBackend, listKindStatusBackend, ns},
 	} {
 		items, err := list(ctx, c, k.listKind, k.ns)
+		if apierrors.IsForbidden(err) {
+			rv.Notes = append(rv.Notes, fmt.Sprintf("%ss are not shown: %v", k.kind, err))
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("listing %ss: %w", k.kind, err)
 		}
@@ -158,9 +168,12 @@ func (o *options) printReview(rv *review, all bool) {
 		}
 	}
 	fprintf(w, "\n")
-	if len(rv.Backends) == 0 {
+	switch {
+	case len(rv.Backends) == 0 && len(rv.Notes) > 0:
+		fprintf(w, "No backends found (some were not listed: see the notes).\n")
+	case len(rv.Backends) == 0:
 		fprintf(w, "No backends found.\n")
-	} else {
+	default:
 		fprintf(w, "BACKEND\tREADY\tMANAGED\tUNMANAGED ACTIVE\tUNMANAGED FULLACCESS\tOTHER CLUSTERS\n")
 		for _, b := range rv.Backends {
 			ref := "clusterstatusbackend/" + b.Name
@@ -174,6 +187,9 @@ func (o *options) printReview(rv *review, all bool) {
 		}
 	}
 	_ = w.Flush()
+	for _, n := range rv.Notes {
+		fprintf(o.streams.ErrOut, "Note: %s\n", n)
+	}
 	// The findings' messages say what to change; print those that are not True.
 	for _, t := range rv.Tokens {
 		if t.Finding == "False" && t.Message != "" {

@@ -82,11 +82,15 @@ type Options struct {
 	// RestartWorkloads turns on rolling out opted-in workloads on rotation
 	// (--restart-workloads); it needs patch rights on Deployments, StatefulSets, DaemonSets.
 	RestartWorkloads bool
-	// MaxConcurrentRestarts caps rollouts in flight cluster-wide (0: the default, 10).
+	// MaxConcurrentRestarts caps rollouts in flight cluster-wide, a quarter of it per
+	// namespace (0: the default, 10).
 	MaxConcurrentRestarts int
 	// RestartDebounce is how long after the last token change a workload is rolled out
 	// (0: the default, 10 s).
 	RestartDebounce time.Duration
+	// RestartSlotTimeout is how long one rollout holds a slot of MaxConcurrentRestarts at
+	// most, so a rollout that never completes blocks no other (0: the default, 10 m).
+	RestartSlotTimeout time.Duration
 	// IssuanceBudget is how many tokens one APIToken may have created within 10 minutes;
 	// 0 means the default (controllers.DefaultIssuanceBudget), negative means no limit.
 	IssuanceBudget int
@@ -292,7 +296,8 @@ func NewManager(cfg *rest.Config, o Options) (manager.Manager, error) {
 		if err := controllers.SetupRestarters(mgr, controllers.WorkloadRestarter{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: recorder,
 			Clock: o.Clock, Debounce: orDefault(o.RestartDebounce, controllers.DefaultRestartDebounce),
-			Limit: controllers.NewRolloutLimit(orDefault(o.MaxConcurrentRestarts, controllers.DefaultMaxConcurrentRestarts)),
+			Limit: controllers.NewRolloutLimit(orDefault(o.MaxConcurrentRestarts, controllers.DefaultMaxConcurrentRestarts),
+				orDefault(o.RestartSlotTimeout, controllers.DefaultRestartSlotTimeout), o.Clock),
 		}); err != nil {
 			return nil, err
 		}
