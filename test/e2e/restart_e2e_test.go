@@ -52,7 +52,7 @@ func TestRestartOnRotateOnTheSimulatedNode(t *testing.T) {
 	}
 	g.Eventually(func() string {
 		_ = e.Client.Get(ctx, client.ObjectKeyFromObject(d), d)
-		return d.Annotations["tokens.statusops.dev/observed-tokens-hash"]
+		return d.Labels["tokens.statusops.dev/observed-tokens-hash"]
 	}).WithTimeout(20 * time.Second).ShouldNot(BeEmpty())
 	g.Consistently(replicaSets).WithTimeout(3*time.Second).Should(Equal(1), "opting in causes no rollout")
 
