@@ -63,6 +63,8 @@ type Client struct {
 	maxBytes  int64
 	userAgent string
 	observer  func(op string, code int, d time.Duration, err error)
+	// driver is the port over this client (Driver).
+	driver *Driver
 }
 
 // New validates o and builds a client. The base URL must be http or https;
@@ -108,6 +110,7 @@ func New(o Options) (*Client, error) {
 	if c.userAgent == "" {
 		c.userAgent = DefaultUserAgent
 	}
+	c.driver = &Driver{c: c}
 	if c.http == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}

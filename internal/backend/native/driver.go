@@ -31,8 +31,9 @@ func NewDriver(cfg backend.Config) (backend.Driver, error) {
 	return c.Driver(), nil
 }
 
-// Driver is the port over c.
-func (c *Client) Driver() *Driver { return &Driver{c: c} }
+// Driver is the port over c: always the same one, so that a registration of it is
+// recognised as the same client.
+func (c *Client) Driver() *Driver { return c.driver }
 
 // Client is the protocol client under the port.
 func (d *Driver) Client() *Client { return d.c }
