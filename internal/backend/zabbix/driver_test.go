@@ -471,3 +471,31 @@ func TestRequestCounts(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(c.take()).To(Equal(map[string]int{"list": 4}))
 }
+
+// TestConcurrentUse runs operations at once on a driver that knows nothing yet (run with
+// -race): the version and the users are learnt under the driver's lock.
+func TestConcurrentUse(t *testing.T) {
+	z := zabbixtest.Shared(t)
+	g := NewWithT(t)
+	ctx := context.Background()
+	d := newDriver(t, config(z, "c1"), nil)
+	errs := make(chan error, 8)
+	for i := 0; i < cap(errs); i++ {
+		go func() {
+			switch i % 3 {
+			case 0:
+				_, err := d.List(ctx, backend.ListOptions{Status: backend.StatusActive})
+				errs <- err
+			case 1:
+				_, err := d.Get(ctx, z.AdminTokenID)
+				errs <- err
+			default:
+				_, err := d.Self(ctx)
+				errs <- err
+			}
+		}()
+	}
+	for i := 0; i < cap(errs); i++ {
+		g.Expect(<-errs).NotTo(HaveOccurred())
+	}
+}
