@@ -99,7 +99,10 @@ func (d *Driver) Create(ctx context.Context, owner backend.Owner, spec backend.T
 		return nil, err
 	}
 	if acc.problem != nil {
-		return nil, acc.problem
+		// Nothing is minted for a user whose role grants too much (or that is missing).
+		e := *acc.problem
+		e.Op = op
+		return nil, &e
 	}
 	var user account
 	switch spec.Permission {

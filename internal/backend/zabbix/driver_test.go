@@ -131,6 +131,7 @@ func TestSelfRefusesMisconfiguredUsers(t *testing.T) {
 			// Nothing is minted for a misconfigured user.
 			_, err = d.Create(ctx, backend.Owner{UID: newUID(), Cluster: "c1", Serial: 1}, backend.TokenSpec{Name: "ns/t", Permission: backend.PermissionReadOnly})
 			g.Expect(backend.IsMisconfigured(err)).To(BeTrue(), "%v", err)
+			g.Expect(err.(*backend.Error).Op).To(Equal("create"))
 			tc.fix(t)
 			// The next check sees the fix.
 			_, err = d.Self(ctx)
