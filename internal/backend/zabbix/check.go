@@ -18,7 +18,7 @@ const (
 	roleTypeSuperAdmin = 3
 )
 
-// minVersion is the first Zabbix with API tokens.
+// minMajor.minMinor is the first Zabbix with API tokens.
 const minMajor, minMinor = 5, 4
 
 // managementObjects are the API objects a full-access token must never call: with them a
