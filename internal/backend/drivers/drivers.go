@@ -8,14 +8,22 @@ import (
 
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/backend/native"
+	"github.com/statusops/apitoken-operator/internal/backend/zabbix"
 )
 
-// Native is the driver of the operator's own HTTP protocol, the default.
-const Native = "native"
+// Names of the drivers a backend object can ask for.
+const (
+	// Native is the driver of the operator's own HTTP protocol, the default.
+	Native = "native"
+	// Zabbix is the driver of Zabbix API tokens (settings: zabbix.SettingReadOnlyUser and
+	// zabbix.SettingFullAccessUser).
+	Zabbix = zabbix.DriverName
+)
 
 // factories are the drivers by name.
 var factories = map[string]backend.Factory{
 	Native: native.NewDriver,
+	Zabbix: zabbix.NewDriver,
 }
 
 // Names lists the drivers, sorted.
