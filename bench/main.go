@@ -29,7 +29,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/controllers"
+	"github.com/statusops/apitoken-operator/controllers/inventory"
 	"github.com/statusops/apitoken-operator/internal/reliability/harness"
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
@@ -394,7 +394,7 @@ func run(o options) error {
 	mem.enter("idle")
 	if o.idleIntervals > 0 {
 		idleFrom := restartBegin.Add(2 * o.syncInterval)
-		if t := readyAt.Add(controllers.DefaultInventoryOverlap + 2*o.syncInterval); t.After(idleFrom) {
+		if t := readyAt.Add(inventory.DefaultInventoryOverlap + 2*o.syncInterval); t.After(idleFrom) {
 			idleFrom = t
 		}
 		time.Sleep(time.Until(idleFrom))

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statusops/apitoken-operator/controllers/apitoken"
+
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -23,7 +25,6 @@ import (
 	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/backend/native"
-	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
 // kstatusOf is what kstatus (and so Argo CD, Flux, kubectl wait) reads from the object.
@@ -113,7 +114,7 @@ func TestIssueFullAccessTokenWithExpiry(t *testing.T) {
 func TestExpireAtTheSecond(t *testing.T) {
 	// An hour-long sync interval: no periodic pass (inventory, backend re-check, resync) can
 	// catch the expiry by luck within the test, so only the scheduled requeue can.
-	h := newHarness(t, func(o *operator.Options) { o.SyncInterval = time.Hour })
+	h := newHarness(t, func(o *controllers.Options) { o.SyncInterval = time.Hour })
 	g := NewWithT(t)
 	exp := metav1.NewTime(time.Now().Add(3 * time.Second).UTC().Truncate(time.Second).Add(time.Second))
 	tok := h.create(h.newToken("short", tokensv1alpha1.PermissionReadOnly, func(t *tokensv1alpha1.APIToken) { t.Spec.ExpiresAt = &exp }))
@@ -424,10 +425,10 @@ func (h *harness) createClusterBackendWithSecret(name, secret string) {
 
 // crashOnceAfterCreate arms the controller's test seam: the first pass that created a backend
 // token signals crashed and holds there until the manager is stopped, as a kill would.
-func crashOnceAfterCreate(crashed chan<- struct{}) func(*operator.Options) {
+func crashOnceAfterCreate(crashed chan<- struct{}) func(*controllers.Options) {
 	armed := true
-	return func(o *operator.Options) {
-		o.ReconcilerOptions = append(o.ReconcilerOptions, controllers.WithAfterCreate(func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+	return func(o *controllers.Options) {
+		o.ReconcilerOptions = append(o.ReconcilerOptions, apitoken.WithAfterCreate(func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
 			if !armed {
 				return nil
 			}

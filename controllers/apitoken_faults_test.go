@@ -22,9 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/backend/native"
-	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/reliability/faultproxy"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 )
@@ -319,7 +319,7 @@ func TestBackendAnswersOtherThanAsked(t *testing.T) {
 // TestIssuanceBudget: past the budget, the APIToken stalls with IssuanceLimited instead of
 // creating more tokens.
 func TestIssuanceBudget(t *testing.T) {
-	h := newHarness(t, func(o *operator.Options) { o.IssuanceBudget = 2 })
+	h := newHarness(t, func(o *controllers.Options) { o.IssuanceBudget = 2 })
 	g := NewWithT(t)
 	tok := h.waitFor(h.create(h.newToken("budget", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	rotate := func(v string) {
@@ -419,7 +419,7 @@ func TestSecretRenameRemovesTheOldSecret(t *testing.T) {
 // cap. Until the replay, the token it made is named by no status: behind the queue that took
 // more than 15 s at 200 tokens in the reliability run's latency phase.
 func TestUncertainCreateGoesFirst(t *testing.T) {
-	h := newHarness(t, func(o *operator.Options) { o.MaxInFlightPerBackend = 1 })
+	h := newHarness(t, func(o *controllers.Options) { o.MaxInFlightPerBackend = 1 })
 	g := NewWithT(t)
 	const n = 40
 	// One attempt: a backend of its own behind a front that loses the first create's reply,
@@ -483,7 +483,7 @@ func TestUncertainCreateGoesFirst(t *testing.T) {
 // its pass wait for a slot like any refused pass: it is no reconcile error (logged as one, and
 // retried with the exponential backoff while status says Active with a dead token).
 func TestBusyConfirmationWaitsForASlot(t *testing.T) {
-	h := newHarness(t, func(o *operator.Options) { o.MaxInFlightPerBackend = 1 })
+	h := newHarness(t, func(o *controllers.Options) { o.MaxInFlightPerBackend = 1 })
 	g := NewWithT(t)
 	const n = 12
 	ids := map[string]string{}

@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/internal/operator"
+	"github.com/statusops/apitoken-operator/controllers"
 )
 
 func leastPrivilege(h *harness, name string) *metav1.Condition {
@@ -44,7 +44,7 @@ func waitReview(h *harness, name string, st metav1.ConditionStatus, reason strin
 // window passes. Ready and kstatus are untouched by the review.
 func TestLeastPrivilegeReview(t *testing.T) {
 	window := 4 * time.Second
-	h := newHarness(t, func(o *operator.Options) { o.PermissionReviewWindow = &window })
+	h := newHarness(t, func(o *controllers.Options) { o.PermissionReviewWindow = &window })
 	g := NewWithT(t)
 	full := h.waitFor(h.create(h.newToken("writer", tokensv1alpha1.PermissionFullAccess)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	ro := h.waitFor(h.create(h.newToken("reader", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
@@ -71,7 +71,7 @@ func TestLeastPrivilegeReview(t *testing.T) {
 // TestLeastPrivilegeReviewOff: a window of 0 turns the review off.
 func TestLeastPrivilegeReviewOff(t *testing.T) {
 	off := time.Duration(0)
-	h := newHarness(t, func(o *operator.Options) { o.PermissionReviewWindow = &off })
+	h := newHarness(t, func(o *controllers.Options) { o.PermissionReviewWindow = &off })
 	tok := h.waitFor(h.create(h.newToken("unreviewed", tokensv1alpha1.PermissionFullAccess)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	NewWithT(t).Consistently(func() *metav1.Condition { return leastPrivilege(h, tok.Name) }).WithTimeout(2 * time.Second).Should(BeNil())
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statusops/apitoken-operator/controllers/apitoken"
+
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -15,7 +17,6 @@ import (
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
-	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
 func dur(d time.Duration) *metav1.Duration { return &metav1.Duration{Duration: d} }
@@ -260,8 +261,8 @@ func TestRestartMidDrainMakesNoBackendWrite(t *testing.T) {
 func TestCrashAfterSuccessorCreate(t *testing.T) {
 	crashed := make(chan struct{}, 1)
 	creates := 0
-	h := newHarness(t, func(o *operator.Options) {
-		o.ReconcilerOptions = append(o.ReconcilerOptions, controllers.WithAfterCreate(func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
+	h := newHarness(t, func(o *controllers.Options) {
+		o.ReconcilerOptions = append(o.ReconcilerOptions, apitoken.WithAfterCreate(func(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
 			if creates++; creates != 2 {
 				return nil
 			}

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statusops/apitoken-operator/controllers/inventory"
+
 	. "github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
@@ -14,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/backend/native"
 )
@@ -131,14 +132,14 @@ func TestStatusBackendTokenCounts(t *testing.T) {
 func TestResolveClusterIdentity(t *testing.T) {
 	g := NewWithT(t)
 	withNS := fake.NewClientBuilder().WithObjects(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system", UID: "ks-uid"}}).Build()
-	id, err := controllers.ResolveClusterIdentity(context.Background(), withNS, "")
+	id, err := inventory.ResolveClusterIdentity(context.Background(), withNS, "")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(id).To(Equal("ks-uid"))
-	id, err = controllers.ResolveClusterIdentity(context.Background(), withNS, "prod-eu-1")
+	id, err = inventory.ResolveClusterIdentity(context.Background(), withNS, "prod-eu-1")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(id).To(Equal("prod-eu-1"))
-	_, err = controllers.ResolveClusterIdentity(context.Background(), withNS, "prod/eu 1")
+	_, err = inventory.ResolveClusterIdentity(context.Background(), withNS, "prod/eu 1")
 	g.Expect(err).To(MatchError(ContainSubstring("--cluster-name")))
-	_, err = controllers.ResolveClusterIdentity(context.Background(), fake.NewClientBuilder().Build(), "")
+	_, err = inventory.ResolveClusterIdentity(context.Background(), fake.NewClientBuilder().Build(), "")
 	g.Expect(err).To(MatchError(ContainSubstring("set --cluster-name")))
 }

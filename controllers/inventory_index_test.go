@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statusops/apitoken-operator/controllers/backendkey"
+	"github.com/statusops/apitoken-operator/controllers/inventory"
+
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,7 +19,6 @@ import (
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/controllers"
-	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
 // TestIndexedTokens: the inventory reads a backend's APITokens from the informer's index
@@ -30,7 +32,7 @@ func TestIndexedTokens(t *testing.T) {
 	ns := fmt.Sprintf("t%d-indexed-tokens", nsCounter.Add(1))
 	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 	backendName := "b-" + ns
-	key := controllers.BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: backendName}
+	key := backendkey.Key{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: backendName}
 	var want []string
 	for i := range 3 {
 		name := fmt.Sprintf("tok-%d", i)
@@ -46,10 +48,10 @@ func TestIndexedTokens(t *testing.T) {
 	g.Expect(env.Client.Create(ctx, other)).To(Succeed())
 
 	start := func(opts cache.Options) cache.Cache {
-		opts.Scheme = operator.Scheme()
+		opts.Scheme = controllers.Scheme()
 		c, err := cache.New(env.Config, opts)
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(controllers.IndexBackendRefs(c)).To(Succeed())
+		g.Expect(backendkey.IndexField(c)).To(Succeed())
 		go func() { _ = c.Start(ctx) }()
 		g.Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
 		return c
@@ -64,7 +66,7 @@ func TestIndexedTokens(t *testing.T) {
 	}
 
 	whole := start(cache.Options{})
-	byIndex := controllers.IndexedTokens(whole)
+	byIndex := inventory.IndexedTokens(whole)
 	g.Eventually(func(g Gomega) {
 		got, ok := byIndex(key)
 		g.Expect(ok).To(BeTrue(), "read from the index")
@@ -87,11 +89,11 @@ func TestIndexedTokens(t *testing.T) {
 	other2 := fmt.Sprintf("t%d-indexed-tokens-b", nsCounter.Add(1))
 	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other2}})).To(Succeed())
 	some := start(cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}, other2: {}}})
-	byEvents := controllers.IndexedTokens(some)
+	byEvents := inventory.IndexedTokens(some)
 	bothAgree := func(want []string) {
 		t.Helper()
 		g.Eventually(func(g Gomega) {
-			for _, read := range []func(controllers.BackendKey) ([]*tokensv1alpha1.APIToken, bool){byIndex, byEvents} {
+			for _, read := range []func(backendkey.Key) ([]*tokensv1alpha1.APIToken, bool){byIndex, byEvents} {
 				got, ok := read(key)
 				g.Expect(ok).To(BeTrue(), "read without a List")
 				g.Expect(names(got)).To(Equal(want))
@@ -106,7 +108,7 @@ func TestIndexedTokens(t *testing.T) {
 	bothAgree([]string{"tok-1", "tok-2"})
 	g.Expect(env.Client.Delete(ctx, &tokensv1alpha1.APIToken{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tok-1"}})).To(Succeed())
 	bothAgree([]string{"tok-2"})
-	movedKey := controllers.BackendKey{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "other-" + backendName}
+	movedKey := backendkey.Key{Kind: tokensv1alpha1.BackendKindClusterStatusBackend, Name: "other-" + backendName}
 	got, ok := byEvents(movedKey)
 	g.Expect(ok).To(BeTrue())
 	g.Expect(names(got)).To(Equal([]string{"elsewhere", "tok-0"}))

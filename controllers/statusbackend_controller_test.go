@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/backend/native"
-	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
 // backendReady waits for a ClusterStatusBackend's Ready condition to have the reason.
@@ -311,7 +311,7 @@ func TestNamespacedBackendErrorsAreCategories(t *testing.T) {
 // never called or given a status, and an APIToken referring to one fails (Stalled: only a
 // person can change it) with a message naming the switch and the way out.
 func TestNamespacedBackendsCanBeTurnedOff(t *testing.T) {
-	h := newHarness(t, func(o *operator.Options) { o.DisableNamespacedBackends = true })
+	h := newHarness(t, func(o *controllers.Options) { o.DisableNamespacedBackends = true })
 	g := NewWithT(t)
 	var calls atomic.Int64
 	front := httptest.NewServer(forwardTo(strings.TrimSuffix(h.backend.URL, "/api/v3"), func(http.ResponseWriter, *http.Request) bool {
@@ -341,7 +341,7 @@ func TestNamespacedBackendsCanBeTurnedOff(t *testing.T) {
 func TestNoisyNeighbourCannotStallAnotherTenant(t *testing.T) {
 	noisy := fmt.Sprintf("noisy-%d", time.Now().UnixNano()%1e9)
 	NewWithT(t).Expect(env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: noisy}})).To(Succeed())
-	h := newHarness(t, func(o *operator.Options) { o.WatchNamespaces = append(o.WatchNamespaces, noisy) })
+	h := newHarness(t, func(o *controllers.Options) { o.WatchNamespaces = append(o.WatchNamespaces, noisy) })
 	g := NewWithT(t)
 
 	stop := make(chan struct{})

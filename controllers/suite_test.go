@@ -29,9 +29,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/backend/native"
-	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
@@ -78,14 +78,14 @@ type harness struct {
 	logs        *syncBuffer
 	writes      *writeCounter
 	stopMgr     func()
-	opts        operator.Options
+	opts        controllers.Options
 	// values are every token value seen in a Secret, for the leak canary.
 	values map[string]bool
 }
 
 var nsCounter atomic.Int64
 
-func newHarness(t *testing.T, mutate ...func(*operator.Options)) *harness {
+func newHarness(t *testing.T, mutate ...func(*controllers.Options)) *harness {
 	t.Helper()
 	ensureEnv(t)
 	g := NewWithT(t)
@@ -102,7 +102,7 @@ func newHarness(t *testing.T, mutate ...func(*operator.Options)) *harness {
 	h.createAdminSecret(h.ns, "admin", h.backend.AdminToken)
 	h.createClusterBackend(h.backendName, h.backend.URL, nil)
 
-	h.opts = operator.Options{
+	h.opts = controllers.Options{
 		MetricsAddr:        "0",
 		HealthAddr:         "0",
 		SyncInterval:       time.Second,
@@ -134,7 +134,7 @@ func (h *harness) startManager() {
 		h.writes = &writeCounter{}
 	}
 	cfg.Wrap(h.writes.wrap)
-	mgr, err := operator.NewManager(cfg, opts)
+	mgr, err := controllers.NewManager(cfg, opts)
 	if err != nil {
 		h.t.Fatalf("creating manager: %v", err)
 	}

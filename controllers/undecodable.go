@@ -6,22 +6,13 @@ import (
 	"sync"
 
 	"github.com/go-logr/logr"
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/internal/metrics"
 )
-
-// undecodableObjects counts the objects left out of the operator's cache because they did
-// not decode (tokensv1alpha1.OnUndecodable); the Event and the log line name each one.
-var undecodableObjects = prometheus.NewCounterVec(prometheus.CounterOpts{
-	Name: "apitoken_undecodable_objects_total",
-	Help: "Objects the operator left out of its cache because they did not decode as stored (the Undecodable Event and the log name each).",
-}, []string{"kind"})
-
-func init() { registerMetric(undecodableObjects) }
 
 // UndecodableReporter tells the owner of an object that does not decode, which the informers
 // leave out so that one such object cannot stop the operator for everyone else: a Warning
@@ -69,7 +60,7 @@ func (r *UndecodableReporter) report(u tokensv1alpha1.Undecodable) {
 	if !first {
 		return
 	}
-	undecodableObjects.WithLabelValues(u.Kind).Inc()
+	metrics.UndecodableObjects.WithLabelValues(u.Kind).Inc()
 	r.log.Error(u.Err, "Left an object that does not decode out of the cache; it is not managed until it is fixed",
 		"kind", u.Kind, "namespace", u.Namespace, "name", u.Name, "uid", u.UID, "resourceVersion", u.ResourceVersion)
 	if r.recorder == nil || u.Name == "" || u.UID == "" {

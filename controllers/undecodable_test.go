@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
-	"github.com/statusops/apitoken-operator/internal/operator"
+	"github.com/statusops/apitoken-operator/controllers"
 )
 
 // loosenAPITokenSchema replaces the APIToken CRD's spec schema with one that takes anything,
@@ -79,7 +79,7 @@ func createRaw(h *harness, ns, name string, spec map[string]any) *unstructured.U
 // manager's LIST of APITokens failed and no APIToken anywhere got a status.
 func TestUndecodableAPITokenStopsNothing(t *testing.T) {
 	other := fmt.Sprintf("undecodable-other-%d", nsCounter.Add(1))
-	h := newHarness(t, func(o *operator.Options) { o.WatchNamespaces = append(o.WatchNamespaces, other) })
+	h := newHarness(t, func(o *controllers.Options) { o.WatchNamespaces = append(o.WatchNamespaces, other) })
 	g := NewWithT(t)
 	g.Expect(h.c.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}})).To(Succeed())
 	managed := h.waitFor(h.create(h.newToken("managed", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)

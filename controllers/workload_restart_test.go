@@ -18,11 +18,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
-	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
-func withRestarts(o *operator.Options) {
+func withRestarts(o *controllers.Options) {
 	o.RestartWorkloads = true
 	o.RestartDebounce = time.Second
 }
@@ -106,7 +106,7 @@ func completeRollout(h *harness, name string) {
 func TestRestartOnRotate(t *testing.T) {
 	// A debounce of a few seconds: the two rotations below are two annotations, issued one
 	// after the other, and must land within it even on a loaded CI machine.
-	h := newHarness(t, withRestarts, func(o *operator.Options) { o.RestartDebounce = 4 * time.Second })
+	h := newHarness(t, withRestarts, func(o *controllers.Options) { o.RestartDebounce = 4 * time.Second })
 	g := NewWithT(t)
 	rot := withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(10 * time.Minute), RetireWhenUnused: &tokensv1alpha1.RetireWhenUnused{QuietPeriod: metav1.Duration{Duration: time.Second}}})
 	a := h.waitFor(h.create(h.newToken("panel-a", tokensv1alpha1.PermissionReadOnly, rot)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
@@ -201,7 +201,7 @@ func TestPausedDeploymentHoldsRetirementUntilGrace(t *testing.T) {
 // TestConcurrentRolloutsAreCapped: with --max-concurrent-restarts 1, a second workload waits
 // until the first one's rollout is complete.
 func TestConcurrentRolloutsAreCapped(t *testing.T) {
-	h := newHarness(t, withRestarts, func(o *operator.Options) { o.MaxConcurrentRestarts = 1 })
+	h := newHarness(t, withRestarts, func(o *controllers.Options) { o.MaxConcurrentRestarts = 1 })
 	g := NewWithT(t)
 	a := h.waitFor(h.create(h.newToken("cap-a", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	b := h.waitFor(h.create(h.newToken("cap-b", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
@@ -225,7 +225,7 @@ func TestConcurrentRolloutsAreCapped(t *testing.T) {
 // (a quarter of 4: one), so another namespace's workload is still rolled out after its debounce.
 func TestRolloutSlotsAreSharedBetweenNamespaces(t *testing.T) {
 	other := otherNamespace(t)
-	h := newHarness(t, withRestarts, func(o *operator.Options) {
+	h := newHarness(t, withRestarts, func(o *controllers.Options) {
 		o.MaxConcurrentRestarts = 4
 		o.WatchNamespaces = append(o.WatchNamespaces, other)
 	})
@@ -264,7 +264,7 @@ func TestRolloutSlotsAreSharedBetweenNamespaces(t *testing.T) {
 // holds the one slot until its workload is deleted, or its rollout fails (Progressing=False,
 // ProgressDeadlineExceeded); then the next workload is rolled out.
 func TestRolloutSlotIsReleased(t *testing.T) {
-	h := newHarness(t, withRestarts, func(o *operator.Options) { o.MaxConcurrentRestarts = 1 })
+	h := newHarness(t, withRestarts, func(o *controllers.Options) { o.MaxConcurrentRestarts = 1 })
 	g := NewWithT(t)
 	tokens := map[string]*tokensv1alpha1.APIToken{}
 	for _, n := range []string{"gone", "failing", "next"} {

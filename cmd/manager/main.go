@@ -11,13 +11,15 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/statusops/apitoken-operator/controllers"
+	"github.com/statusops/apitoken-operator/internal/logging"
+	"github.com/statusops/apitoken-operator/internal/memlimit"
 	"github.com/statusops/apitoken-operator/internal/metrics"
-	"github.com/statusops/apitoken-operator/internal/operator"
 )
 
 func main() {
 	var (
-		o          operator.Options
+		o          controllers.Options
 		namespaces string
 		logLevel   string
 		logFormat  string
@@ -53,25 +55,25 @@ func main() {
 	flag.IntVar(&burst, "kube-api-burst", 600, "Burst of queries to the Kubernetes API server.")
 	flag.Parse()
 
-	level, err := operator.ParseLogLevel(logLevel)
+	level, err := logging.ParseLogLevel(logLevel)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
 	// Every logger of the process (controller-runtime's, klog's, client-go's) is capped at
-	// operator.MaxVerbosity, whatever --log-level says: above it client-go logs Secret bodies.
-	if err := operator.SetGlobalLoggers(operator.NewLogger(level, logFormat == "console", nil), level); err != nil {
+	// logging.MaxVerbosity, whatever --log-level says: above it client-go logs Secret bodies.
+	if err := logging.SetGlobalLoggers(logging.NewLogger(level, logFormat == "console", nil), level); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if operator.SetGCPercentDefault() {
-		ctrl.Log.V(1).Info("Set the garbage collector's target; GOGC overrides it", "gcPercent", operator.DefaultGCPercent)
+	if memlimit.SetGCPercentDefault() {
+		ctrl.Log.V(1).Info("Set the garbage collector's target; GOGC overrides it", "gcPercent", memlimit.DefaultGCPercent)
 	}
-	if soft := operator.SetMemoryLimitFromCgroup(); soft > 0 {
+	if soft := memlimit.SetMemoryLimitFromCgroup(); soft > 0 {
 		ctrl.Log.Info("Set the Go memory limit from the container's", "bytes", soft)
 	}
 	o.InsecureMetrics = !*secureMetrics
-	o.WatchNamespaces = operator.SplitNamespaces(namespaces)
+	o.WatchNamespaces = controllers.SplitNamespaces(namespaces)
 	o.PermissionReviewWindow = reviewWindow
 	o.DisableNamespacedBackends = !namespaced
 	o.BackendObserver = metrics.NewBackendObserver()
@@ -85,7 +87,7 @@ func main() {
 		os.Exit(1)
 	}
 	cfg.QPS, cfg.Burst = float32(qps), burst
-	if err := operator.Run(ctrl.SetupSignalHandler(), cfg, o); err != nil {
+	if err := controllers.Run(ctrl.SetupSignalHandler(), cfg, o); err != nil {
 		ctrl.Log.Error(err, "Manager stopped")
 		os.Exit(1)
 	}

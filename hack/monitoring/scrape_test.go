@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/metrics"
-	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
@@ -72,7 +72,7 @@ func TestEveryNamedMetricIsScraped(t *testing.T) {
 	}
 
 	addr := testenv.FreeAddr(t)
-	mgr, err := operator.NewManager(env.Config, operator.Options{
+	mgr, err := controllers.NewManager(env.Config, controllers.Options{
 		// Plain HTTP: the test scrapes without a token (the default serves HTTPS to authorized
 		// scrapers only).
 		InsecureMetrics: true,

@@ -25,9 +25,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
+	"github.com/statusops/apitoken-operator/controllers"
 	"github.com/statusops/apitoken-operator/internal/backend"
 	"github.com/statusops/apitoken-operator/internal/installtest"
-	"github.com/statusops/apitoken-operator/internal/operator"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
 )
@@ -133,7 +133,7 @@ func startOperator(t *testing.T, ns string) *servertest.Instance {
 	g.Expect(env.Client.Create(ctx, b)).To(Succeed())
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), b) })
 
-	mgr, err := operator.NewManager(env.Config, operator.Options{
+	mgr, err := controllers.NewManager(env.Config, controllers.Options{
 		MetricsAddr: "0", HealthAddr: "0", SyncInterval: time.Second,
 		SkipNameValidation: true, WatchNamespaces: []string{ns},
 	})

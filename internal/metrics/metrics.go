@@ -97,10 +97,10 @@ func NewBackendObserver() func(op string, code int, d time.Duration, err error) 
 	return backendShared.observe
 }
 
-// Collectors are collectors built like the ones NewBackendObserver and RegisterTokenCollector
-// register, for describing them (docs/metrics.md is checked against their names); they are
-// not registered.
+// Collectors are every metric of the operator, for describing them (docs/metrics.md is
+// checked against their names): the operator's own series, and collectors built like the ones
+// NewBackendObserver and RegisterTokenCollector register (those are not registered).
 func Collectors() []prometheus.Collector {
 	b := newBackendMetrics()
-	return []prometheus.Collector{b.duration, b.errors, newTokenCollector(nil)}
+	return append(append([]prometheus.Collector{}, operatorCollectors...), b.duration, b.errors, newTokenCollector(nil))
 }
