@@ -324,14 +324,23 @@ func TestProviderIsOptionalAndRoundTrips(t *testing.T) {
 	g.Expect(got.Status.Driver).To(Equal("zabbix"))
 	g.Expect(got.Status.Capabilities).To(Equal(want.Status.Capabilities))
 
+	// The example for users: config/samples/zabbix.
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", "zabbix", "tokens_v1alpha1_clusterstatusbackend.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(env.Client.Create(ctx, object(t, string(data)), client.FieldValidation("Strict"))).To(Succeed())
+	var sample tokensv1alpha1.ClusterStatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, &sample)).To(Succeed())
+	g.Expect(sample.Spec.Provider).NotTo(BeNil())
+	g.Expect(sample.Spec.Provider.Zabbix).To(Equal(&tokensv1alpha1.ZabbixProvider{ReadOnlyUser: "apitoken-readonly", FullAccessUser: "apitoken-fullaccess"}))
+
 	// The list decodes too (the operator's informers LIST), with the tolerant decoder.
 	var list tokensv1alpha1.ClusterStatusBackendList
 	g.Expect(env.Client.List(ctx, &list)).To(Succeed())
-	g.Expect(list.Items).To(HaveLen(4))
+	g.Expect(list.Items).To(HaveLen(5))
 
 	// capabilities is a map keyed by name: the same name twice is refused.
 	got.Status.Capabilities = append(got.Status.Capabilities, tokensv1alpha1.BackendCapability{Name: tokensv1alpha1.CapabilityClaim, Supported: false})
-	err := env.Client.Status().Update(ctx, &got)
+	err = env.Client.Status().Update(ctx, &got)
 	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
 	g.Expect(err.Error()).To(ContainSubstring("status.capabilities[3]"))
 }
