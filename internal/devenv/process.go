@@ -132,10 +132,16 @@ func waitUntil(ctx context.Context, p *process, timeout time.Duration, what stri
 	defer tick.Stop()
 	for {
 		callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
-		last = check(callCtx)
+		err := check(callCtx)
 		callCancel()
-		if last == nil {
+		if err == nil {
 			return nil
+		}
+		// A check cut short by the deadline (or started after it: select picks the tick or
+		// ctx.Done at random when both are ready) fails with a context error that says
+		// nothing about what was awaited; the error of the check before it does.
+		if last == nil || ctx.Err() == nil {
+			last = err
 		}
 		if p != nil {
 			if err := p.exitError(); err != nil {
