@@ -91,12 +91,15 @@ func (p *process) exitError() error {
 }
 
 // logTail is the end of the process's log, for error messages.
-func (p *process) logTail() string {
-	tail := tailFile(p.logPath, 12)
+func (p *process) logTail() string { return logTail(p.logPath) }
+
+// logTail is the end of a log file, for error messages; "" when it cannot be read.
+func logTail(path string) string {
+	tail := tailFile(path, 12)
 	if tail == "" {
 		return ""
 	}
-	return fmt.Sprintf("; last lines of %s:\n%s", p.logPath, tail)
+	return fmt.Sprintf("; last lines of %s:\n%s", path, tail)
 }
 
 // stop sends SIGTERM to the process group, waits up to grace, then sends SIGKILL.
