@@ -188,12 +188,15 @@ undeploy: ## Delete all APITokens (their deletionPolicy applies), then everythin
 DEV_DIR ?= $(CURDIR)/.dev
 # Extra flags for cmd/dev, e.g. DEV_FLAGS="--apiserver-port=6443 --manager-args=--log-level=debug".
 DEV_FLAGS ?=
+# The backend of `make dev`: native (the reference backend) or zabbix (a real Zabbix 6.0 API
+# server from hack/zabbix, state in $(DEV_DIR)/zabbix; `sudo make zabbix` installs it once).
+BACKEND ?= native
 E2E_TIMEOUT ?= 10m
 
 .PHONY: dev
-dev: controlplane build ## Run everything locally (control plane, backend, manager, samples) with state in .dev/; Ctrl-C stops it.
+dev: controlplane build ## Run everything locally (control plane, backend, manager, samples) with state in .dev/; Ctrl-C stops it. BACKEND=zabbix: a real Zabbix.
 	go build -o $(LOCALBIN)/dev ./cmd/dev
-	$(LOCALBIN)/dev --dir "$(DEV_DIR)" --assets "$(KUBEBUILDER_ASSETS)" --repo-root "$(CURDIR)" --manager-binary "$(LOCALBIN)/manager" --backend-binary "$(LOCALBIN)/status-backend" $(DEV_FLAGS)
+	$(LOCALBIN)/dev --dir "$(DEV_DIR)" --assets "$(KUBEBUILDER_ASSETS)" --repo-root "$(CURDIR)" --manager-binary "$(LOCALBIN)/manager" --backend-binary "$(LOCALBIN)/status-backend" --backend "$(BACKEND)" $(DEV_FLAGS)
 
 .PHONY: quickstart-output
 quickstart-output: ## Regenerate docs/quickstart-output.txt from a real cold `make dev` (its own state directory).

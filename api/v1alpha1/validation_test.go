@@ -23,6 +23,10 @@ import (
 
 const ns = "schema-test"
 
+// zabbixBackend is the spec of a valid ClusterStatusBackend with the zabbix driver; rows
+// append to its provider.
+const zabbixBackend = "  url: https://zabbix.example.com\n  credentialsSecretRef: {name: zabbix-admin, namespace: apitoken-system}\n  provider:\n    zabbix: {readOnlyUser: apitoken-readonly, fullAccessUser: apitoken-fullaccess}"
+
 func object(t *testing.T, manifest string) *unstructured.Unstructured {
 	t.Helper()
 	u := &unstructured.Unstructured{}
@@ -113,6 +117,19 @@ func TestSchemaRejectsBadManifests(t *testing.T) {
 		{"credentials name missing", namespaced("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {key: token}"), "spec.credentialsSecretRef.name"},
 		{"allowedNamespaces of the wrong type", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: b}\n  allowedNamespaces: all"), "spec.allowedNamespaces"},
 		{"caBundle not base64", cluster("  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: b}\n  caBundle: \"not base64!\""), "spec.caBundle"},
+		// spec.provider is a one-of: each row names the field in the API server's own
+		// "<path>: <kind of error>" form, which an unknown field ("spec.provider" before the
+		// provider existed) does not match.
+		{"provider with two drivers", cluster(zabbixBackend + "\n    native: {}"), "spec.provider: Invalid value"},
+		{"provider with two drivers, namespaced", namespaced("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a}\n  provider:\n    native: {}\n    zabbix: {readOnlyUser: ro, fullAccessUser: fa}"), "spec.provider: Invalid value"},
+		{"provider empty", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider: {}"), "spec.provider: Invalid value"},
+		{"provider zabbix without users", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    zabbix: {}"), "spec.provider.zabbix.readOnlyUser: Required value"},
+		{"provider zabbix without fullAccessUser", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    zabbix: {readOnlyUser: ro}"), "spec.provider.zabbix.fullAccessUser: Required value"},
+		{"provider zabbix with the same user twice", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    zabbix: {readOnlyUser: grafana, fullAccessUser: grafana}"), "spec.provider.zabbix.fullAccessUser: Invalid value"},
+		{"provider zabbix user empty", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    zabbix: {readOnlyUser: \"\", fullAccessUser: fa}"), "spec.provider.zabbix.readOnlyUser: Invalid value"},
+		{"provider zabbix user longer than Zabbix allows", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    zabbix: {readOnlyUser: " + strings.Repeat("u", 101) + ", fullAccessUser: fa}"), "spec.provider.zabbix.readOnlyUser: Too long"},
+		{"provider zabbix user with a newline", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    zabbix: {readOnlyUser: ro, fullAccessUser: \"full\\naccess\"}"), "spec.provider.zabbix.fullAccessUser: Invalid value"},
+		{"provider naming an unknown driver", cluster("  url: https://zabbix.example.com\n  credentialsSecretRef: {name: a, namespace: b}\n  provider:\n    vault: {}"), "spec.provider.vault"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -247,4 +264,83 @@ func TestAdoptCannotChange(t *testing.T) {
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(tok), tok)).To(Succeed())
 	tok.Spec.Adopt = nil
 	g.Expect(env.Client.Update(ctx, tok)).To(Succeed())
+}
+
+// TestProviderIsOptionalAndRoundTrips: spec.provider is optional, so backends written before
+// drivers existed are accepted unchanged (and mean the native protocol); provider.native and
+// provider.zabbix are accepted as written, and a zabbix backend's spec and the status the
+// controller writes (driver, capabilities) come back through the typed client unchanged.
+func TestProviderIsOptionalAndRoundTrips(t *testing.T) {
+	env := testenv.Start(t)
+	ctx := context.Background()
+	g := NewWithT(t)
+	g.Expect(env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "provider-test"}})).To(Succeed())
+
+	// Manifests as they were written before drivers existed.
+	manifests := map[string]string{
+		"legacy-cluster":    "apiVersion: tokens.statusops.dev/v1alpha1\nkind: ClusterStatusBackend\nmetadata: {name: legacy-cluster}\nspec:\n  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: apitoken-system}",
+		"legacy-namespaced": "apiVersion: tokens.statusops.dev/v1alpha1\nkind: StatusBackend\nmetadata: {name: legacy-namespaced, namespace: provider-test}\nspec:\n  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a}",
+		"native":            "apiVersion: tokens.statusops.dev/v1alpha1\nkind: ClusterStatusBackend\nmetadata: {name: native}\nspec:\n  url: https://status.example.com/api/v3\n  credentialsSecretRef: {name: a, namespace: apitoken-system}\n  provider: {native: {}}",
+		"zabbix":            "apiVersion: tokens.statusops.dev/v1alpha1\nkind: ClusterStatusBackend\nmetadata: {name: zabbix}\nspec:\n" + zabbixBackend,
+		"zabbix-namespaced": "apiVersion: tokens.statusops.dev/v1alpha1\nkind: StatusBackend\nmetadata: {name: zabbix-namespaced, namespace: provider-test}\nspec:\n  url: https://zabbix.example.com\n  credentialsSecretRef: {name: zabbix-admin}\n  provider:\n    zabbix: {readOnlyUser: grafana-ro, fullAccessUser: automation}",
+		// Zabbix counts a username's length in characters (100), as the API server does.
+		"zabbix-long-names": "apiVersion: tokens.statusops.dev/v1alpha1\nkind: StatusBackend\nmetadata: {name: zabbix-long-names, namespace: provider-test}\nspec:\n  url: https://zabbix.example.com\n  credentialsSecretRef: {name: zabbix-admin}\n  provider:\n    zabbix: {readOnlyUser: " + strings.Repeat("é", 100) + ", fullAccessUser: \"Grafana Automation (ops)\"}",
+	}
+	for name, m := range manifests {
+		g.Expect(env.Client.Create(ctx, object(t, m), client.FieldValidation("Strict"))).To(Succeed(), name)
+	}
+
+	var legacy tokensv1alpha1.ClusterStatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "legacy-cluster"}, &legacy)).To(Succeed())
+	g.Expect(legacy.Spec.Provider).To(BeNil(), "an unset provider stays unset: it means native")
+	var legacyNS tokensv1alpha1.StatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-test", Name: "legacy-namespaced"}, &legacyNS)).To(Succeed())
+	g.Expect(legacyNS.Spec.Provider).To(BeNil())
+
+	var native tokensv1alpha1.ClusterStatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "native"}, &native)).To(Succeed())
+	g.Expect(native.Spec.Provider).To(Equal(&tokensv1alpha1.BackendProvider{Native: &tokensv1alpha1.NativeProvider{}}))
+
+	var zabbixNS tokensv1alpha1.StatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Namespace: "provider-test", Name: "zabbix-namespaced"}, &zabbixNS)).To(Succeed())
+	g.Expect(zabbixNS.Spec.Provider).To(Equal(&tokensv1alpha1.BackendProvider{Zabbix: &tokensv1alpha1.ZabbixProvider{ReadOnlyUser: "grafana-ro", FullAccessUser: "automation"}}))
+
+	// Typed create, status write and read back of a zabbix backend.
+	want := &tokensv1alpha1.ClusterStatusBackend{ObjectMeta: metav1.ObjectMeta{Name: "zabbix-typed"}}
+	want.Spec.URL = "https://zabbix.example.com"
+	want.Spec.CredentialsSecretRef = tokensv1alpha1.CredentialsSecretReference{Name: "zabbix-admin", Namespace: "apitoken-system", Key: "token"}
+	want.Spec.Provider = &tokensv1alpha1.BackendProvider{Zabbix: &tokensv1alpha1.ZabbixProvider{ReadOnlyUser: "apitoken-readonly", FullAccessUser: "apitoken-fullaccess"}}
+	g.Expect(env.Client.Create(ctx, want)).To(Succeed())
+	want.Status.Driver = tokensv1alpha1.DriverZabbix
+	want.Status.Capabilities = []tokensv1alpha1.BackendCapability{
+		{Name: tokensv1alpha1.CapabilityUsage, Supported: false, Effect: "the least-privilege review reports Unknown"},
+		{Name: tokensv1alpha1.CapabilityClaim, Supported: true},
+		{Name: tokensv1alpha1.CapabilityUpdatedSince, Supported: false, Effect: "the inventory lists every token each interval"},
+	}
+	g.Expect(env.Client.Status().Update(ctx, want)).To(Succeed())
+	var got tokensv1alpha1.ClusterStatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "zabbix-typed"}, &got)).To(Succeed())
+	g.Expect(got.Spec).To(Equal(want.Spec))
+	g.Expect(got.Status.Driver).To(Equal("zabbix"))
+	g.Expect(got.Status.Capabilities).To(Equal(want.Status.Capabilities))
+
+	// The example for users: config/samples/zabbix.
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", "zabbix", "tokens_v1alpha1_clusterstatusbackend.yaml"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(env.Client.Create(ctx, object(t, string(data)), client.FieldValidation("Strict"))).To(Succeed())
+	var sample tokensv1alpha1.ClusterStatusBackend
+	g.Expect(env.Client.Get(ctx, client.ObjectKey{Name: "default"}, &sample)).To(Succeed())
+	g.Expect(sample.Spec.Provider).NotTo(BeNil())
+	g.Expect(sample.Spec.Provider.Zabbix).To(Equal(&tokensv1alpha1.ZabbixProvider{ReadOnlyUser: "apitoken-readonly", FullAccessUser: "apitoken-fullaccess"}))
+
+	// The list decodes too (the operator's informers LIST), with the tolerant decoder.
+	var list tokensv1alpha1.ClusterStatusBackendList
+	g.Expect(env.Client.List(ctx, &list)).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(5))
+
+	// capabilities is a map keyed by name: the same name twice is refused.
+	got.Status.Capabilities = append(got.Status.Capabilities, tokensv1alpha1.BackendCapability{Name: tokensv1alpha1.CapabilityClaim, Supported: false})
+	err = env.Client.Status().Update(ctx, &got)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
+	g.Expect(err.Error()).To(ContainSubstring("status.capabilities[3]"))
 }

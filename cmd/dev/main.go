@@ -1,6 +1,6 @@
 // Command dev runs the whole system locally (`make dev`): etcd, kube-apiserver,
-// kube-controller-manager, the reference status backend and the manager, with the samples
-// applied. All logic lives in internal/devenv; this file only wires flags.
+// kube-controller-manager, the reference status backend (or Zabbix, with --backend=zabbix)
+// and the manager, with the samples applied. All logic lives in internal/devenv; this file only wires flags.
 package main
 
 import (
@@ -25,6 +25,8 @@ func main() {
 	flag.StringVar(&opts.RepoRoot, "repo-root", ".", "repository checkout with config/crd/bases and config/samples")
 	flag.StringVar(&opts.ManagerBinary, "manager-binary", "bin/manager", "the built manager")
 	flag.StringVar(&opts.BackendBinary, "backend-binary", "bin/status-backend", "the built reference status backend")
+	flag.StringVar(&opts.Backend, "backend", "native", "the backend of the ClusterStatusBackend default: native (the reference backend) or zabbix (a real Zabbix 6.0 API server from hack/zabbix, which sudo make zabbix installs once)")
+	flag.StringVar(&opts.ZabbixDir, "zabbix-dir", "", "Zabbix's state directory with --backend=zabbix (default <dir>/zabbix); reused by the next run")
 	flag.StringVar(&managerArgs, "manager-args", "", "extra manager flags, space separated (e.g. \"--log-level=debug --sync-interval=10s\")")
 	flag.BoolVar(&opts.RestartWorkloads, "restart-workloads", true, "run the manager with --restart-workloads (workloads annotated tokens.statusops.dev/restart-on-rotate roll out when their token changes)")
 	opts.Ports.BindFlags(flag.CommandLine)

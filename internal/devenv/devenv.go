@@ -1,6 +1,7 @@
 // Package devenv starts the whole system on one machine: etcd, kube-apiserver and
-// kube-controller-manager from the control-plane binaries, the reference status backend and
-// the manager, each as a separate process on 127.0.0.1. With Options.Workloads it also starts
+// kube-controller-manager from the control-plane binaries, the reference status backend (or,
+// with Options.Backend zabbix, a real Zabbix API server; see zabbix.go) and the manager, each
+// as a separate process on 127.0.0.1. With Options.Workloads it also starts
 // kube-scheduler and kwok, which simulates one Node and the Pods on it, so Deployments,
 // StatefulSets and DaemonSets roll out with no container runtime (see workloads.go). It is
 // the one implementation behind both `make dev` (state under .dev/, reused by the next run)
@@ -25,6 +26,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 	"github.com/statusops/apitoken-operator/internal/installtest"
 )
 
@@ -44,6 +46,14 @@ type Options struct {
 	RepoRoot string
 	// ManagerBinary and BackendBinary are the built manager and reference backend.
 	ManagerBinary, BackendBinary string
+	// Backend chooses what the ClusterStatusBackend "default" points at: "" or
+	// tokensv1alpha1.DriverNative for the reference backend (BackendBinary), or
+	// tokensv1alpha1.DriverZabbix for a real Zabbix 6.0 API server run by hack/zabbix
+	// (`make zabbix` installs it; see zabbix.go), with spec.provider.zabbix.
+	Backend string
+	// ZabbixDir holds Zabbix's state (database, frontend copy, logs, zabbix.json) with Backend
+	// zabbix; reusing it reuses the database. Default Dir/zabbix.
+	ZabbixDir string
 	// Ports to listen on; zero values are filled in (see Ports).
 	Ports Ports
 	// ManagerArgs are appended to the manager's command line (later flags win).
@@ -96,7 +106,11 @@ type Env struct {
 	Client     client.Client
 	// BackendURL is the reference backend's base URL (ending in /api/v3); AdminToken is its
 	// FullAccess admin token, also stored in the Secret apitoken-system/status-backend-admin.
+	// With Backend zabbix they are Zabbix's frontend URL and Super-admin API token (Secret
+	// apitoken-system/zabbix-admin).
 	BackendURL, AdminToken string
+	// Zabbix is the running Zabbix with Backend zabbix, else nil.
+	Zabbix *ZabbixServer
 	// Reused is true when Dir already held a cluster (etcd data) from an earlier run.
 	Reused bool
 	// Samples are the APITokens applied from config/samples (with ApplySamples).
@@ -107,6 +121,8 @@ type Env struct {
 	procs    []*process // in start order; stopped in reverse
 	lock     *os.File
 	progress io.Writer
+	// zabbixDir is set once start.sh ran there; Stop then runs stop.sh, after the processes.
+	zabbixDir string
 }
 
 // Start starts everything Options ask for and returns once each process is ready (the
@@ -176,14 +192,7 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 	}
 	steps = append(steps, step{"CRDs", e.installCRDs, func() string { return "CRDs                     installed from config/crd/bases" }})
 	if !opts.ControlPlaneOnly {
-		steps = append(steps, []step{
-			{"status-backend", e.retryOnPortTaken(e.startBackend, "backend-port"), func() string {
-				return fmt.Sprintf("status-backend           %s (data %s)", e.BackendURL, filepath.Join(dir, "backend.db"))
-			}},
-			{"backend configuration", e.configureBackend, func() string {
-				return "ClusterStatusBackend     default -> " + e.BackendURL + " (admin token in apitoken-system/status-backend-admin)"
-			}},
-		}...)
+		steps = append(steps, e.backendSteps()...)
 		if opts.ManagerImpersonation {
 			steps = append(steps, step{"manager RBAC", e.installManagerRBAC, func() string {
 				return "manager RBAC             applied from dist/install.yaml; the manager runs as " + installtest.ServiceAccountUser
@@ -206,6 +215,30 @@ func Start(ctx context.Context, opts Options) (env *Env, err error) {
 		fmt.Fprintf(e.progress, "%s [%.1fs]\n", s.done(), time.Since(began).Seconds())
 	}
 	return e, nil
+}
+
+// backendSteps start the backend Options.Backend names and point the ClusterStatusBackend
+// "default" at it.
+func (e *Env) backendSteps() []step {
+	if e.opts.Backend == tokensv1alpha1.DriverZabbix {
+		return []step{
+			{"zabbix", e.startZabbix, func() string {
+				return fmt.Sprintf("zabbix                   %s (Zabbix %s, API %s, data %s)", e.Zabbix.URL, e.Zabbix.Version, e.Zabbix.APIURL, e.Zabbix.Dir)
+			}},
+			{"backend configuration", e.configureZabbixBackend, func() string {
+				return fmt.Sprintf("ClusterStatusBackend     default -> %s (zabbix driver: users %s and %s; Super-admin token in %s/%s)",
+					e.BackendURL, e.Zabbix.ReadOnlyUser.Name, e.Zabbix.FullAccessUser.Name, AdminNamespace, ZabbixAdminSecretName)
+			}},
+		}
+	}
+	return []step{
+		{"status-backend", e.retryOnPortTaken(e.startBackend, "backend-port"), func() string {
+			return fmt.Sprintf("status-backend           %s (data %s)", e.BackendURL, filepath.Join(e.Dir, "backend.db"))
+		}},
+		{"backend configuration", e.configureBackend, func() string {
+			return "ClusterStatusBackend     default -> " + e.BackendURL + " (admin token in apitoken-system/status-backend-admin)"
+		}},
+	}
 }
 
 // step is one stage of Start: run it, then print what done describes.
@@ -235,8 +268,17 @@ func (o Options) validate() error {
 	if o.Workloads {
 		errs = append(errs, o.validateWorkloads()...)
 	}
+	switch o.Backend {
+	case "", tokensv1alpha1.DriverNative, tokensv1alpha1.DriverZabbix:
+	default:
+		errs = append(errs, fmt.Errorf("unknown backend %q: choose %s (the reference backend) or %s", o.Backend, tokensv1alpha1.DriverNative, tokensv1alpha1.DriverZabbix))
+	}
 	if !o.ControlPlaneOnly {
-		for name, path := range map[string]string{"manager": o.ManagerBinary, "status-backend": o.BackendBinary} {
+		binaries := map[string]string{"manager": o.ManagerBinary}
+		if o.Backend != tokensv1alpha1.DriverZabbix {
+			binaries["status-backend"] = o.BackendBinary
+		}
+		for name, path := range binaries {
 			if path == "" {
 				errs = append(errs, fmt.Errorf("the %s binary is required", name))
 			} else if _, err := os.Stat(path); err != nil {
@@ -281,7 +323,8 @@ func (e *Env) startWithEnv(name, binary string, args, env []string, extra io.Wri
 }
 
 // Stop stops every process in reverse start order (SIGTERM, then SIGKILL after a grace
-// period) and releases the directory. It is safe to call more than once.
+// period), then Zabbix (hack/zabbix/stop.sh) when it was started, and releases the directory.
+// It is safe to call more than once.
 func (e *Env) Stop() error {
 	var errs []error
 	for i := len(e.procs) - 1; i >= 0; i-- {
@@ -290,6 +333,9 @@ func (e *Env) Stop() error {
 		}
 	}
 	e.procs = nil
+	if err := e.stopZabbix(); err != nil {
+		errs = append(errs, err)
+	}
 	if e.lock != nil {
 		_ = e.lock.Close()
 		e.lock = nil

@@ -164,7 +164,10 @@ func (e *Env) configureBackend(ctx context.Context) error {
 }
 
 // applySamples applies the manifests listed in config/samples/kustomization.yaml, with
-// every backend URL pointing at the running backend, and records the APITokens.
+// every backend URL pointing at the running backend, and records the APITokens. With Backend
+// zabbix the samples' (Cluster)StatusBackends, which describe the reference backend, are left
+// out: configureZabbixBackend made "default", and applying the native sample over it (same
+// field manager) would drop its spec.provider.
 func (e *Env) applySamples(ctx context.Context) error {
 	samplesDir := filepath.Join(e.opts.RepoRoot, "config", "samples")
 	data, err := os.ReadFile(filepath.Join(samplesDir, "kustomization.yaml"))
@@ -184,6 +187,9 @@ func (e *Env) applySamples(ctx context.Context) error {
 			return err
 		}
 		for _, u := range objs {
+			if e.opts.Backend == tokensv1alpha1.DriverZabbix && isBackendObject(u) {
+				continue
+			}
 			e.pointBackendsHere(u)
 			if u.GetKind() == "APIToken" && u.GetNamespace() == "" {
 				u.SetNamespace("default")
@@ -204,12 +210,18 @@ func (e *Env) applySamples(ctx context.Context) error {
 
 // pointBackendsHere sets spec.url of a (Cluster)StatusBackend to the running backend.
 func (e *Env) pointBackendsHere(u *unstructured.Unstructured) {
-	if u.GroupVersionKind().Group != tokensv1alpha1.GroupVersion.Group {
-		return
-	}
-	if k := u.GetKind(); k == "ClusterStatusBackend" || k == "StatusBackend" {
+	if isBackendObject(u) {
 		_ = unstructured.SetNestedField(u.Object, e.BackendURL, "spec", "url")
 	}
+}
+
+// isBackendObject reports whether u is a StatusBackend or ClusterStatusBackend.
+func isBackendObject(u *unstructured.Unstructured) bool {
+	if u.GroupVersionKind().Group != tokensv1alpha1.GroupVersion.Group {
+		return false
+	}
+	k := u.GetKind()
+	return k == "ClusterStatusBackend" || k == "StatusBackend"
 }
 
 // installManagerRBAC applies the manager's identity and permissions from dist/install.yaml

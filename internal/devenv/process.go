@@ -91,12 +91,15 @@ func (p *process) exitError() error {
 }
 
 // logTail is the end of the process's log, for error messages.
-func (p *process) logTail() string {
-	tail := tailFile(p.logPath, 12)
+func (p *process) logTail() string { return logTail(p.logPath) }
+
+// logTail is the end of a log file, for error messages; "" when it cannot be read.
+func logTail(path string) string {
+	tail := tailFile(path, 12)
 	if tail == "" {
 		return ""
 	}
-	return fmt.Sprintf("; last lines of %s:\n%s", p.logPath, tail)
+	return fmt.Sprintf("; last lines of %s:\n%s", path, tail)
 }
 
 // stop sends SIGTERM to the process group, waits up to grace, then sends SIGKILL.
@@ -132,10 +135,16 @@ func waitUntil(ctx context.Context, p *process, timeout time.Duration, what stri
 	defer tick.Stop()
 	for {
 		callCtx, callCancel := context.WithTimeout(ctx, 5*time.Second)
-		last = check(callCtx)
+		err := check(callCtx)
 		callCancel()
-		if last == nil {
+		if err == nil {
 			return nil
+		}
+		// A check cut short by the deadline (or started after it: select picks the tick or
+		// ctx.Done at random when both are ready) fails with a context error that says
+		// nothing about what was awaited; the error of the check before it does.
+		if last == nil || ctx.Err() == nil {
+			last = err
 		}
 		if p != nil {
 			if err := p.exitError(); err != nil {

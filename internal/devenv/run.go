@@ -8,6 +8,9 @@ import (
 	"text/template"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
 
@@ -41,7 +44,11 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		return err
 	}
 	defer func() {
-		fmt.Fprintln(out, "\nStopping the manager, status-backend, kwok, kube-scheduler, kube-controller-manager, kube-apiserver and etcd...")
+		if opts.Backend == tokensv1alpha1.DriverZabbix {
+			fmt.Fprintln(out, "\nStopping the manager, kwok, kube-scheduler, kube-controller-manager, kube-apiserver, etcd and Zabbix...")
+		} else {
+			fmt.Fprintln(out, "\nStopping the manager, status-backend, kwok, kube-scheduler, kube-controller-manager, kube-apiserver and etcd...")
+		}
 		if stopErr := env.Stop(); stopErr != nil && err == nil {
 			err = stopErr
 		}
@@ -53,7 +60,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (err error) {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("%w\nThe manager's log is %s; the other logs are in %s", err, env.ManagerLog(), env.LogDir)
+		return fmt.Errorf("%w\n%s\nThe manager's log is %s; the other logs are in %s", err, env.defaultBackendReadiness(ctx), env.ManagerLog(), env.LogDir)
 	}
 	if err := env.printNextSteps(ctx, out, time.Since(began)); err != nil {
 		return err
@@ -82,13 +89,51 @@ The manager's logs follow.
 
 `))
 
+// zabbixNextSteps are the commands to try with Backend zabbix. Zabbix 6.0 reads the token from
+// the request body's "auth" and ignores an Authorization: Bearer header (6.4 and later take
+// the header, 7.x only the header), so the commands put it in the body.
+var zabbixNextSteps = template.Must(template.New("next-zabbix").Parse(`
+==> All {{.Count}} sample APITokens are Ready ({{.Start}} start, {{.Elapsed}}). Everything keeps running until Ctrl-C.
+
+Try it in another terminal:
+
+  export KUBECONFIG={{.Kubeconfig}}
+  kubectl get apitokens -A
+  kubectl get clusterstatusbackends
+  kubectl describe apitoken {{.Name}}{{.NamespaceFlag}}
+
+  # Use the {{.Permission}} token like a workload. Zabbix {{.ZabbixVersion}} takes the token in the body ("auth"), not as a Bearer header.
+  API={{.APIURL}}
+  TOKEN=$(kubectl get secret {{.Secret}}{{.NamespaceFlag}} -o jsonpath='{.data.token}' | base64 -d)
+  # Reading works:
+  curl -s -w '\n' -H 'Content-Type: application/json-rpc' -d '{"jsonrpc":"2.0","method":"host.get","params":{"output":["hostid","host"]},"auth":"'"$TOKEN"'","id":1}' "$API"
+  # Writing is refused (its user's role allows only *.get): No permissions to call "dashboard.create".
+  curl -s -w '\n' -H 'Content-Type: application/json-rpc' -d '{"jsonrpc":"2.0","method":"dashboard.create","params":{"name":"from-curl-'"$(date +%s)"'","pages":[{}]},"auth":"'"$TOKEN"'","id":1}' "$API"
+{{- if .FullAccessSecret}}
+
+  # The FullAccess token writes (dashboard.create works), but may not mint tokens: No permissions to call "token.create".
+  FULL=$(kubectl get secret {{.FullAccessSecret}}{{.FullAccessNamespaceFlag}} -o jsonpath='{.data.token}' | base64 -d)
+  curl -s -w '\n' -H 'Content-Type: application/json-rpc' -d '{"jsonrpc":"2.0","method":"dashboard.create","params":{"name":"from-curl-'"$(date +%s)"'","pages":[{}]},"auth":"'"$FULL"'","id":1}' "$API"
+  curl -s -w '\n' -H 'Content-Type: application/json-rpc' -d '{"jsonrpc":"2.0","method":"token.create","params":{"name":"mine"},"auth":"'"$FULL"'","id":1}' "$API"
+{{- end}}
+
+  # The tokens as Zabbix's Super admin sees them (description: the APIToken's namespace/name; status 1: disabled).
+  ADMIN=$(kubectl -n {{.AdminNamespace}} get secret {{.AdminSecret}} -o jsonpath='{.data.token}' | base64 -d)
+  curl -s -w '\n' -H 'Content-Type: application/json-rpc' -d '{"jsonrpc":"2.0","method":"token.get","params":{"output":["tokenid","name","description","userid","status","expires_at","lastaccess"]},"auth":"'"$ADMIN"'","id":1}' "$API"
+
+State: {{.Dir}} (reused by the next make dev BACKEND=zabbix); Zabbix's in {{.ZabbixDir}} (php.log, pg/postgres.log).
+Logs of the other processes: {{.LogDir}}
+The manager's logs follow.
+
+`))
+
 // printNextSteps prints the commands to try, built around the first ReadOnly sample token
-// (the one whose 403 on POST shows what the permission means).
+// (the one whose refused write shows what the permission means).
 func (e *Env) printNextSteps(ctx context.Context, out io.Writer, elapsed time.Duration) error {
 	if len(e.Samples) == 0 {
 		return fmt.Errorf("config/samples has no APIToken to show")
 	}
-	var chosen *tokensv1alpha1.APIToken
+	var chosen, fullAccess *tokensv1alpha1.APIToken
 	for _, key := range e.Samples {
 		var tok tokensv1alpha1.APIToken
 		if err := e.Client.Get(ctx, key, &tok); err != nil {
@@ -97,38 +142,76 @@ func (e *Env) printNextSteps(ctx context.Context, out io.Writer, elapsed time.Du
 		if chosen == nil || (tok.Spec.Permission == tokensv1alpha1.PermissionReadOnly && chosen.Spec.Permission != tokensv1alpha1.PermissionReadOnly) {
 			chosen = tok.DeepCopy()
 		}
-	}
-	secret := chosen.Status.SecretName
-	if secret == "" {
-		secret = chosen.Spec.SecretName
-	}
-	if secret == "" {
-		secret = chosen.Name
-	}
-	nsFlag := ""
-	if chosen.Namespace != "default" {
-		nsFlag = " -n " + chosen.Namespace
+		if fullAccess == nil && tok.Spec.Permission == tokensv1alpha1.PermissionFullAccess {
+			fullAccess = tok.DeepCopy()
+		}
 	}
 	start := "cold"
 	if e.Reused {
 		start = "warm"
 	}
-	var b strings.Builder
-	err := nextSteps.Execute(&b, map[string]any{
+	data := map[string]any{
 		"Count":         len(e.Samples),
 		"Start":         start,
 		"Elapsed":       elapsed.Round(100 * time.Millisecond),
 		"Kubeconfig":    e.Kubeconfig,
 		"Name":          chosen.Name,
-		"NamespaceFlag": nsFlag,
+		"NamespaceFlag": namespaceFlag(chosen),
 		"Permission":    chosen.Spec.Permission,
-		"Secret":        secret,
+		"Secret":        secretOf(chosen),
 		"Dir":           e.Dir,
 		"LogDir":        e.LogDir,
-	})
-	if err != nil {
+	}
+	tmpl := nextSteps
+	if e.Zabbix != nil {
+		tmpl = zabbixNextSteps
+		data["ZabbixVersion"] = e.Zabbix.Version
+		data["APIURL"] = e.Zabbix.APIURL
+		data["ZabbixDir"] = e.Zabbix.Dir
+		data["AdminNamespace"] = AdminNamespace
+		data["AdminSecret"] = ZabbixAdminSecretName
+		if fullAccess != nil {
+			data["FullAccessSecret"] = secretOf(fullAccess)
+			data["FullAccessNamespaceFlag"] = namespaceFlag(fullAccess)
+		}
+	}
+	var b strings.Builder
+	if err := tmpl.Execute(&b, data); err != nil {
 		return err
 	}
-	_, err = io.WriteString(out, b.String())
+	_, err := io.WriteString(out, b.String())
 	return err
+}
+
+// secretOf is the name of the Secret that holds tok's token.
+func secretOf(tok *tokensv1alpha1.APIToken) string {
+	switch {
+	case tok.Status.SecretName != "":
+		return tok.Status.SecretName
+	case tok.Spec.SecretName != "":
+		return tok.Spec.SecretName
+	}
+	return tok.Name
+}
+
+// namespaceFlag is kubectl's -n for tok, empty in the default namespace.
+func namespaceFlag(tok *tokensv1alpha1.APIToken) string {
+	if tok.Namespace == "default" {
+		return ""
+	}
+	return " -n " + tok.Namespace
+}
+
+// defaultBackendReadiness says whether the ClusterStatusBackend "default" is Ready and why
+// not, for the message of a run whose tokens did not become Ready.
+func (e *Env) defaultBackendReadiness(ctx context.Context) string {
+	var b tokensv1alpha1.ClusterStatusBackend
+	if err := e.Client.Get(ctx, client.ObjectKey{Name: DefaultBackendName}, &b); err != nil {
+		return fmt.Sprintf("ClusterStatusBackend %s: %v", DefaultBackendName, err)
+	}
+	cond := meta.FindStatusCondition(b.Status.Conditions, tokensv1alpha1.ConditionReady)
+	if cond == nil {
+		return fmt.Sprintf("ClusterStatusBackend %s has no Ready condition yet.", DefaultBackendName)
+	}
+	return fmt.Sprintf("ClusterStatusBackend %s: Ready=%s %s: %s", DefaultBackendName, cond.Status, cond.Reason, cond.Message)
 }
