@@ -187,26 +187,25 @@ func (r *Reconciler) sweepScopes(ctx context.Context, l *policy.Ledger, current 
 }
 
 // sameAccount: two backend keys name the same backend account, so that each one's list holds
-// the other's tokens: the same key, or two objects with the same URL. (A tenant's own backend
-// at another URL chooses its token ids: a token it names is never kept on another account.)
+// the other's tokens: the same key, or two objects of the same driver at the same URL. (A
+// tenant's own backend at another URL chooses its token ids: a token it names is never kept
+// on another account.)
 func (r *Reconciler) sameAccount(ctx context.Context, a, b backendkey.Key) bool {
 	if a == b {
 		return true
 	}
-	ua, ub := r.backendURL(ctx, a), r.backendURL(ctx, b)
+	ua, ub := r.accountOf(ctx, a), r.accountOf(ctx, b)
 	return ua != "" && ua == ub
 }
 
-// backendURL is the URL the registry checked for key, or else its object's spec.url; "" when
-// neither is known.
-func (r *Reconciler) backendURL(ctx context.Context, key backendkey.Key) string {
-	if _, url, ok := r.Registry.Get(key); ok {
-		return strings.TrimRight(url, "/")
+// accountOf is the driver and URL of the backend object of key, as its spec writes them; ""
+// when it is not found.
+func (r *Reconciler) accountOf(ctx context.Context, key backendkey.Key) string {
+	o, err := r.readBackend(ctx, key)
+	if err != nil || !o.found {
+		return ""
 	}
-	if o, err := r.readBackend(ctx, key); err == nil && o.found {
-		return strings.TrimRight(o.url, "/")
-	}
-	return ""
+	return o.driver + " " + strings.TrimRight(o.url, "/")
 }
 
 // backendGone reports whether the backend object of key no longer exists (a read error

@@ -253,8 +253,10 @@ type backendObject struct {
 	found, deleting bool
 	uid             string
 	url             string
-	caBundle        []byte
-	conditions      []metav1.Condition
+	// driver is the driver spec.provider names ("" for the native protocol).
+	driver     string
+	caBundle   []byte
+	conditions []metav1.Condition
 	// allowed selects the namespaces that may use the backend (ClusterStatusBackend only).
 	allowed    *metav1.LabelSelector
 	fullAccess *metav1.LabelSelector
@@ -288,14 +290,14 @@ func (r *Reconciler) readBackend(ctx context.Context, key backendkey.Key) (backe
 	case tokensv1alpha1.BackendKindStatusBackend:
 		var obj tokensv1alpha1.StatusBackend
 		if err = r.Get(ctx, types.NamespacedName{Namespace: key.Namespace, Name: key.Name}, &obj, client.UnsafeDisableDeepCopy); err == nil {
-			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), url: obj.Spec.URL, caBundle: obj.Spec.CABundle,
+			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), url: obj.Spec.URL, driver: driverOf(obj.Spec.Provider), caBundle: obj.Spec.CABundle,
 				conditions: obj.Status.Conditions, fullAccess: obj.Spec.FullAccessNamespaces,
 				retain: obj.Spec.RetainNamespaces, retainFullAccess: obj.Spec.RetainFullAccessNamespaces}
 		}
 	default:
 		var obj tokensv1alpha1.ClusterStatusBackend
 		if err = r.Get(ctx, types.NamespacedName{Name: key.Name}, &obj, client.UnsafeDisableDeepCopy); err == nil {
-			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), url: obj.Spec.URL, caBundle: obj.Spec.CABundle,
+			o = backendObject{found: true, deleting: !obj.DeletionTimestamp.IsZero(), uid: string(obj.UID), url: obj.Spec.URL, driver: driverOf(obj.Spec.Provider), caBundle: obj.Spec.CABundle,
 				conditions: obj.Status.Conditions, allowed: obj.Spec.AllowedNamespaces, fullAccess: obj.Spec.FullAccessNamespaces,
 				retain: obj.Spec.RetainNamespaces, retainFullAccess: obj.Spec.RetainFullAccessNamespaces}
 		}
@@ -343,6 +345,14 @@ func (r *Reconciler) gatherBackend(ctx context.Context, tok *tokensv1alpha1.APIT
 		be.Message = fmt.Sprintf("Waiting for the operator to check %s.", be.Key)
 	}
 	return be, nil
+}
+
+// driverOf names the driver a provider asks for ("" for the native protocol).
+func driverOf(p *tokensv1alpha1.BackendProvider) string {
+	if p != nil && p.Zabbix != nil {
+		return tokensv1alpha1.DriverZabbix
+	}
+	return ""
 }
 
 // namespacePolicyOf is what the backend object allows the namespace; its labels are read only

@@ -179,6 +179,7 @@ type limitedClient struct {
 }
 
 var (
+	_ backend.Endpointer = (*limitedClient)(nil)
 	_ backend.Driver     = (*limitedClient)(nil)
 	_ backend.Claimer    = (*limitedClient)(nil)
 	_ backend.Identifier = (*limitedClient)(nil)
@@ -298,6 +299,14 @@ func (c *limitedClient) Capabilities(ctx context.Context) (backend.Capabilities,
 
 // errNotOffered: the driver in use lacks an optional ability (its Capabilities say so first).
 var errNotOffered = errors.New("the backend's driver does not offer this")
+
+// Endpoint implements backend.Endpointer when the driver does; "" otherwise.
+func (c *limitedClient) Endpoint() string {
+	if e, ok := c.inner.(backend.Endpointer); ok {
+		return e.Endpoint()
+	}
+	return ""
+}
 
 // Claim implements backend.Claimer when the driver does.
 func (c *limitedClient) Claim(ctx context.Context, id string, owner backend.Owner) (*backend.Token, error) {

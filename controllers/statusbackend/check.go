@@ -75,6 +75,8 @@ type backendInputs struct {
 	features backend.Capabilities
 	// checkedAt is when the backend was asked; zero when a recent check was reused.
 	checkedAt time.Time
+	// driver is the driver spec.provider names (status.driver).
+	driver string
 	// client, url and fingerprint are what gets registered when the check succeeds.
 	client      backend.Driver
 	url         string
@@ -118,20 +120,23 @@ func (c *Checker) gather(ctx context.Context, key backendkey.Key, spec tokensv1a
 	if !ok {
 		return in
 	}
-	sum := sha256.New()
-	sum.Write([]byte(spec.URL))
-	sum.Write(spec.CABundle)
-	sum.Write(value)
-	in.fingerprint = hex.EncodeToString(sum.Sum(nil))
+	cfg := driverConfig(spec)
+	cfg.Credential = backend.SecretValue(strings.TrimRight(string(value), "\r\n "))
+	in.driver = cfg.Driver
+	in.fingerprint = fingerprintOf(cfg)
 	// Reuse the registered client (and its connections) while nothing about it changed.
 	cl, fingerprint, registered := c.Registry.CheckedClient(key)
 	if !registered || fingerprint != in.fingerprint {
-		cl, in.clientErr = c.NewClient(backend.Config{URL: spec.URL, Credential: backend.SecretValue(strings.TrimRight(string(value), "\r\n ")), CABundle: spec.CABundle})
+		cl, in.clientErr = c.NewClient(cfg)
 		if in.clientErr != nil {
 			return in
 		}
 	}
 	in.client = cl
+	if e, ok := cl.(backend.Endpointer); ok && e.Endpoint() != "" {
+		// The URL workloads call (the Secret's url key), e.g. Zabbix's JSON-RPC endpoint.
+		in.url = e.Endpoint()
+	}
 	now := c.now()
 	if registered && fingerprint == in.fingerprint {
 		// Checked a moment ago with the same URL, CA and credential: an APIToken created or
@@ -151,6 +156,35 @@ func (c *Checker) gather(ctx context.Context, key backendkey.Key, spec tokensv1a
 		in.features, _ = cl.Capabilities(checkCtx)
 	}
 	return in
+}
+
+// driverConfig is the driver a backend spec names, with its settings: the native protocol
+// when spec.provider is unset, so manifests written before drivers existed keep their meaning.
+func driverConfig(spec tokensv1alpha1.StatusBackendSpec) backend.Config {
+	cfg := backend.Config{Driver: tokensv1alpha1.DriverNative, URL: spec.URL, CABundle: spec.CABundle}
+	if p := spec.Provider; p != nil && p.Zabbix != nil {
+		cfg.Driver = tokensv1alpha1.DriverZabbix
+		cfg.Settings = map[string]string{zabbixReadOnlyUser: p.Zabbix.ReadOnlyUser, zabbixFullAccessUser: p.Zabbix.FullAccessUser}
+	}
+	return cfg
+}
+
+// The Zabbix driver's settings (internal/backend/zabbix names them the same; a conformance
+// test of the drivers package holds them together).
+const (
+	zabbixReadOnlyUser   = "readOnlyUser"
+	zabbixFullAccessUser = "fullAccessUser"
+)
+
+// fingerprintOf changes when anything the driver is built from changes: driver, settings, URL,
+// CA bundle or credential.
+func fingerprintOf(cfg backend.Config) string {
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00", cfg.Driver, cfg.Settings[zabbixReadOnlyUser], cfg.Settings[zabbixFullAccessUser])
+	sum.Write([]byte(cfg.URL))
+	sum.Write(cfg.CABundle)
+	sum.Write([]byte(cfg.Credential.Reveal()))
+	return hex.EncodeToString(sum.Sum(nil))
 }
 
 // backendRecheckAfter is how old a successful check may be and still be reused.
@@ -207,8 +241,15 @@ func classifyBackend(in backendInputs) checkResult {
 		retry := max(backend.RetryAfter(in.selfErr), time.Second)
 		return checkResult{metav1.ConditionUnknown, tokensv1alpha1.ReasonBackendUnreachable,
 			fmt.Sprintf("The backend asked to slow down (HTTP 429); the credential is checked again in %s.", retry.Round(time.Second)), retry, registryKeep}
+	case in.selfErr != nil && backend.IsMisconfigured(in.selfErr):
+		// The backend answers, but is set up wrongly for the operator: the driver says what.
+		return notReady(tokensv1alpha1.ReasonInvalidConfiguration,
+			fmt.Sprintf("The backend is not set up as the operator needs: %s", registry.DescribeBackendError(in.key, in.selfErr)), 0)
 	case in.selfErr != nil:
-		return pingFailure(in.key, in.selfErr, secret)
+		return pingFailure(in.key, in.driver, in.selfErr, secret)
+	case !in.self.IsAdmin() && in.driver == tokensv1alpha1.DriverZabbix:
+		return notReady(tokensv1alpha1.ReasonCredentialsInvalid,
+			fmt.Sprintf("The token in Secret %s is not a Super admin's API token: only a Super admin may manage other users' tokens on Zabbix. Put a Super admin's API token there.", secret), 0)
 	case !in.self.IsAdmin():
 		return notReady(tokensv1alpha1.ReasonCredentialsInvalid,
 			fmt.Sprintf("The token in Secret %s is a %s token without the admin role: token management (issuing and deactivating tokens) needs the admin role of the backend. Put the backend's admin credential there (its bootstrap token, or one an administrator gave the admin role).", secret, in.self.Permission), 0)
@@ -227,8 +268,24 @@ func notReady(reason, message string, retry time.Duration) checkResult {
 	return checkResult{metav1.ConditionFalse, reason, message, retry, registryRemove}
 }
 
+// backendNoun names what the URL should answer as.
+func backendNoun(driver string) string {
+	if driver == tokensv1alpha1.DriverZabbix {
+		return "a Zabbix API"
+	}
+	return "a status backend"
+}
+
+// urlHint says what spec.url must be for a driver.
+func urlHint(driver string) string {
+	if driver == tokensv1alpha1.DriverZabbix {
+		return "the Zabbix frontend's base URL, e.g. https://zabbix.example.com; the API is <url>/api_jsonrpc.php"
+	}
+	return "it must end in the API root, e.g. /api/v3"
+}
+
 // pingFailure classifies a failed GET /api_tokens/self.
-func pingFailure(key backendkey.Key, err error, secret string) checkResult {
+func pingFailure(key backendkey.Key, driver string, err error, secret string) checkResult {
 	var be *backend.Error
 	switch {
 	case backend.IsUnauthorized(err):
@@ -239,7 +296,7 @@ func pingFailure(key backendkey.Key, err error, secret string) checkResult {
 			fmt.Sprintf("The backend refused the token in Secret %s (403). Put the backend's admin token there.", secret), 0)
 	case errors.As(err, &be) && be.Kind == backend.KindProtocol:
 		return notReady(tokensv1alpha1.ReasonBackendUnreachable,
-			fmt.Sprintf("The URL does not answer as a status backend: %s. Check spec.url (it must end in the API root, e.g. /api/v3).", registry.DescribeBackendError(key, err)), 30*time.Second)
+			fmt.Sprintf("The URL does not answer as %s: %s. Check spec.url (%s).", backendNoun(driver), registry.DescribeBackendError(key, err), urlHint(driver)), 30*time.Second)
 	}
 	retry := backend.RetryAfter(err)
 	if retry == 0 {

@@ -34,6 +34,7 @@ import (
 	"github.com/statusops/apitoken-operator/controllers/backendkey"
 	"github.com/statusops/apitoken-operator/controllers/inventory"
 	"github.com/statusops/apitoken-operator/controllers/secretcache"
+	"github.com/statusops/apitoken-operator/internal/backend"
 )
 
 // BackendFinalizer keeps a backend until no APIToken refers to it: the tokens' own finalizers
@@ -124,6 +125,7 @@ func (r *backendReconciler[T]) reconcileNormal(ctx context.Context, obj T) (ctrl
 	}
 	res := r.apply(ctx, obj, in)
 	setBackendReady(r.kind.status(obj), obj.GetGeneration(), res.status, res.reason, res.message)
+	setBackendDriver(r.kind.status(obj), r.kind.spec(obj), in, res)
 	r.reportTokenCounts(obj)
 	if err := r.checker.syncCredentialsFinalizer(ctx, r.client, in.secret); err != nil {
 		return ctrl.Result{}, err
@@ -206,6 +208,36 @@ func (r *backendReconciler[T]) apply(ctx context.Context, obj T, in backendInput
 	}
 	logf.FromContext(ctx).V(1).Info("Checked backend", "ready", res.status, "reason", res.reason)
 	return res
+}
+
+// setBackendDriver reports the driver and, after a successful check, what it offers and what
+// each missing capability degrades; a check that could not tell leaves the last list.
+func setBackendDriver(st *tokensv1alpha1.StatusBackendStatus, spec tokensv1alpha1.StatusBackendSpec, in backendInputs, res checkResult) {
+	st.Driver = driverConfig(spec).Driver
+	if res.registry == registrySet {
+		st.Capabilities = capabilityStatus(in.features)
+	}
+}
+
+// capabilityEffects says what the operator cannot do without each capability.
+var capabilityEffects = map[backend.Capability]string{
+	backend.CapabilityUsage:        "the least-privilege review reports Unknown (InsufficientHistory): the backend keeps no write or refused-write times",
+	backend.CapabilityClaim:        "spec.adopt fails with AdoptionFailed: an existing token cannot be verified and claimed",
+	backend.CapabilityUpdatedSince: "the inventory lists every token each sync interval instead of only the changed ones",
+}
+
+// capabilityStatus is status.capabilities: each capability the operator knows, whether the
+// backend offers it, and what a missing one degrades.
+func capabilityStatus(offered backend.Capabilities) []tokensv1alpha1.BackendCapability {
+	out := make([]tokensv1alpha1.BackendCapability, 0, len(backend.AllCapabilities))
+	for _, c := range backend.AllCapabilities {
+		bc := tokensv1alpha1.BackendCapability{Name: string(c), Supported: offered.Has(c)}
+		if !bc.Supported {
+			bc.Effect = capabilityEffects[c]
+		}
+		out = append(out, bc)
+	}
+	return out
 }
 
 // setBackendReady is the one status setter of both backend kinds.

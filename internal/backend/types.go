@@ -182,3 +182,9 @@ type Claimer interface {
 type Identifier interface {
 	Identify(ctx context.Context, value SecretValue) (*Token, error)
 }
+
+// Endpointer tells the URL a workload calls with a token of this backend (the Secret's url
+// key), when it is not the backend object's URL as written.
+type Endpointer interface {
+	Endpoint() string
+}

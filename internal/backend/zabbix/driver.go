@@ -449,3 +449,7 @@ func (z *zint) UnmarshalJSON(b []byte) error {
 	*z = zint(n)
 	return nil
 }
+
+// Endpoint implements backend.Endpointer: workloads call the JSON-RPC endpoint itself, as
+// Grafana's Zabbix data source asks for it.
+func (d *Driver) Endpoint() string { return d.rpc.endpoint }
