@@ -65,7 +65,7 @@ verify: generate manifests fmt ## Regenerate everything and fail if the tree cha
 	@test -z "$$(git status --porcelain --untracked-files=all -- api config)" || { git status --porcelain -- api config; echo "untracked generated files: commit them" >&2; exit 1; }
 
 .PHONY: test
-test: controlplane vet ## Run the whole test suite against the hermetic control plane.
+test: controlplane zabbix vet ## Run the whole test suite against the hermetic control plane and a real Zabbix (installed as root by `make zabbix`).
 	@echo "KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS)"
 	go test $(GO_TEST_FLAGS) -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory test-image test-monitoring
