@@ -283,7 +283,7 @@ func checkFloorShape(ctx context.Context, kube client.Client, ns, name string) (
 }
 
 // floorEvent is the Issued Event the operator writes for each token (events.k8s.io/v1, as
-// internal/operator's oneOffRecorder writes it): a write of every issuance, so the floor
+// the controllers root's oneOffRecorder writes it): a write of every issuance, so the floor
 // makes it too.
 func floorEvent(tok *tokensv1alpha1.APIToken) *eventsv1.Event {
 	now := time.Now()

@@ -84,7 +84,7 @@ var managerClusterPermissions = []permission{
 // cluster-wide: the metrics endpoint (--metrics-secure, the default) checks each scraper.
 var metricsAuthPermissions = []permission{
 	{"authentication.k8s.io", "tokenreviews", []string{"create"},
-		"the metrics endpoint authenticates each scraper's bearer token with a TokenReview (internal/operator's metricsAuthFilter)", false},
+		"the metrics endpoint authenticates each scraper's bearer token with a TokenReview (internal/metricsauth's Filter)", false},
 	{"authorization.k8s.io", "subjectaccessreviews", []string{"create"},
 		"the metrics endpoint asks whether the scraper may get the non-resource URL /metrics", false},
 }
