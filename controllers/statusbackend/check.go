@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -180,7 +182,10 @@ const (
 // CA bundle or credential.
 func fingerprintOf(cfg backend.Config) string {
 	sum := sha256.New()
-	fmt.Fprintf(sum, "%s\x00%s\x00%s\x00", cfg.Driver, cfg.Settings[zabbixReadOnlyUser], cfg.Settings[zabbixFullAccessUser])
+	fmt.Fprintf(sum, "%s\x00", cfg.Driver)
+	for _, k := range slices.Sorted(maps.Keys(cfg.Settings)) {
+		fmt.Fprintf(sum, "%s=%s\x00", k, cfg.Settings[k])
+	}
 	sum.Write([]byte(cfg.URL))
 	sum.Write(cfg.CABundle)
 	sum.Write([]byte(cfg.Credential.Reveal()))

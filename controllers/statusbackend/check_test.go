@@ -134,6 +134,9 @@ func TestDriverConfig(t *testing.T) {
 		"user": func(c *backend.Config) {
 			c.Settings = map[string]string{zabbix.SettingReadOnlyUser: "ro2", zabbix.SettingFullAccessUser: "rw"}
 		},
+		"another driver's setting": func(c *backend.Config) {
+			c.Settings = map[string]string{zabbix.SettingReadOnlyUser: "ro", zabbix.SettingFullAccessUser: "rw", "region": "eu"}
+		},
 		"url":        func(c *backend.Config) { c.URL += "/x" },
 		"credential": func(c *backend.Config) { c.Credential += "0" },
 	} {

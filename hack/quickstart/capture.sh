@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Writes docs/quickstart-output.txt from a real, cold `make dev` and the commands it prints,
-# so the quickstart page shows what the current code does (run by `make quickstart-output`).
+# Writes docs/quickstart-output.txt, and the README's two "real output" blocks (capture:quickstart
+# and capture:plugin), from a real, cold `make dev` and the commands it prints, so the docs show
+# what the current code does (run by `make quickstart-output`).
 # It uses its own state directory, so a `make dev` of yours is left alone, and stops
 # everything it started.
 set -euo pipefail
@@ -58,8 +59,54 @@ run() { echo "\$ $*"; eval "$@" 2>&1; echo; }
   run kubectl get clusterstatusbackends
   run kubectl describe secret grafana-status-panel
 } | sed -e "s#$dir/state#\$PWD/.dev#g" -e "s#$root#\$PWD#g" >"$out.tmp"
-# A token value never appears in the output; check it, as the oracle does everywhere else.
-value=$(kubectl get secret grafana-status-panel -o jsonpath='{.data.token}' | base64 -d)
-if grep -qF "$value" "$out.tmp"; then echo "token value in the captured output" >&2; rm -f "$out.tmp"; exit 1; fi
+
+# The README's two "real output" blocks, from the same run: what a person sees in a second
+# terminal, and the kubectl plugin.
+go build -o "$dir/bin/kubectl-apitoken" ./cmd/kubectl-apitoken
+export PATH=$dir/bin:$PATH
+tidy() { sed -e "s#$dir/state#\$PWD/.dev#g" -e "s#$root#\$PWD#g"; }
+{
+  echo "\$ export KUBECONFIG=\$PWD/.dev/kubeconfig"
+  run kubectl get apitokens -A -o wide
+  run kubectl get clusterstatusbackends
+  echo "\$ kubectl describe apitoken grafana-status-panel    # the status and the events"
+  kubectl describe apitoken grafana-status-panel | sed -n '/^Status:/,$p'
+  echo
+  run kubectl get statusops -A
+} | tidy | sed -e '${/^$/d}' >"$dir/readme-quickstart.txt"
+{
+  run kubectl apitoken status grafana-status-panel
+  run kubectl apitoken rotate incident-bot
+  run kubectl apitoken status incident-bot
+  run kubectl apitoken review -A
+  run kubectl apitoken revoke incident-bot --wait=false
+  echo "\$ kubectl apitoken status nope; echo \"exit \$?\""
+  code=0; kubectl apitoken status nope 2>&1 || code=$?
+  echo "exit $code"
+} | tidy >"$dir/readme-plugin.txt"
+
+# A token value never appears in the output; check it, as the oracle does everywhere else
+# (both tokens, the rotated one's successor included).
+for secret in grafana-status-panel incident-bot-token; do
+  value=$(kubectl get secret "$secret" -o jsonpath='{.data.token}' | base64 -d)
+  for f in "$out.tmp" "$dir/readme-quickstart.txt" "$dir/readme-plugin.txt"; do
+    if grep -qF "$value" "$f"; then echo "token value in the captured output ($f)" >&2; rm -f "$out.tmp"; exit 1; fi
+  done
+done
 mv "$out.tmp" "$out"
 echo "wrote $out"
+
+# splice NAME FILE: replace the fenced block between README.md's markers for NAME.
+splice() {
+  local begin="<!-- capture:$1 begin (written by hack/quickstart/capture.sh from a real run; do not edit) -->"
+  local end="<!-- capture:$1 end -->"
+  grep -qF "$begin" README.md && grep -qF "$end" README.md || { echo "README.md lacks the capture:$1 markers" >&2; exit 1; }
+  awk -v begin="$begin" -v end="$end" -v file="$2" '
+    $0 == begin { print; print "```console"; while ((getline line < file) > 0) print line; print "```"; skip = 1; next }
+    $0 == end { skip = 0 }
+    !skip { print }' README.md >README.md.tmp
+  mv README.md.tmp README.md
+}
+splice quickstart "$dir/readme-quickstart.txt"
+splice plugin "$dir/readme-plugin.txt"
+echo "wrote README.md (capture:quickstart, capture:plugin)"

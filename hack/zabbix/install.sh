@@ -28,8 +28,12 @@ missing() { # prints the packages that are not installed (one dpkg-query for all
 }
 
 if [ ! -x "$pg_bin/postgres" ] || [ ! -x "$pg_bin/initdb" ]; then
-  echo "install.sh: PostgreSQL 15 is not installed ($pg_bin/postgres); install postgresql-15 (or set ZABBIX_PG_BIN)" >&2
-  exit 2
+  if [ -n "${ZABBIX_PG_BIN:-}" ]; then
+    echo "install.sh: no PostgreSQL in ZABBIX_PG_BIN=$pg_bin (postgres and initdb)" >&2
+    exit 2
+  fi
+  # Debian's PostgreSQL 15 (bookworm's own); only its binaries are used, on a private cluster.
+  packages+=(postgresql-15)
 fi
 
 mapfile -t todo < <(missing)
