@@ -198,20 +198,14 @@ func writeReport(root string, check bool) error {
 		return err
 	}
 	docPath := filepath.Join(root, "docs", "performance.md")
+	if err := spliceFile(docPath, reportBegin, reportEnd, table(rows)); err != nil {
+		return err
+	}
 	doc, err := os.ReadFile(docPath)
 	if err != nil {
 		return err
 	}
-	b, e := bytes.Index(doc, []byte(reportBegin)), bytes.Index(doc, []byte(reportEnd))
-	if b < 0 || e < b {
-		return fmt.Errorf("%s has no %q ... %q section", docPath, reportBegin, reportEnd)
-	}
-	var out bytes.Buffer
-	out.Write(doc[:b+len(reportBegin)])
-	out.WriteString("\n")
-	out.WriteString(table(rows))
-	out.Write(doc[e:])
-	filled, err := fillComparisons(root, out.Bytes())
+	filled, err := fillComparisons(root, doc)
 	if err != nil {
 		return fmt.Errorf("%s: %w", docPath, err)
 	}

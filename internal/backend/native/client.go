@@ -3,8 +3,6 @@ package native
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,23 +110,11 @@ func New(o Options) (*Client, error) {
 	}
 	c.driver = &Driver{c: c}
 	if c.http == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		// The operator calls one backend from many reconciles at once; the default of 2 idle
-		// connections per host would close and reopen connections under load.
-		tr.MaxIdleConnsPerHost = 64
-		if len(o.CABundle) > 0 {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(o.CABundle) {
-				return nil, errors.New("backend: CA bundle holds no PEM certificate")
-			}
-			tr.TLSClientConfig.RootCAs = pool
+		hc, err := backend.NewHTTPClient(o.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("backend: %w", err)
 		}
-		c.http = &http.Client{
-			Transport: tr,
-			// A redirect would carry the credential elsewhere; the protocol has none.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
+		c.http = hc
 	}
 	return c, nil
 }

@@ -3,8 +3,6 @@ package zabbix
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,26 +75,16 @@ func newRPCClient(cfg backend.Config) (*rpcClient, error) {
 	if !printable(string(cfg.Credential)) {
 		return nil, errors.New("zabbix: the credential must be printable ASCII without spaces")
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	tr.MaxIdleConnsPerHost = 64
-	if len(cfg.CABundle) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(cfg.CABundle) {
-			return nil, errors.New("zabbix: CA bundle holds no PEM certificate")
-		}
-		tr.TLSClientConfig.RootCAs = pool
+	hc, err := backend.NewHTTPClient(cfg.CABundle)
+	if err != nil {
+		return nil, fmt.Errorf("zabbix: %w", err)
 	}
 	c := &rpcClient{
 		endpoint:   endpoint,
 		credential: cfg.Credential,
 		timeout:    cfg.Timeout,
 		observer:   cfg.Observer,
-		http: &http.Client{
-			Transport: tr,
-			// A redirect would carry the credential elsewhere; the API has none.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		http:       hc,
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
