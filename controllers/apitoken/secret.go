@@ -119,6 +119,9 @@ func (r *Reconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1
 	}
 	return nil
 }
+
+// deleteOwnedSecret deletes the Secret name when tok controls it (the UID precondition keeps
+// a Secret recreated meanwhile under the same name).
 func (r *Reconciler) deleteOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken, name string) error {
 	var secret corev1.Secret
 	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: name}, &secret)
