@@ -31,14 +31,18 @@
 //
 // # Create
 //
-// Crash-safe without an idempotency key, in four requests:
-//  1. token.get of the target user's token with that exact name. Enabled: a retry of a create
-//     whose reply was lost; it goes on at step 3 (Replayed). Disabled: KindInvalid, below.
-//  2. token.create (status 0) returns the id. A lost reply is found by step 1 on the retry;
-//     a concurrent create of the same name is KindConflict (transient), and replays.
-//  3. token.generate returns the value. Generating again (a retry) kills the value whose reply
+// Crash-safe without an idempotency key, in two requests (three on a retry):
+//  1. token.create (status 0) returns the id. Names are unique per user (a unique index on
+//     userid and name), so a retry of a create whose reply was lost, or that was killed
+//     before it generated the value, is refused as a conflict: then token.get of the target
+//     user's token with that exact name finds it. Enabled: it goes on at step 2 (Replayed).
+//     Disabled: KindInvalid, below. (Two creates of one name at once: the database refuses
+//     the second, which is transient and replays on its retry.)
+//  2. token.generate returns the value. Generating again (a retry) kills the value whose reply
 //     was lost, so exactly one live value of the create reaches the caller.
-//  4. token.get of the new token (created_at is the server's).
+//
+// The new token is what was asked, enabled and never used; its created_at is the driver's
+// clock at step 1 (the server's is read by the next token.get, for the inventory).
 //
 // A disabled token with the exact name was deactivated after its create: by the operator
 // (a token it refused, or could not put in a Secret; it then moves to the next serial, and

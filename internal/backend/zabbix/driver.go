@@ -128,42 +128,15 @@ func (d *Driver) Create(ctx context.Context, owner backend.Owner, spec backend.T
 		return nil, err
 	}
 
-	// 1. An earlier try of this create that got as far as token.create.
-	w, err := d.findByName(ctx, op, user.id, name)
+	// 1. The token, without a value yet (or the one an earlier try made).
+	w, replayed, err := d.createOrFind(ctx, op, user.id, name, description(spec), expiresAt)
 	if err != nil {
 		return nil, err
 	}
-	replayed := w != nil
-	if replayed && w.Status != statusEnabled {
-		return nil, backend.NewError(op, backend.KindInvalid, 0, "token %s, made for this owner, serial and spec, was deactivated since; the driver never re-enables a deactivated token: change the spec (or let the serial advance) to issue a new one", w.TokenID)
-	}
-	id := ""
-	if replayed {
-		id = w.TokenID
-	} else {
-		// 2. The token, without a value yet.
-		var created struct {
-			TokenIDs []string `json:"tokenids"`
-		}
-		params := map[string]any{"name": name, "userid": user.id, "description": description(spec), "expires_at": expiresAt, "status": statusEnabled}
-		if err := d.rpc.call(ctx, op, "token.create", params, &created); err != nil {
-			return nil, err
-		}
-		if len(created.TokenIDs) != 1 || !validID(created.TokenIDs[0]) {
-			return nil, backend.NewError(op, backend.KindProtocol, 200, "token.create answered %d token ids, not one", len(created.TokenIDs))
-		}
-		id = created.TokenIDs[0]
-	}
-	// 3. The value; generating again kills a value whose reply was lost.
-	value, err := d.generate(ctx, op, id)
+	// 2. The value; generating again kills a value whose reply was lost.
+	value, err := d.generate(ctx, op, w.TokenID)
 	if err != nil {
 		return nil, err
-	}
-	// 4. The new token as the server keeps it (a replay has it from step 1).
-	if !replayed {
-		if w, err = d.getWire(ctx, op, id); err != nil {
-			return nil, err
-		}
 	}
 	t, err := d.toToken(op, w, acc)
 	if err != nil {
@@ -171,6 +144,42 @@ func (d *Driver) Create(ctx context.Context, owner backend.Owner, spec backend.T
 	}
 	t.Last4 = string(value[len(value)-4:])
 	return &backend.CreatedToken{Token: *t, Value: value, Replayed: replayed}, nil
+}
+
+// createOrFind makes the user's token called name, enabled and without a value yet, and
+// returns it as token.create stored it. Names are unique per user (a unique index on userid
+// and name), so when an earlier try of the same create got as far as token.create, this one
+// is refused as a conflict and that token is found by its name instead (replayed). A token of
+// that name that was deactivated since is never enabled again.
+func (d *Driver) createOrFind(ctx context.Context, op, userID, name, desc string, expiresAt int64) (*tokenWire, bool, error) {
+	createdAt := d.now().Unix()
+	var created struct {
+		TokenIDs []string `json:"tokenids"`
+	}
+	params := map[string]any{"name": name, "userid": userID, "description": desc, "expires_at": expiresAt, "status": statusEnabled}
+	err := d.rpc.call(ctx, op, "token.create", params, &created)
+	switch {
+	case backend.IsConflict(err):
+		w, err := d.findByName(ctx, op, userID, name)
+		switch {
+		case err != nil:
+			return nil, false, err
+		case w == nil:
+			// Deleted between the two calls: the next try creates it again.
+			return nil, false, backend.NewError(op, backend.KindTransient, 0, "token.create refused name %s as taken, but token.get found no such token", name)
+		case w.Status != statusEnabled:
+			return nil, false, backend.NewError(op, backend.KindInvalid, 0, "token %s, made for this owner, serial and spec, was deactivated since; the driver never re-enables a deactivated token: change the spec (or let the serial advance) to issue a new one", w.TokenID)
+		}
+		return w, true, nil
+	case err != nil:
+		return nil, false, err
+	case len(created.TokenIDs) != 1 || !validID(created.TokenIDs[0]):
+		return nil, false, backend.NewError(op, backend.KindProtocol, 200, "token.create answered %d token ids, not one", len(created.TokenIDs))
+	}
+	// What was asked, enabled and never used; created_at is this side's clock (at most the
+	// skew between the two clocks away from the server's, which the inventory reads later).
+	return &tokenWire{TokenID: created.TokenIDs[0], Name: name, Description: desc, UserID: userID,
+		Status: statusEnabled, ExpiresAt: zint(expiresAt), CreatedAt: zint(createdAt)}, false, nil
 }
 
 // findByName returns the user's token with that name, or nil.

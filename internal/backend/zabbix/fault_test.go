@@ -89,10 +89,11 @@ func TestCreateSurvivesALostReply(t *testing.T) {
 		method   string
 		requests int // of the retry
 	}{
-		// The retry finds the token by name and generates its value again.
-		{"token.create", 2},
+		// The retry's token.create is refused (the name is taken), it finds the token by name
+		// and generates its value again.
+		{"token.create", 3},
 		// The same: generating again kills the value whose reply was lost.
-		{"token.generate", 2},
+		{"token.generate", 3},
 	} {
 		t.Run(tc.method, func(t *testing.T) {
 			g := NewWithT(t)
