@@ -34,6 +34,7 @@ import (
 	"github.com/statusops/apitoken-operator/internal/backend/native"
 	"github.com/statusops/apitoken-operator/internal/statusserver/servertest"
 	"github.com/statusops/apitoken-operator/internal/testenv"
+	"github.com/statusops/apitoken-operator/internal/zabbixtest"
 )
 
 // One API server for the package, started by the first test that needs it (so the pure
@@ -56,6 +57,11 @@ func ensureEnv(t *testing.T) {
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	// The Zabbix tests share one server (zabbixtest.Shared); without this its watcher stops it
+	// a second after the binary exits.
+	if err := zabbixtest.StopShared(); err != nil {
+		fmt.Fprintln(os.Stderr, "stopping Zabbix:", err)
+	}
 	if env != nil {
 		if err := env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
@@ -64,8 +70,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// harness is one test's world: a namespace, a reference backend over real HTTP, a
-// ClusterStatusBackend pointing at it, and a running manager whose logs are captured.
+// harness is one test's world: a namespace, a reference backend over real HTTP (or, from
+// newZabbixHarness, a real Zabbix), a ClusterStatusBackend pointing at it, and a running
+// manager whose logs are captured.
 type harness struct {
 	t       *testing.T
 	ctx     context.Context
@@ -73,6 +80,8 @@ type harness struct {
 	ns      string
 	backend *servertest.Instance
 	admin   *native.Client
+	// zabbix is the Zabbix server of a newZabbixHarness (backend and admin are nil then).
+	zabbix *zabbixtest.Server
 	// backendName is the ClusterStatusBackend created for this test.
 	backendName string
 	logs        *syncBuffer
@@ -87,21 +96,34 @@ var nsCounter atomic.Int64
 
 func newHarness(t *testing.T, mutate ...func(*controllers.Options)) *harness {
 	t.Helper()
+	h := newNamespace(t)
+	h.backend = servertest.Start(t)
+	h.admin = h.backend.Client(t)
+	h.createAdminSecret(h.ns, "admin", h.backend.AdminToken)
+	h.createClusterBackend(h.backendName, h.backend.URL, nil)
+	h.run(mutate...)
+	return h
+}
+
+// newNamespace is a harness with its namespace only: no backend and no manager yet.
+func newNamespace(t *testing.T) *harness {
+	t.Helper()
 	ensureEnv(t)
-	g := NewWithT(t)
 	h := &harness{t: t, ctx: context.Background(), c: env.Client, logs: &syncBuffer{}, values: map[string]bool{}}
 	h.ns = fmt.Sprintf("t%d-%s", nsCounter.Add(1), strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")))
 	if len(h.ns) > 50 {
 		h.ns = h.ns[:50]
 	}
 	h.ns = strings.TrimRight(strings.ReplaceAll(h.ns, "_", "-"), "-")
-	g.Expect(h.c.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}})).To(Succeed())
-	h.backend = servertest.Start(t)
-	h.admin = h.backend.Client(t)
+	NewWithT(t).Expect(h.c.Create(h.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}})).To(Succeed())
 	h.backendName = "b-" + h.ns
-	h.createAdminSecret(h.ns, "admin", h.backend.AdminToken)
-	h.createClusterBackend(h.backendName, h.backend.URL, nil)
+	return h
+}
 
+// run starts the manager on the test's namespace and waits until the test's backend,
+// created before, is Ready.
+func (h *harness) run(mutate ...func(*controllers.Options)) {
+	h.t.Helper()
 	h.opts = controllers.Options{
 		MetricsAddr:        "0",
 		HealthAddr:         "0",
@@ -114,13 +136,12 @@ func newHarness(t *testing.T, mutate ...func(*controllers.Options)) *harness {
 		m(&h.opts)
 	}
 	h.startManager()
-	t.Cleanup(h.finish)
-	g.Eventually(func(g Gomega) {
+	h.t.Cleanup(h.finish)
+	NewWithT(h.t).Eventually(func(g Gomega) {
 		var b tokensv1alpha1.ClusterStatusBackend
 		g.Expect(h.c.Get(h.ctx, types.NamespacedName{Name: h.backendName}, &b)).To(Succeed())
 		g.Expect(meta.IsStatusConditionTrue(b.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
 	}).WithTimeout(15 * time.Second).Should(Succeed())
-	return h
 }
 
 // startManager starts a manager with the most verbose logging, captured for the leak canary.
