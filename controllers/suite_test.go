@@ -144,6 +144,14 @@ func (h *harness) run(mutate ...func(*controllers.Options)) {
 	}).WithTimeout(15 * time.Second).Should(Succeed())
 }
 
+// in is the harness for a subtest t of its test: the same world, with failures reported
+// (and FailNow called) on t.
+func (h *harness) in(t *testing.T) *harness {
+	sub := *h
+	sub.t = t
+	return &sub
+}
+
 // startManager starts a manager with the most verbose logging, captured for the leak canary.
 func (h *harness) startManager() {
 	h.t.Helper()

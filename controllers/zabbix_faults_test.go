@@ -104,6 +104,7 @@ func TestZabbixIssueSurvivesALostReply(t *testing.T) {
 	p, front := h.zabbixFront()
 	for _, method := range []string{"token.create", "token.generate"} {
 		t.Run(method, func(t *testing.T) {
+			h := h.in(t)
 			g := NewWithT(t)
 			lost := loseReplyOnce(p, method)
 			tok := h.create(h.newToken("lost-"+method[len("token."):], tokensv1alpha1.PermissionReadOnly, onBackend(front)))
