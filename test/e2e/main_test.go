@@ -21,6 +21,7 @@ import (
 
 	"github.com/statusops/apitoken-operator/internal/devenv"
 	"github.com/statusops/apitoken-operator/internal/testenv"
+	"github.com/statusops/apitoken-operator/internal/zabbixtest"
 )
 
 var (
@@ -80,6 +81,10 @@ func runTests(m *testing.M) int {
 		if code == 0 {
 			code = 1
 		}
+	}
+	// The Zabbix tests share one server; without this its watcher stops it after the binary exits.
+	if err := zabbixtest.StopShared(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: stopping Zabbix:", err)
 	}
 	return code
 }
