@@ -226,15 +226,21 @@ test-reliability: controlplane ## Run the full reliability scenarios (kills, fai
 
 # N APITokens; BACKEND_LATENCY is added to every backend request (a Go duration). CHECK=1
 # fails the target when a row of bench/results-n*.json misses a target of docs/performance.md.
+# BACKEND=zabbix measures against a real Zabbix (no report: the targets are the reference
+# backend's).
 N ?= 1000
 BACKEND_LATENCY ?= 0ms
 BENCH_FLAGS ?=
 CHECK ?=
 
 .PHONY: bench
-bench: controlplane ## Measure the operator against the API server's floor (N=1000 BACKEND_LATENCY=0ms CHECK=1); writes bench/results-n$(N).json, then the figures in docs/performance.md.
+bench: controlplane $(if $(filter zabbix,$(BACKEND)),zabbix) ## Measure the operator against the API server's floor (N=1000 BACKEND_LATENCY=0ms CHECK=1); writes bench/results-n$(N).json, then the figures in docs/performance.md. BACKEND=zabbix: against a real Zabbix, bench/results-n$(N)-zabbix.json only.
+ifeq ($(BACKEND),zabbix)
+	go run ./bench -n $(N) -backend zabbix $(BENCH_FLAGS)
+else
 	go run ./bench -n $(N) -backend-latency $(BACKEND_LATENCY) $(BENCH_FLAGS)
 	go run ./bench -report $(if $(CHECK),-check)
+endif
 
 .PHONY: bench-report
 bench-report: ## Regenerate docs/performance.md's figures and bench/plot.svg from bench/results-n*.json (CHECK=1 fails on a missed target).

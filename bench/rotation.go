@@ -43,7 +43,7 @@ type RotationFigures struct {
 // now fails the phase;
 // the lag is from status.renewalTime to the successor's issue. A second batch with a 720h
 // lifetime, created together, gives the spread of their renewal times.
-func measureRotation(ctx context.Context, cfg *rest.Config, kube client.Client, be *harness.Backend, n, conc int) (*RotationFigures, error) {
+func measureRotation(ctx context.Context, cfg *rest.Config, kube client.Client, be backendUnderTest, n, conc int) (*RotationFigures, error) {
 	const ns = "bench-rotation"
 	f := &RotationFigures{Tokens: n}
 	rot := tokensv1alpha1.RotationSpec{Lifetime: &metav1.Duration{Duration: 10 * time.Minute}, RenewBefore: &metav1.Duration{Duration: 9 * time.Minute},
