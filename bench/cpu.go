@@ -74,7 +74,68 @@ func cpuSeconds() map[string]float64 {
 		}
 		out[name] += p.ticks / clockTicks
 	}
+	if extraCPU != nil {
+		for name, v := range extraCPU() {
+			out[name] += v
+		}
+	}
 	return out
+}
+
+// extraCPU, when set, adds the CPU seconds of processes that are not this process's
+// descendants: Zabbix's PHP and PostgreSQL, which start.sh detaches (-backend zabbix).
+var extraCPU func() map[string]float64
+
+// procTreeSeconds is the CPU time of pid, of its live descendants, and of the children it
+// has reaped (cutime and cstime): PostgreSQL's postmaster reaps a backend per connection, and
+// PHP's frontend opens a connection per request, so most of PostgreSQL's work is there.
+func procTreeSeconds(pid int) float64 {
+	total := 0.0
+	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
+	parent := map[int]int{}
+	own := map[int]float64{}
+	reaped := 0.0
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(data)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open {
+			continue
+		}
+		id, err := strconv.Atoi(strings.TrimSpace(s[:open]))
+		if err != nil {
+			continue
+		}
+		// After the command: ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
+		f := strings.Fields(s[close+1:])
+		if len(f) < 15 {
+			continue
+		}
+		parent[id], _ = strconv.Atoi(f[1])
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		own[id] = (ut + st) / clockTicks
+		if id == pid {
+			cut, _ := strconv.ParseFloat(f[13], 64)
+			cst, _ := strconv.ParseFloat(f[14], 64)
+			reaped = (cut + cst) / clockTicks
+		}
+	}
+	if _, ok := own[pid]; !ok {
+		return 0
+	}
+	for id, sec := range own {
+		for p, i := id, 0; i < 64 && p > 1; p, i = parent[p], i+1 {
+			if p == pid {
+				total += sec
+				break
+			}
+		}
+	}
+	return total + reaped
 }
 
 // cpuSince is what each process spent since the snapshot before, in seconds.

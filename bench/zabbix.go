@@ -135,6 +135,23 @@ func startZabbix(ctx context.Context) (*zabbixBackend, error) {
 	return z, nil
 }
 
+// cpuSeconds is the CPU time of Zabbix's two parts so far: PHP's web server (the frontend that
+// answers every call, one request at a time) and PostgreSQL.
+func (z *zabbixBackend) cpuSeconds() map[string]float64 {
+	out := map[string]float64{}
+	for name, pidFile := range map[string]string{"zabbix php": filepath.Join(z.dir, "php.pid"), "zabbix postgres": filepath.Join(z.dir, "pg", "data", "postmaster.pid")} {
+		data, err := os.ReadFile(pidFile)
+		if err != nil {
+			continue
+		}
+		first, _, _ := strings.Cut(string(data), "\n")
+		if pid, err := strconv.Atoi(strings.TrimSpace(first)); err == nil {
+			out[name] = procTreeSeconds(pid)
+		}
+	}
+	return out
+}
+
 // provider is the ClusterStatusBackend's spec.provider for this Zabbix.
 func (z *zabbixBackend) provider() *tokensv1alpha1.BackendProvider {
 	return &tokensv1alpha1.BackendProvider{Zabbix: &tokensv1alpha1.ZabbixProvider{ReadOnlyUser: z.ReadOnlyUser, FullAccessUser: z.FullAccessUser}}
