@@ -264,7 +264,9 @@ func TestZabbixExpiresAtTheSecond(t *testing.T) {
 	t.Logf("expiry lag (condition, to the second): %v", lag)
 	g.Expect(lag).To(And(BeNumerically(">=", 0), BeNumerically("<=", time.Second)))
 	g.Eventually(func() string { return h.zabbixTokenByID(id).Status }).WithTimeout(5*time.Second).Should(Equal("1"), "disabled on Zabbix, not only past expires_at")
-	g.Expect(h.zabbixUse(value, "host.get", hostGet)).To(refused)
+	answer := h.zabbixUse(value, "host.get", hostGet)
+	t.Logf("Zabbix answers the expired and disabled value with %q", answer)
+	g.Expect(answer).To(refused)
 	g.Expect(h.enabledZabbixTokens(tok.UID)).To(BeEmpty())
 	h.expectEventCount("short", tokensv1alpha1.ReasonExpired, 1)
 }
@@ -334,6 +336,7 @@ func TestZabbixAdoption(t *testing.T) {
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonAdopted)
 	g.Expect(got.Status.TokenID).To(Equal(id))
 	tk := h.zabbixTokenByID(id)
+	g.Expect(tk.LastAccess).To(Equal("0"), "verified without using the value: lastaccess untouched")
 	g.Expect(tk.Name).To(MatchRegexp("^"+regexp.QuoteMeta(h.ownerPrefix(got.UID))+`0\.[0-9a-f]{6}$`), "claimed: renamed to the owner's name, serial 0")
 	g.Expect(tk.Status).To(Equal("0"))
 	g.Expect(h.zabbixTokensOf(got.UID)).To(HaveLen(1), "no new token")
@@ -417,6 +420,12 @@ func TestZabbixActiveAndDrift(t *testing.T) {
 	g.Expect(h.zabbixUse(h.secret("toggle").Data["token"], "host.get", hostGet)).To(BeEmpty())
 	g.Expect(h.enabledZabbixTokens(tok.UID)).To(Equal([]string{tok.Status.TokenID}))
 	g.Expect(h.zabbixTokensOf(tok.UID)).To(HaveLen(4), "four tokens made, three disabled: none deleted")
+
+	// A replaced token enabled again by hand is this APIToken's orphan: disabled again.
+	h.mustZabbixCall("token.update", map[string]any{"tokenid": first, "status": 0}, nil)
+	g.Eventually(func() string { return h.zabbixTokenByID(first).Status }).WithTimeout(15*time.Second).Should(Equal("1"), "the orphan is disabled again")
+	g.Expect(h.enabledZabbixTokens(tok.UID)).To(Equal([]string{tok.Status.TokenID}))
+	g.Expect(h.get("toggle").Status.TokenID).To(Equal(tok.Status.TokenID), "and the current token stays")
 }
 
 // TestZabbixBackendCheckNamesAMisconfiguredRole: a Zabbix of the test's own whose read-only
