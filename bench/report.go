@@ -27,6 +27,11 @@ const (
 	//   <!-- bench:compare-end -->
 	compareBegin = "<!-- bench:compare "
 	compareEnd   = "<!-- bench:compare-end -->"
+	// A fragment a measuring script wrote, copied in as it is:
+	//   <!-- bench:include bench/zabbix-ci-time.md -->
+	//   <!-- bench:include-end -->
+	includeBegin = "<!-- bench:include "
+	includeEnd   = "<!-- bench:include-end -->"
 )
 
 // target is one goal of docs/performance.md for the rows of some N (all when ns is nil).
@@ -598,35 +603,53 @@ var compareMetrics = []string{
 	"rotation_api_writes_per_token", "rotation_backend_writes_per_token",
 	"backend_requests_per_sync_idle", "expiry_lag_p99_seconds",
 	"rss_mib_started", "rss_mib_peak", "heap_live_mib_after_ready",
+	"cpu_seconds_ready", "backend_requests_by_method_ready", "backend_requests_by_method_idle",
 }
 
-// fillComparisons fills every bench:compare section of doc from the files its marker names.
+// fillComparisons fills every bench:compare section of doc from the files its marker names,
+// and every bench:include section with the file it names (a fragment a measuring script
+// wrote, such as bench/zabbix-ci-time.md).
 func fillComparisons(root string, doc []byte) ([]byte, error) {
+	doc, err := fillSections(doc, compareBegin, compareEnd, func(files []string) (string, error) { return compareTable(root, files) })
+	if err != nil {
+		return nil, err
+	}
+	return fillSections(doc, includeBegin, includeEnd, func(files []string) (string, error) {
+		if len(files) != 1 {
+			return "", fmt.Errorf("a %q marker names %d files, not one", includeBegin, len(files))
+		}
+		b, err := os.ReadFile(filepath.Join(root, files[0]))
+		return string(b), err
+	})
+}
+
+// fillSections replaces what lies between each "begin args -->" line of doc and the next end
+// with fill(args).
+func fillSections(doc []byte, begin, end string, fill func(args []string) (string, error)) ([]byte, error) {
 	var out bytes.Buffer
 	for {
-		b := bytes.Index(doc, []byte(compareBegin))
+		b := bytes.Index(doc, []byte(begin))
 		if b < 0 {
 			out.Write(doc)
 			return out.Bytes(), nil
 		}
 		closeAt := bytes.Index(doc[b:], []byte("-->"))
-		e := bytes.Index(doc[b:], []byte(compareEnd))
+		e := bytes.Index(doc[b:], []byte(end))
 		if closeAt < 0 || e < closeAt {
-			return nil, fmt.Errorf("a %q marker without %q after it", compareBegin, compareEnd)
+			return nil, fmt.Errorf("a %q marker without %q after it", begin, end)
 		}
 		closeAt += b + len("-->")
 		e += b
-		files := strings.Fields(string(doc[b+len(compareBegin) : closeAt-len("-->")]))
-		table, err := compareTable(root, files)
+		content, err := fill(strings.Fields(string(doc[b+len(begin) : closeAt-len("-->")])))
 		if err != nil {
 			return nil, err
 		}
 		out.Write(doc[:closeAt])
 		out.WriteString("\n")
-		out.WriteString(table)
+		out.WriteString(content)
 		doc = doc[e:]
-		out.Write(doc[:len(compareEnd)])
-		doc = doc[len(compareEnd):]
+		out.Write(doc[:len(end)])
+		doc = doc[len(end):]
 	}
 }
 
@@ -658,6 +681,11 @@ func compareTable(root string, files []string) (string, error) {
 		seen := false
 		line := "| `" + m + "` |"
 		for _, f := range fields {
+			if by, ok := f[m].(map[string]any); ok && len(by) > 0 {
+				seen = true
+				line += " " + byKeyAny(by) + " |"
+				continue
+			}
 			v, ok := f[m].(float64)
 			if !ok || !measured(f, m) {
 				line += " – |"
@@ -685,4 +713,19 @@ func compareTable(root string, files []string) (string, error) {
 		b.WriteString(line + "\n")
 	}
 	return b.String(), nil
+}
+
+// byKeyAny formats a results file's map of numbers as "key value, ...", sorted by key.
+func byKeyAny(m map[string]any) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v, _ := m[k].(float64)
+		parts = append(parts, k+" "+strconv.FormatFloat(v, 'f', -1, 64))
+	}
+	return strings.Join(parts, ", ")
 }

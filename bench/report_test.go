@@ -21,7 +21,7 @@ func TestFillComparisons(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("a.json", `{"commit":"aaa","ratio_to_floor":1.234,"backend_writes_per_token":1,"restart_backend_writes":0}`)
+	write("a.json", `{"commit":"aaa","ratio_to_floor":1.234,"backend_writes_per_token":1,"restart_backend_writes":0,"cpu_seconds_ready":{"manager":8.74,"bench":6.5}}`)
 	write("b.json", `{"commit":"bbb","ratio_to_floor":1.5,"backend_writes_per_token":1}`)
 	doc := "before\n<!-- bench:compare a.json b.json -->\nstale\n<!-- bench:compare-end -->\nafter\n"
 	got, err := fillComparisons(root, []byte(doc))
@@ -34,6 +34,7 @@ func TestFillComparisons(t *testing.T) {
 		"| `backend_writes_per_token` | 1.00 | 1.00 |",
 		"| `restart_backend_writes` | 0 | – |",
 		"| commit | `aaa` | `bbb` |",
+		"| `cpu_seconds_ready` | bench 6.5, manager 8.74 | – |",
 		"<!-- bench:compare-end -->\nafter\n",
 	} {
 		if !strings.Contains(string(got), want) {
@@ -49,6 +50,14 @@ func TestFillComparisons(t *testing.T) {
 	}
 	if string(again) != string(got) {
 		t.Errorf("a second run changed the document:\n%s", again)
+	}
+	write("frag.md", "| a | 1 |\n")
+	inc, err := fillComparisons(root, []byte("x\n<!-- bench:include frag.md -->\nold\n<!-- bench:include-end -->\ny\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "x\n<!-- bench:include frag.md -->\n| a | 1 |\n<!-- bench:include-end -->\ny\n"; string(inc) != want {
+		t.Errorf("include gave %q, want %q", inc, want)
 	}
 	if _, err := fillComparisons(root, []byte("<!-- bench:compare missing.json -->\n<!-- bench:compare-end -->")); err == nil {
 		t.Error("a missing results file is not an error")
