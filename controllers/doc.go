@@ -28,7 +28,7 @@
 //	controllers/inventory       -> registry, backendkey, internal/backend, api
 //	controllers/registry        -> backendkey, internal/{backend,metrics}
 //	controllers/apitoken/policy -> backendkey, secretcache, internal/backend (types only), api
-//	controllers/backendkey      -> api (+ the controller-runtime FieldIndexer for the index)
+//	controllers/backendkey      -> api (no client: apitoken.IndexBackends registers its index)
 //	controllers/secretcache     -> api
 //
 // No reconciler imports another; nothing but cmd/ and tests imports this root; policy imports

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/statusops/apitoken-operator/controllers/apitoken"
 	"github.com/statusops/apitoken-operator/controllers/backendkey"
 	"github.com/statusops/apitoken-operator/controllers/inventory"
 
@@ -51,7 +52,7 @@ func TestIndexedTokens(t *testing.T) {
 		opts.Scheme = controllers.Scheme()
 		c, err := cache.New(env.Config, opts)
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(backendkey.IndexField(c)).To(Succeed())
+		g.Expect(apitoken.IndexBackends(c)).To(Succeed())
 		go func() { _ = c.Start(ctx) }()
 		g.Expect(c.WaitForCacheSync(ctx)).To(BeTrue())
 		return c

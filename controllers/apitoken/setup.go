@@ -99,9 +99,17 @@ func slotWakeHandler() handler.EventHandler {
 	}}
 }
 
+// IndexBackends registers backendkey.Index, which the APIToken reconciler, the backend
+// reconcilers and the inventory read.
+func IndexBackends(indexer client.FieldIndexer) error {
+	return indexer.IndexField(context.Background(), &tokensv1alpha1.APIToken{}, backendkey.Index, func(o client.Object) []string {
+		return backendkey.Of(o.(*tokensv1alpha1.APIToken))
+	})
+}
+
 // setupIndexes registers the APIToken indexes, and the holders map fed by its informer.
 func (r *Reconciler) setupIndexes(mgr ctrl.Manager) error {
-	if err := backendkey.IndexField(mgr.GetFieldIndexer()); err != nil {
+	if err := IndexBackends(mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	tokens, err := mgr.GetCache().GetInformer(context.Background(), &tokensv1alpha1.APIToken{})

@@ -1,13 +1,10 @@
 // Package backendkey names a backend object (Key), says which backends an APIToken depends on
-// (Of), and indexes APITokens by them (IndexField), so that a backend's event wakes exactly
-// its tokens.
+// (Of), and names the index of APITokens by them (Index), so that a backend's event wakes
+// exactly its tokens.
 package backendkey
 
 import (
-	"context"
 	"slices"
-
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/statusops/apitoken-operator/api/v1alpha1"
 )
@@ -77,13 +74,6 @@ func Of(tok *tokensv1alpha1.APIToken) []string {
 	return keys
 }
 
-// Index is the field index of APITokens by Key.String() of every backend in Of.
+// Index is the field index of APITokens by Key.String() of every backend in Of (registered by
+// apitoken.IndexBackends, so that this package, which policy imports, needs no client).
 const Index = "spec.backendRef"
-
-// IndexField registers Index, which the APIToken reconciler, the backend reconcilers and the
-// inventory read.
-func IndexField(indexer client.FieldIndexer) error {
-	return indexer.IndexField(context.Background(), &tokensv1alpha1.APIToken{}, Index, func(o client.Object) []string {
-		return Of(o.(*tokensv1alpha1.APIToken))
-	})
-}

@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -148,4 +149,31 @@ func TestImportDirections(t *testing.T) {
 	}
 	slices.Sort(problems)
 	g.Expect(problems).To(BeEmpty())
+}
+
+// clientPackages are the packages that talk to an API server; policy must not compile them,
+// even through a package it imports (its tests then build no client code at all).
+var clientPackages = []string{
+	"sigs.k8s.io/controller-runtime/pkg/client",
+	"sigs.k8s.io/controller-runtime/pkg/cache",
+	"k8s.io/client-go/rest",
+	"k8s.io/client-go/kubernetes",
+	"k8s.io/client-go/tools/cache",
+}
+
+// TestPolicyCompilesNoClient: no package policy or its tests depend on, directly or not,
+// is a client package.
+func TestPolicyCompilesNoClient(t *testing.T) {
+	g := NewWithT(t)
+	out, err := exec.Command("go", "list", "-deps", "-test", "../../controllers/apitoken/policy/...").CombinedOutput()
+	g.Expect(err).NotTo(HaveOccurred(), "%s", out)
+	deps := strings.Fields(string(out))
+	g.Expect(deps).To(ContainElement(module+"/controllers/apitoken/policy"), "the listing is of policy")
+	var found []string
+	for _, d := range deps {
+		if slices.Contains(clientPackages, d) {
+			found = append(found, d)
+		}
+	}
+	g.Expect(found).To(BeEmpty(), "policy compiles client code through its imports")
 }
