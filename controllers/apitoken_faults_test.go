@@ -520,3 +520,37 @@ func slotWaits(t *testing.T, backendName, first string) float64 {
 	return counterValue(t, "apitoken_backend_slot_waits_total",
 		map[string]string{"kind": string(tokensv1alpha1.BackendKindClusterStatusBackend), "backend": backendName, "first": first})
 }
+
+// TestSecretAndStatusWritesFailInOnePass: the Secret write after a create fails, so the new
+// token is deactivated at once, and then the status patch of that same pass fails too, so
+// the advanced serial is lost. The next pass asks for the same serial again and the backend
+// replays the token it deactivated. The operator must not stall on its own deactivated
+// token: it ends Active with exactly one active token, the one status names and the Secret
+// holds.
+func TestSecretAndStatusWritesFailInOnePass(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	secrets := "/namespaces/" + h.ns + "/secrets"
+	status := "/namespaces/" + h.ns + "/apitokens/twice/status"
+	secretFailed, statusFailed := false, false
+	h.writes.failWrites(func(method, path string) bool {
+		switch {
+		case !secretFailed && strings.Contains(path, secrets) && !strings.HasSuffix(path, "/admin"):
+			secretFailed = true
+			return true
+		case secretFailed && !statusFailed && method == http.MethodPatch && strings.HasSuffix(path, status):
+			statusFailed = true
+			return true
+		}
+		return false
+	})
+	tok := h.create(h.newToken("twice", tokensv1alpha1.PermissionReadOnly))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	h.writes.mu.Lock()
+	g.Expect(secretFailed && statusFailed).To(BeTrue(), "both injected failures happened")
+	h.writes.mu.Unlock()
+	active := h.activeBackendTokens(got.UID)
+	g.Expect(active).To(ConsistOf(HaveField("ID", got.Status.TokenID)))
+	g.Expect(h.useToken(h.secret("twice").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
+	g.Expect(got.Status.PendingDeactivation).To(BeEmpty())
+}

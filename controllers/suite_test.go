@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -444,6 +445,9 @@ func (h *harness) waitReconciledOf(controller string, base queueState, n int) {
 type writeCounter struct {
 	mu     sync.Mutex
 	counts map[string]int
+	// fail, when set, is asked about every counted write: true answers it with a 500 from the
+	// API server's side, without sending it.
+	fail func(method, path string) bool
 }
 
 func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
@@ -456,11 +460,29 @@ func (w *writeCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 					w.counts = map[string]int{}
 				}
 				w.counts[req.Method+" "+req.URL.Path]++
+				fail := w.fail != nil && w.fail(req.Method, req.URL.Path)
 				w.mu.Unlock()
+				if fail {
+					return internalError(req), nil
+				}
 			}
 		}
 		return rt.RoundTrip(req)
 	})
+}
+
+// internalError is the API server's answer to a write it failed to make.
+func internalError(req *http.Request) *http.Response {
+	body := `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected failure","reason":"InternalError","code":500}`
+	return &http.Response{StatusCode: http.StatusInternalServerError, Status: "500 Internal Server Error", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": []string{"application/json"}}, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: req}
+}
+
+// failWrites makes fail the seam of the manager's writes (under the counter's lock).
+func (w *writeCounter) failWrites(fail func(method, path string) bool) {
+	w.mu.Lock()
+	w.fail = fail
+	w.mu.Unlock()
 }
 
 // total is the number of counted writes whose path contains substr.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -173,4 +174,45 @@ func TestZabbixManagerStoppedBetweenCreateAndGenerate(t *testing.T) {
 	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	h.expectOneLiveToken(tok.Name)
 	g.Expect(h.get(tok.Name).Status.TokenID).To(Equal(made[0].TokenID), "the token made before the stop, not a second one")
+}
+
+// TestZabbixSecretAndStatusWritesFailInOnePass: the Secret write after the issue fails, so the
+// new token is disabled at once, and the status patch of that pass fails too. The next pass
+// asks for the same name, and Zabbix holds it disabled: the operator moves on to the next
+// serial instead of stalling. It ends Active with one enabled token, the one status and the
+// Secret name; the first stays disabled.
+func TestZabbixSecretAndStatusWritesFailInOnePass(t *testing.T) {
+	h := newZabbixHarness(t)
+	g := NewWithT(t)
+	secrets := "/namespaces/" + h.ns + "/secrets"
+	status := "/namespaces/" + h.ns + "/apitokens/twice/status"
+	var secretFailed, statusFailed bool
+	h.writes.failWrites(func(method, path string) bool {
+		switch {
+		case !secretFailed && strings.Contains(path, secrets) && !strings.HasSuffix(path, "/admin"):
+			secretFailed = true
+			return true
+		case secretFailed && !statusFailed && method == http.MethodPatch && strings.HasSuffix(path, status):
+			statusFailed = true
+			return true
+		}
+		return false
+	})
+	tok := h.create(h.newToken("twice", tokensv1alpha1.PermissionReadOnly))
+	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	h.writes.mu.Lock()
+	g.Expect(secretFailed && statusFailed).To(BeTrue(), "both injected failures happened")
+	h.writes.mu.Unlock()
+	all := h.zabbixTokensOf(got.UID)
+	g.Expect(all).To(HaveLen(2), "the first try's token and the one issued after it")
+	for _, z := range all {
+		if z.TokenID == got.Status.TokenID {
+			g.Expect(z.Status).To(Equal("0"), "the current token is enabled")
+		} else {
+			g.Expect(z.Status).To(Equal("1"), "the first try's token stays disabled")
+		}
+	}
+	s := h.secret(tok.Name)
+	g.Expect(string(s.Data[tokensv1alpha1.SecretKeyTokenID])).To(Equal(got.Status.TokenID))
+	g.Expect(h.zabbixUse(s.Data["token"], "host.get", hostGet)).To(BeEmpty(), "the Secret's value works")
 }

@@ -34,7 +34,10 @@ import (
 //     of asking again.
 //  3. Write the Secret. Refused or failed: the new token is in no Secret, so it is recorded
 //     in the ledger's pendingDeactivation and deactivated before the pass returns, and the
-//     serial advances so that the next try cannot replay a deactivated token.
+//     serial advances so that the next try cannot replay a deactivated token. If the status
+//     write of that pass fails too, the advance is lost: the next pass asks for the same
+//     serial, the driver answers that it is spent (its token is deactivated), and the serial
+//     advances then.
 //  4. The ledger takes the new token; the replaced one moves to pendingDeactivation (or
 //     drains, with an overlap).
 //  5. Deactivate every active token of this APIToken other than the new one and the draining
@@ -50,16 +53,9 @@ import (
 // or pending deactivation.
 func (r *Reconciler) issue(ctx context.Context, in policy.Inputs, d policy.Decision, cl backend.Driver, out *policy.Outcome) {
 	tok, l := in.Token, out.Ledger
-	serial := l.View().IssueSerial + 1
 	spec := tokenSpecFor(tok, in.Now)
 	newRef := backendkey.Ref(in.Backend.Key, in.Backend.UID)
-	created, err := cl.Create(ctx, backend.Owner{UID: string(tok.UID), Cluster: r.ClusterIdentity, Serial: serial}, spec)
-	// A create that failed without an answer may have been made: its replay goes first in
-	// line for a slot. A refusal by the in-flight cap never reached the backend, so it
-	// changes nothing (it is how the replay itself is refused while the burst runs).
-	if !registry.IsBackendBusy(err) {
-		r.expectations.createUncertain(tok.UID, err != nil && backend.IsTransient(err))
-	}
+	created, serial, err := r.create(ctx, in, cl, spec, l)
 	if err != nil {
 		r.createFailed(ctx, in, cl, serial, err, out)
 		return
@@ -83,6 +79,20 @@ func (r *Reconciler) issue(ctx context.Context, in policy.Inputs, d policy.Decis
 	if r.finishSweep(ctx, in, out) {
 		out.Err = r.retireOldSecret(ctx, tok, previousSecretOf(in))
 	}
+}
+
+// create asks the driver for a token of the next serial (step 2).
+func (r *Reconciler) create(ctx context.Context, in policy.Inputs, cl backend.Driver, spec backend.TokenSpec, l *policy.Ledger) (*backend.CreatedToken, int64, error) {
+	tok := in.Token
+	serial := l.View().IssueSerial + 1
+	created, err := cl.Create(ctx, backend.Owner{UID: string(tok.UID), Cluster: r.ClusterIdentity, Serial: serial}, spec)
+	// A create that failed without an answer may have been made: its replay goes first in
+	// line for a slot. A refusal by the in-flight cap never reached the backend, so it
+	// changes nothing (it is how the replay itself is refused while the burst runs).
+	if !registry.IsBackendBusy(err) {
+		r.expectations.createUncertain(tok.UID, err != nil && backend.IsTransient(err))
+	}
+	return created, serial, err
 }
 
 // storeIssued writes the new token to the Secret and makes it the current one in the
@@ -130,6 +140,16 @@ func tokenSpecFor(tok *tokensv1alpha1.APIToken, now time.Time) backend.TokenSpec
 // token no Secret holds: every active token of this APIToken but the current one goes.
 func (r *Reconciler) createFailed(ctx context.Context, in policy.Inputs, cl backend.Driver, serial int64, err error, out *policy.Outcome) {
 	tok, l := in.Token, out.Ledger
+	if backend.IsSpent(err) {
+		// An earlier pass made this serial's token and deactivated it (its Secret write
+		// failed), and the status write that recorded the advanced serial failed too. The
+		// serial advances now, and the retry asks for the next one.
+		l.AdvanceSerial(serial)
+		logf.FromContext(ctx).Info("The token of this serial was deactivated by an earlier pass; retrying with the next serial", "serial", serial)
+		out.Failure = progressing(tokensv1alpha1.ReasonBackendError, "An earlier attempt's token was deactivated after its Secret could not be written. Retrying with a new token.")
+		out.Err = fmt.Errorf("issuing a token: %w", err)
+		return
+	}
 	var be *backend.Error
 	if errors.As(err, &be) && be.Kind == backend.KindProtocol && be.StatusCode/100 == 2 {
 		l.AdvanceSerial(serial)

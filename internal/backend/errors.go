@@ -38,6 +38,12 @@ const (
 	// KindMisconfigured is a backend that answers but is set up wrongly for the operator (for
 	// Zabbix: a user or role that is missing or grants too much); the message says what to fix.
 	KindMisconfigured ErrorKind = "Misconfigured"
+	// KindSpent is a create for an owner (UID, cluster, serial) that an earlier create already
+	// used, whose token was deactivated since: the backend replayed or found that token, and no
+	// live value can come of it. Nothing was made; the caller advances the serial and asks
+	// again. It happens when a pass deactivated its new token (its Secret could not be written)
+	// and the status write that recorded the advanced serial failed too.
+	KindSpent ErrorKind = "Spent"
 )
 
 // Error is every error a driver returns. Message is sanitized: it never holds a token value or
@@ -122,6 +128,9 @@ func IsTransient(err error) bool {
 	k, _ := kindOf(err)
 	return k == KindTransient || k == KindConflict
 }
+
+// IsSpent reports a create whose owner's serial is used up (KindSpent).
+func IsSpent(err error) bool { k, _ := kindOf(err); return k == KindSpent }
 
 // IsMisconfigured reports a backend set up wrongly for the operator.
 func IsMisconfigured(err error) bool { k, _ := kindOf(err); return k == KindMisconfigured }

@@ -160,7 +160,9 @@ type Driver interface {
 	// Create issues a token for owner as spec asks. Called again for the same owner (UID and
 	// serial) and spec, after a reply that was lost or a crash, it never leaves a second live
 	// token: the driver replays, finds or regenerates the first, so exactly one live value of
-	// that create reaches the caller.
+	// that create reaches the caller. When that first token was deactivated since, the create
+	// makes nothing and answers KindSpent (a replay must not hand out a dead value as live);
+	// the caller asks again with the next serial.
 	Create(ctx context.Context, owner Owner, spec TokenSpec) (*CreatedToken, error)
 	// Get reads one token; IsNotFound(err) when it does not exist.
 	Get(ctx context.Context, id string) (*Token, error)

@@ -184,6 +184,24 @@ var behaviours = []struct {
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(active).To(HaveLen(1))
 	}},
+	{"Create again after the token was deactivated is Spent, and makes nothing", "", func(t *testing.T, g Gomega, e *env) {
+		s := spec(backend.PermissionReadOnly)
+		first, err := e.d.Create(e.ctx, e.owner, s)
+		g.Expect(err).NotTo(HaveOccurred())
+		_, err = e.d.Deactivate(e.ctx, first.ID)
+		g.Expect(err).NotTo(HaveOccurred())
+		_, err = e.d.Create(e.ctx, e.owner, s)
+		g.Expect(backend.IsSpent(err)).To(BeTrue(), "%v", err)
+		g.Expect(e.authenticates(t, first.Value)).To(BeFalse(), "never revived")
+		all, err := e.d.List(e.ctx, backend.ListOptions{Owner: e.owner.UID})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(ids(all)).To(ConsistOf(first.ID), "no second token")
+		e.owner.Serial++
+		next, err := e.d.Create(e.ctx, e.owner, s)
+		g.Expect(err).NotTo(HaveOccurred(), "the next serial issues")
+		g.Expect(next.Replayed).To(BeFalse())
+		g.Expect(e.authenticates(t, next.Value)).To(BeTrue())
+	}},
 	{"Create for another serial is another token", "", func(t *testing.T, g Gomega, e *env) {
 		s := spec(backend.PermissionReadOnly)
 		first, err := e.d.Create(e.ctx, e.owner, s)

@@ -99,7 +99,31 @@ func (d *Driver) Create(ctx context.Context, owner backend.Owner, spec backend.T
 	if err != nil {
 		return nil, err
 	}
+	if created.Replayed {
+		// A replay is the first reply as it was, active; the token may have been
+		// deactivated since (by the pass that made it, whose Secret write failed).
+		if err := d.replayLives(ctx, created.ID); err != nil {
+			return nil, err
+		}
+	}
 	return &backend.CreatedToken{Token: created.Port(), Value: created.Value, Replayed: created.Replayed}, nil
+}
+
+// replayLives checks that the token a create replayed is still there and active: one read,
+// made only on a replay (after a crash or a failed pass). A token deactivated or gone since is
+// KindSpent.
+func (d *Driver) replayLives(ctx context.Context, id string) error {
+	const op = "create"
+	cur, err := d.c.GetToken(ctx, id)
+	switch {
+	case backend.IsNotFound(err):
+		return backend.NewError(op, backend.KindSpent, 0, "the create replayed token %s, which is gone since", id)
+	case err != nil:
+		return err
+	case cur.Status != backend.StatusActive:
+		return backend.NewError(op, backend.KindSpent, 0, "the create replayed token %s, which was deactivated since", id)
+	}
+	return nil
 }
 
 // Get implements backend.Driver.

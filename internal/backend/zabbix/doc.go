@@ -49,8 +49,8 @@
 // asks for this one again only if that status write was lost) or by a person. The driver
 // neither re-enables it (deactivation is final: a person may have disabled it because its
 // value leaked) nor deletes or renames it (a renamed token would leave the operator's sight
-// and could be re-enabled by hand). It answers KindInvalid; a change of the spec names a new
-// token.
+// and could be re-enabled by hand). It answers KindSpent, and the operator asks for the next
+// serial, a new name.
 //
 // Zabbix keeps expires_at as a 32-bit integer: an expiry after 2038-01-19T03:14:07Z is
 // KindInvalid.

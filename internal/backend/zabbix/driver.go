@@ -168,7 +168,8 @@ func (d *Driver) createOrFind(ctx context.Context, op, userID, name, desc string
 			// Deleted between the two calls: the next try creates it again.
 			return nil, false, backend.NewError(op, backend.KindTransient, 0, "token.create refused name %s as taken, but token.get found no such token", name)
 		case w.Status != statusEnabled:
-			return nil, false, backend.NewError(op, backend.KindInvalid, 0, "token %s, made for this owner, serial and spec, was deactivated since; the driver never re-enables a deactivated token: change the spec (or let the serial advance) to issue a new one", w.TokenID)
+			// Never enabled again: the caller advances the serial and asks for a new name.
+			return nil, false, backend.NewError(op, backend.KindSpent, 0, "token %s, made for this owner, serial and spec, was deactivated since", w.TokenID)
 		}
 		return w, true, nil
 	case err != nil:

@@ -321,8 +321,8 @@ func TestCreateNeverRevivesADeactivatedToken(t *testing.T) {
 
 	_, err = d.Create(ctx, owner, spec)
 	g.Expect(err).To(HaveOccurred())
-	g.Expect(err.(*backend.Error).Kind).To(Equal(backend.KindInvalid))
-	g.Expect(err).To(MatchError(ContainSubstring("never re-enables")))
+	g.Expect(backend.IsSpent(err)).To(BeTrue(), "%v", err)
+	g.Expect(err).To(MatchError(ContainSubstring("was deactivated since")))
 	got, err := d.Get(ctx, created.ID)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got.Status).To(Equal(backend.StatusInactive))
