@@ -47,6 +47,9 @@ type hostileFront struct {
 	createKeys []string
 	// createDelay holds each create this long before it is forwarded: a slow backend.
 	createDelay time.Duration
+	// fakeDeactivate answers a deactivation with the token as it is, without deactivating it:
+	// the request is forwarded as a read of the token.
+	fakeDeactivate bool
 }
 
 func newHostileFront(t *testing.T, h *harness) *hostileFront {
@@ -71,6 +74,10 @@ func newHostileFrontFor(t *testing.T, b *servertest.Instance) *hostileFront {
 		}
 		lose := f.loseReply != nil && f.loseReply(class, r)
 		delay := f.createDelay
+		if class == "deactivate" && f.fakeDeactivate {
+			r.Method, r.URL.Path = http.MethodGet, strings.TrimSuffix(r.URL.Path, "/deactivate")
+			r.Body, r.ContentLength = http.NoBody, 0
+		}
 		f.mu.Unlock()
 		if class == "create" && delay > 0 {
 			time.Sleep(delay)
@@ -553,4 +560,29 @@ func TestSecretAndStatusWritesFailInOnePass(t *testing.T) {
 	g.Expect(active).To(ConsistOf(HaveField("ID", got.Status.TokenID)))
 	g.Expect(h.useToken(h.secret("twice").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))
 	g.Expect(got.Status.PendingDeactivation).To(BeEmpty())
+}
+
+// TestDeletionDoesNotBelieveAFakeDeactivation: the backend answers the deactivation of a deleted
+// APIToken's token with 200 and the token still active, without deactivating it. The deletion
+// waits (the finalizer stays, the token is still active) instead of believing it; once the
+// backend really deactivates, the APIToken goes and its token is inactive.
+func TestDeletionDoesNotBelieveAFakeDeactivation(t *testing.T) {
+	h := newHarness(t)
+	g := NewWithT(t)
+	f, tok := frontedToken(t, h, "liar")
+	tok = h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
+	f.mu.Lock()
+	f.fakeDeactivate = true
+	f.mu.Unlock()
+	g.Expect(h.c.Delete(h.ctx, tok)).To(Succeed())
+	g.Eventually(func() int { return f.count("deactivate") }).WithTimeout(15*time.Second).Should(BeNumerically(">=", 2), "the deactivation is tried again")
+	g.Expect(h.get(tok.Name)).NotTo(BeNil(), "the deletion waits while the token is active")
+	g.Eventually(func() string { return h.readyCondition(h.get(tok.Name)).Message }).WithTimeout(10*time.Second).Should(ContainSubstring("with the token still active"), "the condition says why the deletion waits")
+	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusActive))
+
+	f.mu.Lock()
+	f.fakeDeactivate = false
+	f.mu.Unlock()
+	g.Eventually(func() bool { return h.get(tok.Name) == nil }).WithTimeout(30 * time.Second).Should(BeTrue())
+	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive))
 }

@@ -97,9 +97,19 @@ func (r *Reconciler) deactivateIfOwned(ctx context.Context, tok *tokensv1alpha1.
 	case t.Owner.UID != string(tok.UID) || t.DeactivatedAt != nil:
 		return nil
 	}
-	_, err = cl.Deactivate(ctx, id)
+	got, err := cl.Deactivate(ctx, id)
 	if backend.IsNotFound(err) {
 		return nil
+	}
+	return stillActive(id, got, err)
+}
+
+// stillActive turns a deactivation the backend answered with the token still active into an
+// error, so the token stays listed and the deactivation is tried again: a success that did
+// not happen is never believed (a backend that answers 200 but did not write).
+func stillActive(id string, got *backend.Token, err error) error {
+	if err == nil && got != nil && got.Status == backend.StatusActive {
+		return fmt.Errorf("the backend answered the deactivation of token %s with the token still active", id)
 	}
 	return err
 }
@@ -108,9 +118,9 @@ func (r *Reconciler) deactivateIfOwned(ctx context.Context, tok *tokensv1alpha1.
 // not taken on trust (a wrongly escaped id also gives 404): the token must be gone from the
 // backend's active list too.
 func (r *Reconciler) deactivateOwned(ctx context.Context, tok *tokensv1alpha1.APIToken, cl backend.Driver, id string) error {
-	_, err := cl.Deactivate(ctx, id)
+	got, err := cl.Deactivate(ctx, id)
 	if err == nil || !backend.IsNotFound(err) {
-		return err
+		return stillActive(id, got, err)
 	}
 	list, lerr := cl.List(ctx, backend.ListOptions{Owner: string(tok.UID), Status: backend.StatusActive})
 	if lerr != nil {
