@@ -22,11 +22,41 @@ const clockTicks = 100
 // what a phase cost each part of the system; on a machine of two cores this says where the
 // time to Ready goes, which a ratio alone cannot.
 func cpuSeconds() map[string]float64 {
-	type proc struct {
-		ppid  int
-		comm  string
-		ticks float64
+	procs := readProcs()
+	self := os.Getpid()
+	out := map[string]float64{}
+	for pid, p := range procs {
+		if !descends(procs, pid, self) {
+			continue
+		}
+		name := p.comm
+		if pid == self {
+			name = "bench"
+		}
+		out[name] += p.own
 	}
+	if extraCPU != nil {
+		for name, v := range extraCPU() {
+			out[name] += v
+		}
+	}
+	return out
+}
+
+// extraCPU, when set, adds the CPU seconds of processes that are not this process's
+// descendants: Zabbix's PHP and PostgreSQL, which start.sh detaches (-backend zabbix).
+var extraCPU func() map[string]float64
+
+// proc is what /proc/<pid>/stat says of a process: its parent, its command, and its CPU
+// seconds (own: utime + stime; reaped: cutime + cstime, of the children it waited for).
+type proc struct {
+	ppid        int
+	comm        string
+	own, reaped float64
+}
+
+// readProcs reads every process's stat line.
+func readProcs() map[int]proc {
 	procs := map[int]proc{}
 	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, p := range paths {
@@ -43,99 +73,46 @@ func cpuSeconds() map[string]float64 {
 		if err != nil {
 			continue
 		}
-		// After the command: state(3) ppid(4) ... utime(14) stime(15), counted from 1.
+		// After the command: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17),
+		// counted from 1.
 		f := strings.Fields(s[close+1:])
-		if len(f) < 13 {
+		if len(f) < 15 {
 			continue
 		}
+		num := func(i int) float64 { v, _ := strconv.ParseFloat(f[i], 64); return v }
 		ppid, _ := strconv.Atoi(f[1])
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		procs[pid] = proc{ppid: ppid, comm: s[open+1 : close], ticks: ut + st}
+		procs[pid] = proc{ppid: ppid, comm: s[open+1 : close], own: (num(11) + num(12)) / clockTicks, reaped: (num(13) + num(14)) / clockTicks}
 	}
-	self := os.Getpid()
-	mine := func(pid int) bool {
-		for i := 0; i < 64 && pid > 1; i++ {
-			if pid == self {
-				return true
-			}
-			pid = procs[pid].ppid
-		}
-		return false
-	}
-	out := map[string]float64{}
-	for pid, p := range procs {
-		if !mine(pid) {
-			continue
-		}
-		name := p.comm
-		if pid == self {
-			name = "bench"
-		}
-		out[name] += p.ticks / clockTicks
-	}
-	if extraCPU != nil {
-		for name, v := range extraCPU() {
-			out[name] += v
-		}
-	}
-	return out
+	return procs
 }
 
-// extraCPU, when set, adds the CPU seconds of processes that are not this process's
-// descendants: Zabbix's PHP and PostgreSQL, which start.sh detaches (-backend zabbix).
-var extraCPU func() map[string]float64
+// descends reports whether pid is root or one of its descendants.
+func descends(procs map[int]proc, pid, root int) bool {
+	for i := 0; i < 64 && pid > 1; i++ {
+		if pid == root {
+			return true
+		}
+		pid = procs[pid].ppid
+	}
+	return false
+}
 
 // procTreeSeconds is the CPU time of pid, of its live descendants, and of the children it
 // has reaped (cutime and cstime): PostgreSQL's postmaster reaps a backend per connection, and
 // PHP's frontend opens a connection per request, so most of PostgreSQL's work is there.
 func procTreeSeconds(pid int) float64 {
-	total := 0.0
-	paths, _ := filepath.Glob("/proc/[0-9]*/stat")
-	parent := map[int]int{}
-	own := map[int]float64{}
-	reaped := 0.0
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || close < open {
-			continue
-		}
-		id, err := strconv.Atoi(strings.TrimSpace(s[:open]))
-		if err != nil {
-			continue
-		}
-		// After the command: ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
-		f := strings.Fields(s[close+1:])
-		if len(f) < 15 {
-			continue
-		}
-		parent[id], _ = strconv.Atoi(f[1])
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		own[id] = (ut + st) / clockTicks
-		if id == pid {
-			cut, _ := strconv.ParseFloat(f[13], 64)
-			cst, _ := strconv.ParseFloat(f[14], 64)
-			reaped = (cut + cst) / clockTicks
-		}
-	}
-	if _, ok := own[pid]; !ok {
+	procs := readProcs()
+	root, ok := procs[pid]
+	if !ok {
 		return 0
 	}
-	for id, sec := range own {
-		for p, i := id, 0; i < 64 && p > 1; p, i = parent[p], i+1 {
-			if p == pid {
-				total += sec
-				break
-			}
+	total := root.reaped
+	for id, p := range procs {
+		if descends(procs, id, pid) {
+			total += p.own
 		}
 	}
-	return total + reaped
+	return total
 }
 
 // cpuSince is what each process spent since the snapshot before, in seconds.
