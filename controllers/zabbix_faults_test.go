@@ -1,9 +1,6 @@
 package controllers_test
 
 import (
-	"bytes"
-	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -39,45 +36,22 @@ func onBackend(name string) func(*tokensv1alpha1.APIToken) {
 	return func(t *tokensv1alpha1.APIToken) { t.Spec.BackendRef.Name = name }
 }
 
-// rpcMethod matches JSON-RPC requests of method, reading the body and putting it back for
-// the proxy to forward.
-func rpcMethod(method string) func(*http.Request) bool {
-	return func(r *http.Request) bool {
-		body, err := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req struct {
-			Method string `json:"method"`
-		}
-		return err == nil && json.Unmarshal(body, &req) == nil && req.Method == method
-	}
-}
-
 // loseReplyOnce makes the proxy forward the next request of method to Zabbix, let Zabbix carry
-// it out, and then close the connection without the reply: a reply lost in transit. It is the
-// trick of internal/backend/zabbix's fault tests: a Pass fault marks the request, and the
-// response hook aborts the handler, which net/http answers by closing the connection. lost
-// becomes true once a reply was lost.
-func loseReplyOnce(p *faultproxy.Proxy, method string) (lost *atomic.Bool) {
-	const dropHeader = "X-Test-Lose-Reply"
-	lost = &atomic.Bool{}
-	var armed atomic.Bool
-	armed.Store(true)
-	match := rpcMethod(method)
-	p.Add(faultproxy.Fault{Kind: faultproxy.Pass, Times: 1, Match: func(r *http.Request) bool {
-		if !armed.Load() || !match(r) {
-			return false
+// it out, and then close the connection without the reply: a reply lost in transit. lost
+// reports whether it happened since.
+func loseReplyOnce(p *faultproxy.Proxy, method string) (lost func() bool) {
+	faulted := func() int {
+		n := 0
+		for _, r := range p.Requests() {
+			if r.Faulted {
+				n++
+			}
 		}
-		armed.Store(false)
-		r.Header.Set(dropHeader, "1")
-		return true
-	}})
-	p.OnResponse(func(r *http.Request, _ int) {
-		if r.Header.Get(dropHeader) != "" {
-			lost.Store(true)
-			panic(http.ErrAbortHandler)
-		}
-	})
-	return lost
+		return n
+	}
+	before := faulted()
+	p.Add(faultproxy.Fault{Kind: faultproxy.LoseReply, Times: 1, Match: faultproxy.MatchJSONRPC(method)})
+	return func() bool { return faulted() > before }
 }
 
 // expectOneLiveToken checks the end state every fault must leave: the APIToken Active with
@@ -110,7 +84,7 @@ func TestZabbixIssueSurvivesALostReply(t *testing.T) {
 			lost := loseReplyOnce(p, method)
 			tok := h.create(h.newToken("lost-"+method[len("token."):], tokensv1alpha1.PermissionReadOnly, onBackend(front)))
 			h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-			g.Expect(lost.Load()).To(BeTrue(), "the %s reply was lost", method)
+			g.Expect(lost()).To(BeTrue(), "the %s reply was lost", method)
 			h.expectOneLiveToken(tok.Name)
 		})
 	}
@@ -126,7 +100,7 @@ func TestZabbixDeactivationRetriedAfter5xx(t *testing.T) {
 	value := h.secret(tok.Name).Data["token"]
 	// The first token.update is answered 503 without reaching Zabbix; the later ones pass.
 	var updates atomic.Int32
-	isUpdate := rpcMethod("token.update")
+	isUpdate := faultproxy.MatchJSONRPC("token.update")
 	p.Add(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, Match: func(r *http.Request) bool {
 		return isUpdate(r) && updates.Add(1) == 1
 	}})
@@ -148,7 +122,7 @@ func TestZabbixManagerStoppedBetweenCreateAndGenerate(t *testing.T) {
 	g := NewWithT(t)
 	p, front := h.zabbixFront()
 	held := make(chan struct{}, 1)
-	isGenerate := rpcMethod("token.generate")
+	isGenerate := faultproxy.MatchJSONRPC("token.generate")
 	p.Add(faultproxy.Fault{Kind: faultproxy.Hang, Times: 1, Match: func(r *http.Request) bool {
 		if !isGenerate(r) {
 			return false

@@ -1,12 +1,8 @@
 package zabbix_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"io"
 	"net/http"
-	"sync/atomic"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -15,44 +11,6 @@ import (
 	"github.com/statusops/apitoken-operator/internal/reliability/faultproxy"
 	"github.com/statusops/apitoken-operator/internal/zabbixtest"
 )
-
-// rpcMethod matches JSON-RPC requests of method, reading the body and putting it back for
-// the proxy to forward.
-func rpcMethod(method string) func(*http.Request) bool {
-	return func(r *http.Request) bool {
-		body, err := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		var req struct {
-			Method string `json:"method"`
-		}
-		return err == nil && json.Unmarshal(body, &req) == nil && req.Method == method
-	}
-}
-
-// dropHeader marks a request whose reply the proxy must lose.
-const dropHeader = "X-Test-Lose-Reply"
-
-// loseReplyOnce makes the proxy forward the next request of method to Zabbix, let Zabbix
-// carry it out, and then close the connection without the reply: a reply lost in transit.
-// (A Pass fault marks the request; the response hook aborts the handler, which net/http
-// answers by closing the connection.)
-func loseReplyOnce(p *faultproxy.Proxy, method string) {
-	var done atomic.Bool
-	match := rpcMethod(method)
-	p.Add(faultproxy.Fault{Kind: faultproxy.Pass, Times: 1, Match: func(r *http.Request) bool {
-		if done.Load() || !match(r) {
-			return false
-		}
-		done.Store(true)
-		r.Header.Set(dropHeader, "1")
-		return true
-	}})
-	p.OnResponse(func(r *http.Request, _ int) {
-		if r.Header.Get(dropHeader) != "" {
-			panic(http.ErrAbortHandler)
-		}
-	})
-}
 
 // proxied is the driver's configuration for z, through a fault proxy.
 func proxied(t *testing.T, z *zabbixtest.Server) (*faultproxy.Proxy, backend.Config) {
@@ -106,7 +64,7 @@ func TestCreateSurvivesALostReply(t *testing.T) {
 			owner := backend.Owner{UID: newUID(), Cluster: "c1", Serial: 1}
 			spec := backend.TokenSpec{Name: "ns/lost", Permission: backend.PermissionReadOnly}
 
-			loseReplyOnce(p, tc.method)
+			p.Add(faultproxy.Fault{Kind: faultproxy.LoseReply, Times: 1, Match: faultproxy.MatchJSONRPC(tc.method)})
 			_, err = d.Create(ctx, owner, spec)
 			g.Expect(backend.IsTransient(err)).To(BeTrue(), "%v", err)
 			c.take()
@@ -170,14 +128,14 @@ func TestDeactivateAfterA5xx(t *testing.T) {
 	created, err := d.Create(ctx, backend.Owner{UID: newUID(), Cluster: "c1", Serial: 1}, backend.TokenSpec{Name: "ns/5xx", Permission: backend.PermissionReadOnly})
 	g.Expect(err).NotTo(HaveOccurred())
 
-	p.Add(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, Match: rpcMethod("token.update"), Times: 1})
+	p.Add(faultproxy.Fault{Kind: faultproxy.Status, Status: http.StatusServiceUnavailable, Match: faultproxy.MatchJSONRPC("token.update"), Times: 1})
 	_, err = d.Deactivate(ctx, created.ID)
 	g.Expect(backend.IsTransient(err)).To(BeTrue(), "%v", err)
 	g.Expect(err.(*backend.Error).StatusCode).To(Equal(http.StatusServiceUnavailable))
 	ok, _ := hostGet(t, z, created.Value)
 	g.Expect(ok).To(BeTrue(), "the refused request never reached Zabbix")
 
-	p.Add(faultproxy.Fault{Kind: faultproxy.RateLimit, RetryAfter: 3, Match: rpcMethod("token.update"), Times: 1})
+	p.Add(faultproxy.Fault{Kind: faultproxy.RateLimit, RetryAfter: 3, Match: faultproxy.MatchJSONRPC("token.update"), Times: 1})
 	_, err = d.Deactivate(ctx, created.ID)
 	g.Expect(backend.IsTransient(err)).To(BeTrue(), "%v", err)
 	g.Expect(backend.RetryAfter(err).Seconds()).To(Equal(3.0))

@@ -42,6 +42,9 @@ const (
 	// Body forwards the request to the backend (so its effect happens) and replaces the
 	// answer with Fault.Status (default 200), Fault.ContentType and Fault.Body.
 	Body
+	// LoseReply forwards the request to the backend (so its effect happens) and closes the
+	// connection without the answer: a reply lost in transit.
+	LoseReply
 )
 
 // Fault is one scripted misbehaviour.
@@ -396,6 +399,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeBody(w, code, f.ContentType, f.Body)
 		p.record(r, code, true)
+	case LoseReply:
+		rec := &bufferedWriter{header: http.Header{}}
+		p.rp.ServeHTTP(rec, r)
+		p.record(r, rec.code, true)
+		resetConn(w)
 	default:
 		sw := &statusWriter{ResponseWriter: w}
 		p.rp.ServeHTTP(sw, r)
@@ -504,6 +512,19 @@ func (b *bufferedWriter) WriteHeader(code int)        { b.code = code }
 // MatchClass matches requests of one protocol operation (see Class).
 func MatchClass(class string) func(*http.Request) bool {
 	return func(r *http.Request) bool { return Class(r.Method, r.URL.Path) == class }
+}
+
+// MatchJSONRPC matches JSON-RPC requests (Zabbix's API) of method. It reads the body and puts
+// it back for the proxy to forward.
+func MatchJSONRPC(method string) func(*http.Request) bool {
+	return func(r *http.Request) bool {
+		body, err := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var req struct {
+			Method string `json:"method"`
+		}
+		return err == nil && json.Unmarshal(body, &req) == nil && req.Method == method
+	}
 }
 
 // MatchWrites matches requests whose method may change state.

@@ -227,6 +227,30 @@ func TestBodyRewritesAfterTheBackendActed(t *testing.T) {
 	g.Expect(p.IssuedValues()).To(HaveKey("sgt_stubVALUE"), "the value the backend created is captured though the client never saw it")
 }
 
+func TestLoseReplyActsThenDropsTheAnswer(t *testing.T) {
+	g := NewWithT(t)
+	b := startBackend(t)
+	p := startProxy(t, b)
+	p.Add(Fault{Kind: LoseReply, Times: 1, Match: MatchClass("create")})
+	_, _, err := call(t, p, http.MethodPost, "/api_tokens", 5*time.Second)
+	g.Expect(err).To(HaveOccurred(), "no answer reaches the client")
+	g.Expect(b.hits.Load()).To(Equal(int32(1)), "the backend did the work")
+	reqs := p.Requests()
+	g.Expect(reqs).To(HaveLen(1))
+	g.Expect(reqs[0].Faulted).To(BeTrue())
+	resp, _, err := call(t, p, http.MethodPost, "/api_tokens", 5*time.Second)
+	g.Expect(err).NotTo(HaveOccurred(), "once only")
+	g.Expect(resp.StatusCode).To(BeNumerically("<", 300))
+}
+
+func TestMatchJSONRPCKeepsTheBody(t *testing.T) {
+	g := NewWithT(t)
+	r, err := http.NewRequest(http.MethodPost, "http://127.0.0.1/api_jsonrpc.php", strings.NewReader(`{"jsonrpc":"2.0","method":"token.create","params":{},"id":1}`))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(MatchJSONRPC("token.generate")(r)).To(BeFalse())
+	g.Expect(MatchJSONRPC("token.create")(r)).To(BeTrue(), "the body was put back for the next reader")
+}
+
 func TestDownRefusesAndUpServesOnTheSamePort(t *testing.T) {
 	g := NewWithT(t)
 	b := startBackend(t)
