@@ -537,25 +537,10 @@ func slotWaits(t *testing.T, backendName, first string) float64 {
 func TestSecretAndStatusWritesFailInOnePass(t *testing.T) {
 	h := newHarness(t)
 	g := NewWithT(t)
-	secrets := "/namespaces/" + h.ns + "/secrets"
-	status := "/namespaces/" + h.ns + "/apitokens/twice/status"
-	secretFailed, statusFailed := false, false
-	h.writes.failWrites(func(method, path string) bool {
-		switch {
-		case !secretFailed && strings.Contains(path, secrets) && !strings.HasSuffix(path, "/admin"):
-			secretFailed = true
-			return true
-		case secretFailed && !statusFailed && method == http.MethodPatch && strings.HasSuffix(path, status):
-			statusFailed = true
-			return true
-		}
-		return false
-	})
+	failed := h.failSecretThenStatus("twice")
 	tok := h.create(h.newToken("twice", tokensv1alpha1.PermissionReadOnly))
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	h.writes.mu.Lock()
-	g.Expect(secretFailed && statusFailed).To(BeTrue(), "both injected failures happened")
-	h.writes.mu.Unlock()
+	g.Expect(failed()).To(BeTrue(), "both injected failures happened")
 	active := h.activeBackendTokens(got.UID)
 	g.Expect(active).To(ConsistOf(HaveField("ID", got.Status.TokenID)))
 	g.Expect(h.useToken(h.secret("twice").Data["token"], http.MethodGet, "/boards")).To(Equal(http.StatusOK))

@@ -485,6 +485,31 @@ func (w *writeCounter) failWrites(fail func(method, path string) bool) {
 	w.mu.Unlock()
 }
 
+// failSecretThenStatus fails the manager's first write of a Secret in the harness's namespace
+// (the credentials Secret aside) and then the next status patch of APIToken name: a pass whose
+// Secret write and status write both fail. failed reports whether both happened.
+func (h *harness) failSecretThenStatus(name string) (failed func() bool) {
+	secrets := "/namespaces/" + h.ns + "/secrets"
+	status := "/namespaces/" + h.ns + "/apitokens/" + name + "/status"
+	secretFailed, statusFailed := false, false
+	h.writes.failWrites(func(method, path string) bool {
+		switch {
+		case !secretFailed && strings.Contains(path, secrets) && !strings.HasSuffix(path, "/admin"):
+			secretFailed = true
+			return true
+		case secretFailed && !statusFailed && method == http.MethodPatch && strings.HasSuffix(path, status):
+			statusFailed = true
+			return true
+		}
+		return false
+	})
+	return func() bool {
+		h.writes.mu.Lock()
+		defer h.writes.mu.Unlock()
+		return secretFailed && statusFailed
+	}
+}
+
 // total is the number of counted writes whose path contains substr.
 func (w *writeCounter) total(substr string) int {
 	w.mu.Lock()

@@ -2,7 +2,6 @@ package controllers_test
 
 import (
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -158,25 +157,10 @@ func TestZabbixManagerStoppedBetweenCreateAndGenerate(t *testing.T) {
 func TestZabbixSecretAndStatusWritesFailInOnePass(t *testing.T) {
 	h := newZabbixHarness(t)
 	g := NewWithT(t)
-	secrets := "/namespaces/" + h.ns + "/secrets"
-	status := "/namespaces/" + h.ns + "/apitokens/twice/status"
-	var secretFailed, statusFailed bool
-	h.writes.failWrites(func(method, path string) bool {
-		switch {
-		case !secretFailed && strings.Contains(path, secrets) && !strings.HasSuffix(path, "/admin"):
-			secretFailed = true
-			return true
-		case secretFailed && !statusFailed && method == http.MethodPatch && strings.HasSuffix(path, status):
-			statusFailed = true
-			return true
-		}
-		return false
-	})
+	failed := h.failSecretThenStatus("twice")
 	tok := h.create(h.newToken("twice", tokensv1alpha1.PermissionReadOnly))
 	got := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	h.writes.mu.Lock()
-	g.Expect(secretFailed && statusFailed).To(BeTrue(), "both injected failures happened")
-	h.writes.mu.Unlock()
+	g.Expect(failed()).To(BeTrue(), "both injected failures happened")
 	all := h.zabbixTokensOf(got.UID)
 	g.Expect(all).To(HaveLen(2), "the first try's token and the one issued after it")
 	for _, z := range all {
