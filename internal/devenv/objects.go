@@ -135,16 +135,7 @@ func (e *Env) startBackend(ctx context.Context) error {
 // configureBackend creates the admin Secret and the ClusterStatusBackend "default" (from
 // the sample, with the URL of the running backend).
 func (e *Env) configureBackend(ctx context.Context) error {
-	ns := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace",
-		"metadata": map[string]any{"name": AdminNamespace},
-	}}
-	secret := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Secret",
-		"metadata":   map[string]any{"name": AdminSecretName, "namespace": AdminNamespace},
-		"type":       "Opaque",
-		"stringData": map[string]any{AdminSecretKey: e.AdminToken},
-	}}
+	ns, secret := adminSecretObjects(AdminSecretName, e.AdminToken)
 	objs, err := readManifests(filepath.Join(e.opts.RepoRoot, "config", "samples", "tokens_v1alpha1_clusterstatusbackend.yaml"))
 	if err != nil {
 		return err
@@ -161,6 +152,22 @@ func (e *Env) configureBackend(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// adminSecretObjects are AdminNamespace and the Secret name in it that holds a backend's
+// admin credential under AdminSecretKey.
+func adminSecretObjects(name, credential string) (ns, secret *unstructured.Unstructured) {
+	ns = &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": AdminNamespace},
+	}}
+	secret = &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Secret",
+		"metadata":   map[string]any{"name": name, "namespace": AdminNamespace},
+		"type":       "Opaque",
+		"stringData": map[string]any{AdminSecretKey: credential},
+	}}
+	return ns, secret
 }
 
 // applySamples applies the manifests listed in config/samples/kustomization.yaml, with

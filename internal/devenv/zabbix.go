@@ -269,15 +269,6 @@ func ZabbixBackendObjects(sample []*unstructured.Unstructured, z *ZabbixServer) 
 			return nil, fmt.Errorf("setting %s: %w", strings.Join(f.path, "."), err)
 		}
 	}
-	ns := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace",
-		"metadata": map[string]any{"name": AdminNamespace},
-	}}
-	secret := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Secret",
-		"metadata":   map[string]any{"name": ZabbixAdminSecretName, "namespace": AdminNamespace},
-		"type":       "Opaque",
-		"stringData": map[string]any{AdminSecretKey: z.AdminToken},
-	}}
+	ns, secret := adminSecretObjects(ZabbixAdminSecretName, z.AdminToken)
 	return []*unstructured.Unstructured{ns, secret, backend}, nil
 }
