@@ -62,26 +62,21 @@ type StatusBackendReconciler struct {
 
 // SetupWithManager registers the controller and its watches.
 func (r *StatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return (&backendReconciler[*tokensv1alpha1.StatusBackend]{
-		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: statusBackendKind, workers: r.MaxConcurrentReconciles, inventory: r.Inventory,
-	}).SetupWithManager(mgr)
+	return setupKind(mgr, r, statusBackendKind)
 }
 
-// ClusterStatusBackendReconciler checks ClusterStatusBackends.
-type ClusterStatusBackendReconciler struct {
-	client.Client
-	Checker *Checker
-	// CredentialsCache: see StatusBackendReconciler.
-	CredentialsCache cache.Cache
-	// MaxConcurrentReconciles: see StatusBackendReconciler.
-	MaxConcurrentReconciles int
-	// Inventory: see StatusBackendReconciler.
-	Inventory *inventory.Inventory
-}
+// ClusterStatusBackendReconciler checks ClusterStatusBackends; its fields are
+// StatusBackendReconciler's.
+type ClusterStatusBackendReconciler StatusBackendReconciler
 
 // SetupWithManager registers the controller and its watches.
 func (r *ClusterStatusBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return (&backendReconciler[*tokensv1alpha1.ClusterStatusBackend]{
-		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: clusterStatusBackendKind, workers: r.MaxConcurrentReconciles, inventory: r.Inventory,
+	return setupKind(mgr, (*StatusBackendReconciler)(r), clusterStatusBackendKind)
+}
+
+// setupKind registers the one generic reconciler for a backend kind.
+func setupKind[T client.Object](mgr ctrl.Manager, r *StatusBackendReconciler, kind backendKind[T]) error {
+	return (&backendReconciler[T]{
+		client: r.Client, checker: r.Checker, credentials: r.CredentialsCache, kind: kind, workers: r.MaxConcurrentReconciles, inventory: r.Inventory,
 	}).SetupWithManager(mgr)
 }
