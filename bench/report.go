@@ -510,13 +510,8 @@ func historyTable(root string) (string, error) {
 	}
 	sort.Strings(paths)
 	var b strings.Builder
-	b.WriteString("Every run kept for before/after (– where that bench did not measure it):\n\n| file | commit | load (mean) |")
-	sep := "|---|---|---|"
-	for _, m := range historyMetrics {
-		b.WriteString(" `" + m + "` |")
-		sep += "---|"
-	}
-	b.WriteString("\n" + sep + "\n")
+	b.WriteString("Every run kept for before/after (– where that bench did not measure it):\n\n")
+	b.WriteString(tableHead([]string{"file", "commit", "load (mean)"}, historyMetrics))
 	for _, p := range paths {
 		data, err := os.ReadFile(p)
 		if err != nil {
@@ -653,6 +648,21 @@ func fillSections(doc []byte, begin, end string, fill func(args []string) (strin
 	}
 }
 
+// tableHead is a Markdown table's header and separator: the plain columns, then one column
+// per code name, quoted as code.
+func tableHead(plain, code []string) string {
+	head, sep := "|", "|"
+	for _, c := range plain {
+		head += " " + c + " |"
+		sep += "---|"
+	}
+	for _, c := range code {
+		head += " `" + c + "` |"
+		sep += "---|"
+	}
+	return head + "\n" + sep + "\n"
+}
+
 // compareTable is one column per results file: the metrics of compareMetrics that any of them
 // measured, then its commit, load and date.
 func compareTable(root string, files []string) (string, error) {
@@ -670,13 +680,7 @@ func compareTable(root string, files []string) (string, error) {
 		}
 	}
 	var b strings.Builder
-	b.WriteString("| metric |")
-	sep := "|---|"
-	for _, f := range files {
-		b.WriteString(" `" + f + "` |")
-		sep += "---|"
-	}
-	b.WriteString("\n" + sep + "\n")
+	b.WriteString(tableHead([]string{"metric"}, files))
 	for _, m := range compareMetrics {
 		seen := false
 		line := "| `" + m + "` |"
