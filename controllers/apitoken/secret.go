@@ -88,18 +88,11 @@ const annotationRetainedFrom = "tokens.statusops.dev/retained-from"
 // and the managed-by label go (garbage collection and this operator leave it alone from
 // now on), and an annotation says where it came from.
 func (r *Reconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken) error {
-	var secret corev1.Secret
 	// Live, not cached: the patch is computed from it, and the cache may have cut its
 	// owner references or metadata.
-	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: tok.SecretNameOrDefault()}, &secret)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	secret, err := ownedSecret(ctx, r.APIReader, tok, tok.SecretNameOrDefault())
+	if secret == nil || err != nil {
 		return err
-	}
-	if !metav1.IsControlledBy(&secret, tok) {
-		return nil
 	}
 	patch := client.MergeFrom(secret.DeepCopy())
 	refs := secret.OwnerReferences[:0]
@@ -114,27 +107,36 @@ func (r *Reconciler) releaseOwnedSecret(ctx context.Context, tok *tokensv1alpha1
 		secret.Annotations = map[string]string{}
 	}
 	secret.Annotations[annotationRetainedFrom] = tok.Namespace + "/" + tok.Name + " (" + string(tok.UID) + ")"
-	if err := r.Patch(ctx, &secret, patch); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Patch(ctx, secret, patch); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("releasing Secret %s: %w", secret.Name, err)
 	}
 	return nil
 }
 
+// ownedSecret reads the Secret name of tok's namespace through reader; nil when it does not
+// exist or tok does not control it.
+func ownedSecret(ctx context.Context, reader client.Reader, tok *tokensv1alpha1.APIToken, name string) (*corev1.Secret, error) {
+	var secret corev1.Secret
+	err := reader.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: name}, &secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case !metav1.IsControlledBy(&secret, tok):
+		return nil, nil
+	}
+	return &secret, nil
+}
+
 // deleteOwnedSecret deletes the Secret name when tok controls it (the UID precondition keeps
 // a Secret recreated meanwhile under the same name).
 func (r *Reconciler) deleteOwnedSecret(ctx context.Context, tok *tokensv1alpha1.APIToken, name string) error {
-	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: tok.Namespace, Name: name}, &secret)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	secret, err := ownedSecret(ctx, r.Client, tok, name)
+	if secret == nil || err != nil {
 		return err
 	}
-	if !metav1.IsControlledBy(&secret, tok) {
-		return nil
-	}
-	if err := r.Delete(ctx, &secret, client.Preconditions{UID: &secret.UID}); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting Secret %s: %w", secret.Name, err)
 	}
 	return nil
