@@ -84,19 +84,7 @@ func TestBackendSwitchOnOneAccountKeepsTheOverlap(t *testing.T) {
 	h.backendReady(twin, tokensv1alpha1.ReasonPingSucceeded)
 	tok := h.waitFor(h.create(h.newToken("switcher", tokensv1alpha1.PermissionReadOnly, withRotation(tokensv1alpha1.RotationSpec{GracePeriod: dur(time.Hour)}))).Name,
 		tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	switchTo := func(name string) {
-		g.Eventually(func() error {
-			cur := h.get(tok.Name)
-			cur.Spec.BackendRef.Name = name
-			return h.c.Update(h.ctx, cur)
-		}).Should(Succeed())
-		g.Eventually(func() string {
-			if b := h.get(tok.Name).Status.Backend; b != nil {
-				return b.Name
-			}
-			return ""
-		}).WithTimeout(15 * time.Second).Should(Equal(name))
-	}
+	switchTo := func(name string) { h.switchBackend(tok.Name, name) }
 	first := tok.Status.TokenID
 	switchTo(twin)
 	second := h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued).Status.TokenID

@@ -154,17 +154,7 @@ func TestBackendSwitchRetiresTheOldBackendsToken(t *testing.T) {
 	})
 	h.backendReady("other-"+h.ns, tokensv1alpha1.ReasonPingSucceeded)
 	tok := h.waitFor(h.create(h.newToken("mover", tokensv1alpha1.PermissionReadOnly)).Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
-	g.Eventually(func() error {
-		cur := h.get(tok.Name)
-		cur.Spec.BackendRef.Name = "other-" + h.ns
-		return h.c.Update(h.ctx, cur)
-	}).Should(Succeed())
-	g.Eventually(func() string {
-		if b := h.get(tok.Name).Status.Backend; b != nil {
-			return b.Name
-		}
-		return ""
-	}).WithTimeout(15 * time.Second).Should(Equal("other-" + h.ns))
+	h.switchBackend(tok.Name, "other-"+h.ns)
 	h.waitFor(tok.Name, tokensv1alpha1.PhaseActive, tokensv1alpha1.ReasonIssued)
 	g.Expect(h.backendToken(tok.Status.TokenID).Status).To(Equal(backend.StatusInactive), "the old backend's token is deactivated")
 	g.Expect(h.activeBackendTokens(tok.UID)).To(BeEmpty())

@@ -485,6 +485,24 @@ func (w *writeCounter) failWrites(fail func(method, path string) bool) {
 	w.mu.Unlock()
 }
 
+// switchBackend points APIToken name at the backend named backendName and waits until its
+// status names that backend.
+func (h *harness) switchBackend(name, backendName string) {
+	h.t.Helper()
+	g := NewWithT(h.t)
+	g.Eventually(func() error {
+		cur := h.get(name)
+		cur.Spec.BackendRef.Name = backendName
+		return h.c.Update(h.ctx, cur)
+	}).Should(Succeed())
+	g.Eventually(func() string {
+		if b := h.get(name).Status.Backend; b != nil {
+			return b.Name
+		}
+		return ""
+	}).WithTimeout(15 * time.Second).Should(Equal(backendName))
+}
+
 // failSecretThenStatus fails the manager's first write of a Secret in the harness's namespace
 // (the credentials Secret aside) and then the next status patch of APIToken name: a pass whose
 // Secret write and status write both fail. failed reports whether both happened.
